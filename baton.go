@@ -1,0 +1,297 @@
+// Package baton is the Go client of the baton token service: a session with a TTL
+// kept alive in the background, and named tokens acquired in FIFO order as leases.
+//
+//	c, err := baton.Dial(ctx, baton.Config{Addr: "127.0.0.1:7000", Node: "worker-1"})
+//	lease, err := c.Acquire(ctx, "counter")
+//	// use the resource until lease.Done() closes
+//	err = lease.Release(ctx, baton.Record{Counter: lease.Record.Counter + 1})
+//
+// A lease is trusted only while the session is alive by this process's own clock:
+// each keepalive the server acknowledges extends the session to the moment the
+// keepalive was sent plus the TTL, less a margin for clock-rate drift. The server
+// expires the session no earlier than the moment it received that keepalive plus the
+// TTL, so the client always stops trusting a lease before the server gives the token
+// to anyone else. Done closes the moment that trust ends: by that clock, on a lost
+// connection the server did not announce, on revocation, on Close. Every grant
+// carries a fence that grows by one; a release with an old fence changes nothing and
+// returns ErrStaleFence, which is what protects the record when a holder was paused.
+package baton
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// Errors returned by the client; compare with errors.Is.
+var (
+	ErrStaleFence     = errors.New("baton: stale fence")
+	ErrLeaseLost      = errors.New("baton: lease lost")
+	ErrSessionExpired = errors.New("baton: session expired")
+	ErrConnLost       = errors.New("baton: connection lost")
+	ErrRevoked        = errors.New("baton: lease revoked by the server")
+	ErrReleased       = errors.New("baton: lease released")
+	ErrClosed         = errors.New("baton: client closed")
+	ErrRefused        = errors.New("baton: refused by the server")
+)
+
+// Record is the shared resource a token guards: the original program's counter and
+// waiting counter.
+type Record struct {
+	// Counter is written by holders on release: the worker adds one per critical
+	// section, so at rest it equals the releases the server accepted.
+	Counter uint64
+	// Waits counts the acquires that found the token taken and had to queue. The
+	// server keeps it; the value passed to Release is ignored.
+	Waits uint64
+}
+
+// Config configures a Client.
+type Config struct {
+	// Addr is the server's token address. Resolve, if set, is asked instead at every
+	// (re)connect: the client worker finds the server through memberlist.
+	Addr    string
+	Resolve func(ctx context.Context) (string, error)
+	// Node names this client to the server; required. BootID tells this process from
+	// an earlier one with the same node name; random by default.
+	Node   string
+	BootID string
+	// TTL asks for a session TTL; zero takes the server's.
+	TTL time.Duration
+	// ClusterKey proves membership when the cluster has a key (BATON_CLUSTER_KEY).
+	ClusterKey []byte
+	// DriftBound is the fraction by which this clock may run slower than the
+	// server's; the session is trusted that much less than its TTL. Default 0.01.
+	DriftBound  float64
+	DialTimeout time.Duration // default 2s
+	Logger      *slog.Logger
+}
+
+// Client is a session with a baton server. It reconnects by itself and resumes its
+// session when the server allows. Safe for concurrent use.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	reqs   chan any // acquireOp, cancelOp, releaseOp, infoOp: handed to run
+	closeC chan struct{}
+	doneC  chan struct{}
+	once   sync.Once
+
+	slotsMu sync.Mutex // guards slots
+	slots   map[string]chan struct{}
+
+	firstSession chan struct{}
+	closeErr     error
+}
+
+// Dial starts a client and waits for its first session, or for ctx.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Node == "" {
+		return nil, errors.New("baton: Config.Node is required")
+	}
+	if cfg.Addr == "" && cfg.Resolve == nil {
+		return nil, errors.New("baton: Config.Addr or Config.Resolve is required")
+	}
+	if cfg.BootID == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.BootID = hex.EncodeToString(b[:])
+	}
+	if cfg.DriftBound <= 0 {
+		cfg.DriftBound = 0.01
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, reqs: make(chan any), closeC: make(chan struct{}),
+		doneC: make(chan struct{}), slots: map[string]chan struct{}{}, firstSession: make(chan struct{})}
+	go c.run()
+	select {
+	case <-c.firstSession:
+		return c, nil
+	case <-ctx.Done():
+		c.Close()
+		return nil, fmt.Errorf("baton: dial: %w", ctx.Err())
+	}
+}
+
+// Close ends the session: the server is told goodbye, so whatever this client still
+// holds passes on at once; every lease's Done closes. Idempotent.
+func (c *Client) Close() error {
+	c.once.Do(func() { close(c.closeC) })
+	<-c.doneC
+	return nil
+}
+
+// Info describes the client's session.
+type Info struct {
+	Connected bool
+	Session   uint64
+	Epoch     uint64
+	TTL       time.Duration
+	Deadline  time.Time // the session is trusted until then by this clock
+	Server    string
+}
+
+// Info returns the session's current state.
+func (c *Client) Info() Info {
+	op := infoOp{res: make(chan Info, 1)}
+	select {
+	case c.reqs <- op:
+		return <-op.res
+	case <-c.doneC:
+		return Info{}
+	}
+}
+
+// Lease is a token held by this client.
+type Lease struct {
+	Token  string
+	Fence  uint64 // strictly greater than every earlier grant's fence for this token
+	Record Record // the record as the previous holder left it
+
+	c       *Client
+	seq     uint64
+	done    chan struct{}
+	errMu   sync.Mutex // guards err
+	err     error
+	granted time.Time
+}
+
+// Done closes when the lease can no longer be trusted: check Err for why.
+func (l *Lease) Done() <-chan struct{} { return l.done }
+
+// Err is nil while the lease is trusted, then says why it ended.
+func (l *Lease) Err() error {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return l.err
+}
+
+// end closes Done with err; only the client's run goroutine calls it.
+func (l *Lease) end(err error) bool {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	if l.err != nil {
+		return false
+	}
+	l.err = err
+	close(l.done)
+	return true
+}
+
+// Release hands the token back, storing rec.Counter in the record, and returns once
+// the server has answered. A lease that was lost is still sent: the server's fence
+// decides, and a stale one returns ErrStaleFence having changed nothing.
+func (l *Lease) Release(ctx context.Context, rec Record) error {
+	op := releaseOp{lease: l, rec: rec, res: make(chan error, 1)}
+	select {
+	case l.c.reqs <- op:
+	case <-l.c.doneC:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-op.res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Acquire waits in the token's FIFO queue until this client holds it, then returns
+// the lease. When ctx ends first, the request is withdrawn; if the grant crossed the
+// withdrawal on the wire, the token passes on unused. Acquires of one token by
+// several goroutines of a Client queue here first, then at the server.
+func (c *Client) Acquire(ctx context.Context, token string) (*Lease, error) {
+	if token == "" || len(token) > wire.MaxName {
+		return nil, fmt.Errorf("baton: token name must be 1 to %d bytes", wire.MaxName)
+	}
+	slot := c.slot(token)
+	select {
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.doneC:
+		return nil, ErrClosed
+	}
+	op := &acquireOp{token: token, res: make(chan acquireResult, 1), slot: slot}
+	select {
+	case c.reqs <- op:
+	case <-ctx.Done():
+		<-slot
+		return nil, ctx.Err()
+	case <-c.doneC:
+		<-slot
+		return nil, ErrClosed
+	}
+	select {
+	case r := <-op.res:
+		return r.lease, r.err
+	case <-ctx.Done():
+	case <-c.doneC:
+		return nil, ErrClosed
+	}
+	// Withdraw. run answers once it has told the server, and then nothing more will
+	// arrive on op.res but what may already be there.
+	ack := make(chan struct{})
+	select {
+	case c.reqs <- cancelOp{op: op, ack: ack}:
+		<-ack
+	case <-c.doneC:
+	}
+	return nil, ctx.Err()
+}
+
+func (c *Client) slot(token string) chan struct{} {
+	c.slotsMu.Lock()
+	defer c.slotsMu.Unlock()
+	s := c.slots[token]
+	if s == nil {
+		s = make(chan struct{}, 1)
+		c.slots[token] = s
+	}
+	return s
+}
+
+type acquireOp struct {
+	token     string
+	seq       uint64
+	sent      bool
+	cancelled bool
+	res       chan acquireResult
+	slot      chan struct{}
+	lease     *Lease // set once granted, until it ends
+	since     time.Time
+}
+
+type acquireResult struct {
+	lease *Lease
+	err   error
+}
+
+type cancelOp struct {
+	op  *acquireOp
+	ack chan struct{}
+}
+
+type releaseOp struct {
+	lease *Lease
+	rec   Record
+	res   chan error
+}
+
+type infoOp struct{ res chan Info }

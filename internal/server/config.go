@@ -1,0 +1,106 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/baton-dev/baton/internal/cluster"
+)
+
+// Config is the server's whole configuration. main reads it from the environment
+// with envconfig (prefix BATON_); tests build it directly.
+type Config struct {
+	TokenAddr        string        `envconfig:"TOKEN_ADDR" default:":7000" desc:"token protocol listen address"`
+	HTTPAddr         string        `envconfig:"HTTP_ADDR" default:":8080" desc:"HTTP listen address: metrics, health, status, admin"`
+	GossipPort       int           `envconfig:"GOSSIP_PORT" default:"7946" desc:"memberlist port (TCP and UDP); 0 picks a free one"`
+	GossipBind       string        `envconfig:"GOSSIP_BIND" default:"0.0.0.0" desc:"memberlist bind address"`
+	Advertise        string        `envconfig:"ADVERTISE" desc:"address other nodes reach this one at (default: memberlist picks)"`
+	Join             []string      `envconfig:"JOIN" desc:"memberlist seeds, comma-separated (optional on the server)"`
+	NodeName         string        `envconfig:"NODE_NAME" desc:"memberlist node name (default: the hostname)"`
+	SessionTTL       time.Duration `envconfig:"SESSION_TTL" default:"5s" desc:"how long a session lives without a keepalive; a frozen or cut-off holder loses the token after it"`
+	StateDir         string        `envconfig:"STATE_DIR" desc:"directory for durable state (epoch, fences, records); empty keeps state in memory"`
+	AdminToken       string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`
+	ClusterKey       string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip and authenticates token clients"`
+	ClusterLabel     string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label: deployments on one network with different labels ignore each other"`
+	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat        string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+	MaxTokens        int           `envconfig:"MAX_TOKENS" default:"1024" desc:"most distinct token names the server will track"`
+	MaxConns         int           `envconfig:"MAX_CONNS" default:"16384" desc:"most simultaneous token connections"`
+	HandshakeTimeout time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"5s" desc:"time a new connection has to say hello"`
+	MaxFrameRate     int           `envconfig:"MAX_FRAME_RATE" default:"50000" desc:"frames per second one connection may send before it is cut off"`
+
+	// LocalGossip uses loopback memberlist timings (tests).
+	LocalGossip bool `ignored:"true"`
+}
+
+// DefaultConfig is the configuration envconfig's defaults give, for tests and tools.
+func DefaultConfig() Config {
+	return Config{TokenAddr: ":7000", HTTPAddr: ":8080", GossipPort: 7946, GossipBind: "0.0.0.0",
+		SessionTTL: 5 * time.Second, ClusterLabel: "baton", LogLevel: "info", LogFormat: "json",
+		MaxTokens: 1024, MaxConns: 16384, HandshakeTimeout: 5 * time.Second, MaxFrameRate: 50000}
+}
+
+// Validate checks c and names the variable at fault.
+func (c *Config) Validate() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if _, _, err := net.SplitHostPort(c.TokenAddr); err != nil {
+		bad("BATON_TOKEN_ADDR must be host:port, got %q", c.TokenAddr)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("BATON_HTTP_ADDR must be host:port, got %q", c.HTTPAddr)
+	}
+	if c.GossipPort < 0 || c.GossipPort > 65535 {
+		bad("BATON_GOSSIP_PORT must be 0..65535, got %d", c.GossipPort)
+	}
+	if c.SessionTTL < 100*time.Millisecond {
+		bad("BATON_SESSION_TTL must be at least 100ms, got %s", c.SessionTTL)
+	}
+	if _, err := cluster.ParseKey(c.ClusterKey); err != nil {
+		bad("%v", err)
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		bad("BATON_LOG_LEVEL: %v", err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("BATON_LOG_FORMAT must be json or text, got %q", c.LogFormat)
+	}
+	if c.MaxTokens < 1 {
+		bad("BATON_MAX_TOKENS must be > 0, got %d", c.MaxTokens)
+	}
+	if c.MaxConns < 1 {
+		bad("BATON_MAX_CONNS must be > 0, got %d", c.MaxConns)
+	}
+	if c.HandshakeTimeout <= 0 {
+		bad("BATON_HANDSHAKE_TIMEOUT must be > 0, got %s", c.HandshakeTimeout)
+	}
+	if c.MaxFrameRate < 1 {
+		bad("BATON_MAX_FRAME_RATE must be > 0, got %d", c.MaxFrameRate)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (c *Config) nodeName() string {
+	if c.NodeName != "" {
+		return c.NodeName
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "baton-server"
+	}
+	return h
+}
+
+// ParseLevel reads a BATON_LOG_LEVEL value.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}

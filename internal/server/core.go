@@ -1,0 +1,553 @@
+package server
+
+import (
+	"container/heap"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/state"
+	"github.com/baton-dev/baton/internal/token"
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// core is the single owner of the server's state: tokens, sessions, which connection
+// serves which session, the epoch. Only the core goroutine (Server.loop) touches it;
+// connections and HTTP handlers hand it work through Server.inbox and Server.ctl.
+type core struct {
+	s        *Server
+	tokens   *token.Table
+	sessions map[token.SessionID]*session
+	expiry   expiryHeap
+	epoch    uint64
+	ttl      time.Duration
+	maxTTL   time.Duration // longest TTL any session got: the grace a crash must wait
+	started  time.Time
+	dirty    bool       // state changed since the last snapshot
+	out      []outFrame // replies held back until the state they depend on is durable
+	events   []Event    // ring of recent events for the status page
+	eventAt  int
+	perToken map[string]*tokenInstruments
+	graceEnd time.Time // grants held back until then after a crash
+
+	expiryTimer *time.Timer // fires at the earliest session deadline
+	graceTimer  *time.Timer // fires at graceEnd
+}
+
+// session is a client session: it outlives connections (a client that reconnects in
+// time resumes it) and ends on Goodbye, on its TTL, when its connection is closed by
+// its peer (the process died), or when its node reboots.
+type session struct {
+	id       token.SessionID
+	node     string
+	bootID   string
+	ttl      time.Duration
+	deadline time.Time
+	conn     *conn             // nil while detached
+	requests map[string]uint64 // token → seq of this session's acquire, held or waiting
+	ended    bool
+}
+
+type outFrame struct {
+	c *conn
+	f wire.Frame
+}
+
+type tokenInstruments struct {
+	grants        prometheus.Counter
+	wait, hold    prometheus.Observer
+	staleReleases prometheus.Counter
+}
+
+func newCore(s *Server, ttl time.Duration) *core {
+	return &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: map[token.SessionID]*session{},
+		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64),
+		expiryTimer: time.NewTimer(time.Hour), graceTimer: time.NewTimer(time.Hour)}
+}
+
+// restore loads the durable state and starts a new epoch. After a crash the old
+// process's leases may still be trusted by their holders for up to a TTL, so tokens
+// that were held are granted again only after that.
+func (c *core) restore(st *state.Store, now time.Time) error {
+	snap, ok, err := st.Load()
+	if err != nil {
+		return err
+	}
+	if ok {
+		grace := snap.TTL
+		if grace < c.ttl {
+			grace = c.ttl
+		}
+		c.maxTTL = grace
+		for _, t := range snap.Tokens {
+			var notBefore time.Time
+			if t.Held {
+				notBefore = now.Add(grace)
+				c.graceEnd = notBefore
+			}
+			c.tokens.Restore(t.Name, t.Fence, wire.Record{Counter: t.Counter, Waits: t.Waits}, t.Grants, t.Releases, notBefore)
+		}
+		c.epoch = snap.Epoch
+	}
+	c.epoch++
+	c.dirty = true
+	return nil
+}
+
+func (c *core) snapshot() *state.Snapshot {
+	snap := &state.Snapshot{Epoch: c.epoch, TTL: c.maxTTL, Tokens: make([]state.Token, 0, c.tokens.Len())}
+	c.tokens.Each(func(t *token.Token) {
+		snap.Tokens = append(snap.Tokens, state.Token{Name: t.Name, Fence: t.Fence, Counter: t.Rec.Counter,
+			Waits: t.Rec.Waits, Grants: t.Grants, Releases: t.Releases, Held: t.Holder != 0})
+	})
+	return snap
+}
+
+// commit makes the state durable, then lets out the replies that depend on it. A
+// grant therefore never reaches a client before its fence is on disk, and many
+// operations share one fsync when they arrive together.
+func (c *core) commit() {
+	if c.dirty && c.s.store != nil {
+		if err := c.s.store.Save(c.snapshot()); err != nil {
+			// Without a durable fence no grant may go out: hold everything and retry
+			// on the next batch rather than risk reusing a fence after a crash.
+			c.s.log.Error("state not saved; replies held back", "err", err)
+			return
+		}
+	}
+	c.dirty = false
+	for i := range c.out {
+		c.out[i].c.send(&c.out[i].f)
+		c.out[i] = outFrame{}
+	}
+	c.out = c.out[:0]
+}
+
+func (c *core) reply(cn *conn, f wire.Frame) {
+	if cn != nil {
+		c.out = append(c.out, outFrame{c: cn, f: f})
+	}
+}
+
+func (c *core) fail(cn *conn, seq uint64, code wire.Code, reason string, err error) {
+	c.s.metrics.protocolErrors.WithLabelValues(reason).Inc()
+	c.s.log.Debug("request refused", "conn", cn.remote, "reason", reason, "err", err)
+	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: seq, Code: code, Text: err.Error()})
+}
+
+func (c *core) instruments(name string) *tokenInstruments {
+	ti := c.perToken[name]
+	if ti == nil {
+		m := c.s.metrics
+		ti = &tokenInstruments{grants: m.grants.WithLabelValues(name), wait: m.wait.WithLabelValues(name),
+			hold: m.hold.WithLabelValues(name), staleReleases: m.staleReleases.WithLabelValues(name)}
+		c.perToken[name] = ti
+	}
+	return ti
+}
+
+// granted tells the new holder, whichever way the grant came about.
+func (c *core) granted(g token.Grant) {
+	c.dirty = true
+	ti := c.instruments(g.Token)
+	ti.grants.Inc()
+	ti.wait.Observe(g.Waited.Seconds())
+	s := c.sessions[token.SessionID(g.Session)]
+	if s == nil {
+		// The table holds only live sessions' requests; a grant to anyone else is a bug.
+		c.s.log.Error("grant to unknown session", "token", g.Token, "session", g.Session)
+		return
+	}
+	c.reply(s.conn, wire.Frame{Op: wire.OpGrant, Seq: g.Seq, Token: g.Token, Fence: g.Fence, Rec: g.Rec})
+}
+
+func (c *core) event(e Event) {
+	e.Time = time.Now()
+	if len(c.events) < cap(c.events) {
+		c.events = append(c.events, e)
+		return
+	}
+	c.events[c.eventAt] = e
+	c.eventAt = (c.eventAt + 1) % len(c.events)
+}
+
+// handle applies one frame from an established connection.
+func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
+	s := cn.session
+	if s == nil || s.ended {
+		// The session is gone (expired while its client was frozen or cut off). A late
+		// release is answered as stale and counted; it changes nothing.
+		if f.Op == wire.OpRelease {
+			c.staleRelease(cn, f)
+			return
+		}
+		c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeSessionExpired, Text: "session expired"})
+		c.closeConn(cn, false)
+		return
+	}
+	switch f.Op {
+	case wire.OpAcquire:
+		c.acquire(s, cn, f, now)
+	case wire.OpRelease:
+		c.release(s, cn, f, now)
+	case wire.OpCancel:
+		d := c.tokens.Drop(s.id, f.Seq, f.Token, now)
+		if d.Found {
+			delete(s.requests, f.Token)
+		}
+		if d.WasHolder {
+			// The cancel crossed the grant on the wire (or the client stopped trusting
+			// its lease): the token passes on at once.
+			c.reclaimed(s, f.Token, "cancel", d)
+		}
+		if d.Granted {
+			c.granted(d.Next)
+		}
+		c.reply(cn, wire.Frame{Op: wire.OpCancelled, Seq: f.Seq, Token: f.Token})
+	case wire.OpKeepalive:
+		c.touch(s, now)
+		c.reply(cn, wire.Frame{Op: wire.OpKeepaliveAck, Seq: f.Seq, Epoch: c.epoch})
+	case wire.OpGoodbye:
+		c.endSession(s, "goodbye", now)
+		c.closeConn(cn, false)
+	default:
+		c.fail(cn, f.Seq, wire.CodeUnexpected, "unexpected_op", fmt.Errorf("%s not valid after hello", f.Op))
+		c.closeConn(cn, false)
+	}
+}
+
+func (c *core) acquire(s *session, cn *conn, f *wire.Frame, now time.Time) {
+	g, ok, pos, err := c.tokens.Acquire(s.id, f.Seq, f.Token, now)
+	switch {
+	case errors.Is(err, token.ErrDuplicate):
+		c.fail(cn, f.Seq, wire.CodeDuplicate, "duplicate", err)
+	case errors.Is(err, token.ErrTooMany):
+		c.fail(cn, f.Seq, wire.CodeTooMany, "too_many_tokens", err)
+	case errors.Is(err, token.ErrBadName):
+		c.fail(cn, f.Seq, wire.CodeBadName, "bad_name", err)
+	case err != nil:
+		c.fail(cn, f.Seq, wire.CodeInternal, "internal", err)
+	case ok:
+		s.requests[f.Token] = f.Seq
+		c.granted(g)
+	default:
+		s.requests[f.Token] = f.Seq
+		c.dirty = true // waits changed
+		c.reply(cn, wire.Frame{Op: wire.OpQueued, Seq: f.Seq, Token: f.Token, Pos: uint64(pos)})
+		if pos == 1 && now.Before(c.graceEnd) {
+			c.graceTimer.Reset(c.graceEnd.Sub(now))
+		}
+	}
+}
+
+func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
+	held, next, ok, err := c.tokens.Release(s.id, f.Token, f.Fence, f.Rec, now)
+	switch {
+	case errors.Is(err, token.ErrStaleFence):
+		c.staleRelease(cn, f)
+		return
+	case err != nil:
+		c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of %q: %w", f.Token, err))
+		return
+	}
+	delete(s.requests, f.Token)
+	c.dirty = true
+	c.instruments(f.Token).hold.Observe(held.Seconds())
+	c.reply(cn, wire.Frame{Op: wire.OpReleased, Seq: f.Seq, Token: f.Token, Fence: f.Fence})
+	if ok {
+		c.granted(next)
+	}
+}
+
+func (c *core) staleRelease(cn *conn, f *wire.Frame) {
+	t := c.tokens.Get(f.Token)
+	if t == nil {
+		c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of unknown token %q", f.Token))
+		return
+	}
+	c.instruments(t.Name).staleReleases.Inc()
+	c.s.log.Warn("stale release rejected", "token", t.Name, "fence", f.Fence, "current", t.Fence, "conn", cn.remote)
+	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeStaleFence,
+		Text: fmt.Sprintf("stale fence %d for %q: current is %d", f.Fence, f.Token, t.Fence)})
+}
+
+func (c *core) touch(s *session, now time.Time) {
+	s.deadline = now.Add(s.ttl)
+}
+
+// hello opens or resumes a session for a connection that passed the handshake.
+func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
+	ttl := c.ttl
+	if h.TTLms != 0 {
+		ttl = clampTTL(time.Duration(h.TTLms)*time.Millisecond, c.ttl)
+	}
+	if ttl > c.maxTTL {
+		c.maxTTL, c.dirty = ttl, true
+	}
+	// A node that comes back with a new boot id is a new process: whatever its old
+	// process held can be taken back now.
+	for _, old := range c.sessions {
+		if old.node == h.Text && old.bootID != h.BootID {
+			c.endSession(old, "reboot", now)
+		}
+	}
+	s := c.sessions[token.SessionID(h.Session)]
+	resumed := h.Session != 0 && s != nil && !s.ended && s.node == h.Text && s.bootID == h.BootID
+	if resumed {
+		if s.conn != nil && s.conn != cn {
+			c.closeConn(s.conn, true) // the client gave up on that connection already
+		}
+	} else {
+		s = &session{id: c.newSessionID(), node: h.Text, bootID: h.BootID, requests: map[string]uint64{}}
+		c.sessions[s.id] = s
+		c.event(Event{Kind: "session_open", Node: s.node, Detail: fmt.Sprintf("session %x", uint64(s.id))})
+	}
+	s.ttl = ttl
+	s.conn = cn
+	cn.session, cn.ttl = s, ttl
+	c.touch(s, now)
+	heap.Push(&c.expiry, expiryItem{id: s.id, at: s.deadline})
+	c.expiryTimer.Reset(c.expiry[0].at.Sub(now))
+
+	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.id), TTLms: uint64(ttl / time.Millisecond), Epoch: c.epoch, Resumed: resumed}
+	for name, seq := range s.requests {
+		t := c.tokens.Get(name)
+		if t.Holder == s.id {
+			w.Held = append(w.Held, wire.Held{Seq: seq, Token: name, Fence: t.Fence, Rec: t.Rec})
+		} else {
+			w.Waiting = append(w.Waiting, wire.Waiting{Seq: seq, Token: name})
+		}
+	}
+	c.reply(cn, w)
+	c.s.log.Info("session", "node", s.node, "session", fmt.Sprintf("%x", uint64(s.id)), "resumed", resumed,
+		"held", len(w.Held), "waiting", len(w.Waiting), "conn", cn.remote)
+}
+
+func clampTTL(want, server time.Duration) time.Duration {
+	lo, hi := 100*time.Millisecond, 10*server
+	if want < lo {
+		return lo
+	}
+	if want > hi {
+		return hi
+	}
+	return want
+}
+
+func (c *core) newSessionID() token.SessionID {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		id := token.SessionID(binary.LittleEndian.Uint64(b[:]))
+		if id != 0 && c.sessions[id] == nil {
+			return id
+		}
+	}
+}
+
+// endSession ends s: every token it holds passes to the next waiter (a reclaim,
+// counted by reason), its waits leave their queues.
+func (c *core) endSession(s *session, reason string, now time.Time) {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	delete(c.sessions, s.id)
+	for name := range s.requests {
+		d := c.tokens.Drop(s.id, 0, name, now)
+		if d.WasHolder {
+			c.reclaimed(s, name, reason, d)
+			c.reply(s.conn, wire.Frame{Op: wire.OpRevoked, Token: name, Fence: d.Fence, Text: reason})
+		}
+		if d.Granted {
+			c.granted(d.Next)
+		}
+	}
+	s.requests = nil
+	c.dirty = true
+	c.event(Event{Kind: "session_end", Node: s.node, Detail: reason})
+	c.s.log.Info("session ended", "node", s.node, "session", fmt.Sprintf("%x", uint64(s.id)), "reason", reason)
+}
+
+func (c *core) reclaimed(s *session, name, reason string, d token.Dropped) {
+	c.s.metrics.reclaims.WithLabelValues(name, reason).Inc()
+	c.instruments(name).hold.Observe(d.Held.Seconds())
+	c.event(Event{Kind: "reclaim", Token: name, Node: s.node, Fence: d.Fence, Detail: reason})
+	if reason != "cancel" {
+		c.s.log.Warn("token reclaimed", "token", name, "node", s.node, "fence", d.Fence, "reason", reason)
+	}
+}
+
+// expire ends the sessions whose deadline has passed and arms the timer for the next.
+func (c *core) expire(now time.Time) {
+	for len(c.expiry) > 0 && !c.expiry[0].at.After(now) {
+		it := heap.Pop(&c.expiry).(expiryItem)
+		s := c.sessions[it.id]
+		if s == nil || s.ended {
+			continue
+		}
+		if s.deadline.After(now) { // kept alive since: look again at its new deadline
+			heap.Push(&c.expiry, expiryItem{id: s.id, at: s.deadline})
+			continue
+		}
+		c.endSession(s, "expired", now)
+	}
+	if len(c.expiry) > 0 {
+		c.expiryTimer.Reset(c.expiry[0].at.Sub(now))
+	}
+}
+
+// connClosed learns that a connection is gone. When its peer closed it, the client
+// process has gone (a kill closes its sockets; our client says goodbye first when it
+// means to stop): its session ends now and what it held passes on within a round
+// trip. When the server closed it or it merely fell silent, the session waits for
+// its client to come back until its TTL runs out.
+func (c *core) connClosed(cn *conn, peerClosed bool, now time.Time) {
+	s := cn.session
+	if s == nil || s.conn != cn {
+		return
+	}
+	s.conn = nil
+	if peerClosed && !s.ended {
+		c.endSession(s, "disconnect", now)
+	}
+}
+
+// closeConn lets go of a connection once the replies queued for it are out: with
+// notice a Closing frame tells the client its session lives on, otherwise it is a
+// plain hang-up after an error.
+func (c *core) closeConn(cn *conn, notice bool) {
+	if s := cn.session; s != nil && s.conn == cn {
+		s.conn = nil
+	}
+	cn.closing.Store(true)
+	op := opHangup
+	if notice {
+		op = wire.OpClosing
+	}
+	c.reply(cn, wire.Frame{Op: op})
+}
+
+// membersChanged applies what memberlist learned: a node that died or left has its
+// waiting requests dropped (the client, if alive after all, asks again); a node that
+// came back with a new boot id loses its old sessions.
+func (c *core) membersChanged(members []cluster.Member, now time.Time) {
+	byName := make(map[string]cluster.Member, len(members))
+	for _, m := range members {
+		byName[m.Name] = m
+	}
+	for _, s := range c.sessions {
+		m, ok := byName[s.node]
+		if !ok {
+			continue
+		}
+		switch {
+		case m.State == cluster.StateAlive && m.Meta.BootID != "" && s.bootID != "" && m.Meta.BootID != s.bootID:
+			c.endSession(s, "reboot", now)
+		case m.State == cluster.StateDead || m.State == cluster.StateLeft:
+			for name, seq := range s.requests {
+				if t := c.tokens.Get(name); t.Holder == s.id {
+					continue // a holder keeps its lease until its session ends
+				}
+				if c.tokens.Drop(s.id, seq, name, now).Found {
+					delete(s.requests, name)
+					c.reply(s.conn, wire.Frame{Op: wire.OpCancelled, Seq: seq, Token: name, Text: "member_" + m.State})
+				}
+			}
+		}
+	}
+}
+
+// restart is the in-place restart: new epoch, every connection closed with notice,
+// sessions kept so their clients may resume them.
+func (c *core) restart(ttl time.Duration) {
+	c.epoch++
+	c.ttl = ttl
+	c.dirty = true
+	c.s.metrics.restarts.Inc()
+	c.event(Event{Kind: "restart", Detail: fmt.Sprintf("epoch %d", c.epoch)})
+	c.closeAll()
+}
+
+// closeAll lets go of every connection, those of ended sessions and those still in
+// their handshake included, each with a Closing notice.
+func (c *core) closeAll() {
+	c.s.connsMu.Lock()
+	conns := make([]*conn, 0, len(c.s.conns))
+	for cn := range c.s.conns {
+		conns = append(conns, cn)
+	}
+	c.s.connsMu.Unlock()
+	for _, cn := range conns {
+		if !cn.closing.Load() {
+			c.closeConn(cn, true)
+		}
+	}
+}
+
+// status copies the state for /status and the metrics collector.
+func (c *core) status(now time.Time) Status {
+	st := Status{Epoch: c.epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
+	nodeOf := func(id token.SessionID) string {
+		if s := c.sessions[id]; s != nil {
+			return s.node
+		}
+		return fmt.Sprintf("session-%x", uint64(id))
+	}
+	c.tokens.Each(func(t *token.Token) {
+		ts := TokenStatus{Name: t.Name, Fence: t.Fence, Counter: t.Rec.Counter, Waits: t.Rec.Waits, Grants: t.Grants,
+			Releases: t.Releases, Queue: []string{}}
+		if t.Holder != 0 {
+			ts.Holder = nodeOf(t.Holder)
+			ts.HeldFor = now.Sub(t.HeldSince).Round(time.Millisecond).String()
+		}
+		for _, w := range t.Waiters() {
+			ts.Queue = append(ts.Queue, nodeOf(w))
+		}
+		st.Tokens = append(st.Tokens, ts)
+	})
+	sort.Slice(st.Tokens, func(i, j int) bool { return st.Tokens[i].Name < st.Tokens[j].Name })
+	for _, s := range c.sessions {
+		ss := SessionStatus{ID: fmt.Sprintf("%x", uint64(s.id)), Node: s.node, Connected: s.conn != nil,
+			ExpiresIn: s.deadline.Sub(now).Round(time.Millisecond).String()}
+		for name := range s.requests {
+			if c.tokens.Get(name).Holder == s.id {
+				ss.Holds++
+			} else {
+				ss.Waits++
+			}
+		}
+		st.Sessions = append(st.Sessions, ss)
+	}
+	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].Node < st.Sessions[j].Node })
+	st.Events = make([]Event, 0, len(c.events))
+	st.Events = append(st.Events, c.events[c.eventAt:]...)
+	st.Events = append(st.Events, c.events[:c.eventAt]...)
+	return st
+}
+
+// expiryHeap orders sessions by deadline. An entry may be out of date (the session
+// was kept alive since); expire checks and pushes it back.
+type expiryItem struct {
+	id token.SessionID
+	at time.Time
+}
+
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}

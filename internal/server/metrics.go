@@ -1,0 +1,99 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's instruments, on the registry the caller passes in.
+// Gauges that describe state (queue length, fence, counter, members) are not here:
+// the stateCollector reads them from the real state at scrape time.
+type metrics struct {
+	grants         *prometheus.CounterVec
+	wait           *prometheus.HistogramVec
+	hold           *prometheus.HistogramVec
+	restarts       prometheus.Counter
+	reclaims       *prometheus.CounterVec
+	staleReleases  *prometheus.CounterVec
+	protocolErrors *prometheus.CounterVec
+	connections    prometheus.Gauge
+}
+
+// latencyBuckets span a handoff on loopback (tens of µs) to a session TTL.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		grants: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_grants_total", Help: "Tokens granted."}, []string{"token"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "baton_wait_seconds", Help: "Time from acquire to grant.", Buckets: latencyBuckets}, []string{"token"}),
+		hold: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "baton_hold_seconds", Help: "Time from grant to release or reclaim.", Buckets: latencyBuckets}, []string{"token"}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_restarts_total", Help: "In-place restarts (SIGHUP or POST /admin/restart)."}),
+		reclaims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_reclaims_total", Help: "Tokens taken back from a holder that did not release: reason is disconnect, expired, reboot, goodbye or cancel."},
+			[]string{"token", "reason"}),
+		staleReleases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_stale_releases_total", Help: "Releases rejected because their fence was not current."}, []string{"token"}),
+		protocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_protocol_errors_total", Help: "Bad input from the network, by reason."}, []string{"reason"}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_connections", Help: "Open token protocol connections."}),
+	}
+	reg.MustRegister(m.grants, m.wait, m.hold, m.restarts, m.reclaims, m.staleReleases, m.protocolErrors, m.connections)
+	return m
+}
+
+// registerRuntime adds the process and Go collectors and build info.
+func registerRuntime(reg prometheus.Registerer) {
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(), collectors.NewBuildInfoCollector())
+}
+
+// stateCollector reports gauges read from the server's real state at scrape time.
+type stateCollector struct {
+	s                                                      *Server
+	queue, fence, counter, waits, members, epoch, sessions *prometheus.Desc
+}
+
+func newStateCollector(s *Server) *stateCollector {
+	return &stateCollector{s: s,
+		queue:    prometheus.NewDesc("baton_queue_length", "Sessions waiting for the token.", []string{"token"}, nil),
+		fence:    prometheus.NewDesc("baton_fence", "Fence of the token's latest grant.", []string{"token"}, nil),
+		counter:  prometheus.NewDesc("baton_counter", "The shared record's counter: accepted releases.", []string{"token"}, nil),
+		waits:    prometheus.NewDesc("baton_waits", "The shared record's waiting counter: requests that had to queue.", []string{"token"}, nil),
+		members:  prometheus.NewDesc("baton_members", "Cluster members by state.", []string{"state"}, nil),
+		epoch:    prometheus.NewDesc("baton_epoch", "Server epoch: bumps on every start and restart.", nil, nil),
+		sessions: prometheus.NewDesc("baton_sessions", "Live client sessions.", nil, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.queue, c.fence, c.counter, c.waits, c.members, c.epoch, c.sessions} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.s.Status()
+	if err != nil {
+		return
+	}
+	for _, t := range st.Tokens {
+		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(len(t.Queue)), t.Name)
+		ch <- prometheus.MustNewConstMetric(c.fence, prometheus.GaugeValue, float64(t.Fence), t.Name)
+		ch <- prometheus.MustNewConstMetric(c.counter, prometheus.GaugeValue, float64(t.Counter), t.Name)
+		ch <- prometheus.MustNewConstMetric(c.waits, prometheus.GaugeValue, float64(t.Waits), t.Name)
+	}
+	byState := map[string]int{"alive": 0, "dead": 0, "left": 0}
+	for _, m := range st.Members {
+		byState[m.State]++
+	}
+	for state, n := range byState {
+		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(n), state)
+	}
+	ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(st.Epoch))
+	ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(len(st.Sessions)))
+}

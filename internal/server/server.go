@@ -1,0 +1,342 @@
+// Package server is the baton coordinator: it owns one token per name (fence, holder,
+// FIFO queue, shared record), serves the token protocol over TCP, joins the memberlist
+// cluster and serves HTTP (metrics, health, status, admin).
+//
+// All token and session state belongs to one goroutine, loop. Connection readers hand
+// it frames through inbox; everything else (handshakes, HTTP, membership, restarts)
+// hands it closures through ctl. Replies are queued during a batch and sent after the
+// batch's state is durable (see core.commit).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/state"
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// Options are the server's dependencies.
+type Options struct {
+	Logger   *slog.Logger
+	Level    *slog.LevelVar // adjusted when a restart re-reads BATON_LOG_LEVEL
+	Registry *prometheus.Registry
+	// Reload re-reads the configuration on restart. Nil keeps the current one.
+	Reload func() (Config, error)
+}
+
+// Server is a running baton server. Create it with New, start it with Open, stop it
+// with Close.
+type Server struct {
+	cfg     Config // addresses and limits fixed at Open; the live TTL is core.ttl
+	log     *slog.Logger
+	level   *slog.LevelVar
+	reg     *prometheus.Registry
+	metrics *metrics
+	reload  func() (Config, error)
+	store   *state.Store
+	key     []byte
+	bootID  string
+
+	adminToken atomic.Pointer[string] // read by HTTP handlers, replaced on restart
+
+	ln       net.Listener
+	httpLn   net.Listener
+	httpSrv  *http.Server
+	node     *cluster.Node
+	core     *core
+	inbox    chan inbound
+	ctl      chan func(now time.Time)
+	stop     chan struct{}
+	loopDone chan struct{}
+	wg       sync.WaitGroup // accept loop and every connection's goroutines
+
+	connsMu sync.Mutex // guards conns
+	conns   map[*conn]struct{}
+
+	closeOnce sync.Once
+	ready     atomic.Bool
+}
+
+type inbound struct {
+	c *conn
+	f wire.Frame
+}
+
+// New checks cfg and prepares a server; nothing listens until Open.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	key, _ := cluster.ParseKey(cfg.ClusterKey)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	var boot [8]byte
+	_, _ = rand.Read(boot[:])
+	s := &Server{cfg: cfg, log: opts.Logger, level: opts.Level, reg: opts.Registry, reload: opts.Reload, key: key,
+		bootID: hex.EncodeToString(boot[:]), inbox: make(chan inbound, 1024), ctl: make(chan func(time.Time), 64),
+		stop: make(chan struct{}), loopDone: make(chan struct{}), conns: map[*conn]struct{}{}}
+	s.adminToken.Store(&cfg.AdminToken)
+	s.metrics = newMetrics(s.reg)
+	s.reg.MustRegister(newStateCollector(s))
+	registerRuntime(s.reg)
+	s.core = newCore(s, cfg.SessionTTL)
+	return s, nil
+}
+
+// Open restores durable state, then listens for tokens, joins the cluster and serves
+// HTTP. On error everything opened so far is closed.
+func (s *Server) Open() (err error) {
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	now := time.Now()
+	if s.cfg.StateDir != "" {
+		if s.store, err = state.Open(s.cfg.StateDir); err != nil {
+			return err
+		}
+		if err = s.core.restore(s.store, now); err != nil {
+			return err
+		}
+		if err = s.store.Save(s.core.snapshot()); err != nil {
+			return err
+		}
+		s.core.dirty = false
+	} else {
+		s.core.epoch = 1
+	}
+	if s.ln, err = net.Listen("tcp", s.cfg.TokenAddr); err != nil {
+		return fmt.Errorf("BATON_TOKEN_ADDR %s: %w", s.cfg.TokenAddr, err)
+	}
+	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("BATON_HTTP_ADDR %s: %w", s.cfg.HTTPAddr, err)
+	}
+	go s.loop()
+	s.node, err = cluster.Start(cluster.Config{
+		Name: s.cfg.nodeName(), BindAddr: s.cfg.GossipBind, Port: s.cfg.GossipPort, Advertise: s.cfg.Advertise,
+		Join: s.cfg.Join, Key: s.key, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
+		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: s.bootID,
+			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr())},
+		OnChange: s.membersChanged,
+	})
+	if err != nil {
+		return err
+	}
+	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server", "err", err)
+		}
+	}()
+	go s.acceptLoop()
+	s.ready.Store(true)
+	s.log.Info("baton server up", "token_addr", s.ln.Addr().String(), "http_addr", s.httpLn.Addr().String(),
+		"gossip", s.node.Addr(), "node", s.cfg.nodeName(), "epoch", s.core.epoch, "session_ttl", s.cfg.SessionTTL,
+		"state_dir", s.cfg.StateDir, "encrypted", s.key != nil)
+	return nil
+}
+
+func portOf(a net.Addr) int {
+	_, p, _ := net.SplitHostPort(a.String())
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// TokenAddr is the bound token protocol address.
+func (s *Server) TokenAddr() string { return s.ln.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// GossipAddr is the bound memberlist address, for clients to join.
+func (s *Server) GossipAddr() string { return s.node.Addr() }
+
+// Close stops the server gracefully: it leaves the cluster, stops accepting, closes
+// every connection with notice (sessions' holders keep trusting their leases until
+// their TTL, which a server restarted on the same state honours), and waits for every
+// goroutine it started. Idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.ready.Store(false)
+		if s.node != nil {
+			_ = s.node.Leave(time.Second)
+			_ = s.node.Close()
+		}
+		if s.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.httpSrv.Shutdown(ctx)
+			cancel()
+		} else if s.httpLn != nil {
+			s.httpLn.Close()
+		}
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if s.ln != nil { // the loop runs once the listeners are up
+			_ = s.do(func(time.Time) { s.core.closeAll(); s.core.commit() })
+			close(s.stop)
+			<-s.loopDone
+		}
+		s.connsMu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.connsMu.Unlock()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// do runs fn on the core goroutine and waits for it.
+func (s *Server) do(fn func(now time.Time)) error {
+	done := make(chan struct{})
+	select {
+	case s.ctl <- func(now time.Time) { fn(now); close(done) }:
+	case <-s.stop:
+		return errors.New("server stopped")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-s.loopDone:
+		return errors.New("server stopped")
+	}
+}
+
+// Restart restarts the server in place: re-reads its configuration, bumps the epoch,
+// closes every connection (clients reconnect and resume their sessions). Fences,
+// records, sessions and leases carry on.
+func (s *Server) Restart(reason string) (epoch uint64, err error) {
+	ttl := s.cfg.SessionTTL
+	if s.reload != nil {
+		nc, err := s.reload()
+		if err != nil {
+			return 0, fmt.Errorf("restart: configuration not reloaded, nothing changed: %w", err)
+		}
+		if nc.TokenAddr != s.cfg.TokenAddr || nc.HTTPAddr != s.cfg.HTTPAddr || nc.GossipPort != s.cfg.GossipPort {
+			s.log.Warn("restart: listen addresses are read only at start; keeping the old ones")
+		}
+		ttl = nc.SessionTTL
+		s.adminToken.Store(&nc.AdminToken)
+		if s.level != nil {
+			if l, err := ParseLevel(nc.LogLevel); err == nil {
+				s.level.Set(l)
+			}
+		}
+	}
+	err = s.do(func(now time.Time) {
+		s.core.restart(ttl)
+		epoch = s.core.epoch
+	})
+	if err == nil {
+		s.log.Info("restarted in place", "reason", reason, "epoch", epoch, "session_ttl", ttl)
+	}
+	return epoch, err
+}
+
+// CloseConnections drops every client connection with notice; sessions survive.
+func (s *Server) CloseConnections() error {
+	return s.do(func(time.Time) { s.core.closeAll() })
+}
+
+// Status returns a copy of the current state.
+func (s *Server) Status() (Status, error) {
+	var st Status
+	err := s.do(func(now time.Time) { st = s.core.status(now) })
+	if err != nil {
+		return st, err
+	}
+	st.Node = s.cfg.nodeName()
+	st.Members = []MemberStatus{}
+	if s.node != nil {
+		for _, m := range s.node.Members() {
+			st.Members = append(st.Members, MemberStatus{Name: m.Name, Addr: m.Addr, State: m.State, Role: m.Meta.Role, Since: m.Since})
+		}
+	}
+	sortMembers(st.Members)
+	return st, nil
+}
+
+func (s *Server) membersChanged(members []cluster.Member) {
+	select {
+	case s.ctl <- func(now time.Time) { s.core.membersChanged(members, now) }:
+	case <-s.stop:
+	}
+}
+
+// loop is the core goroutine: the only one that touches s.core.
+func (s *Server) loop() {
+	defer close(s.loopDone)
+	c := s.core
+	defer c.expiryTimer.Stop()
+	defer c.graceTimer.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case in := <-s.inbox:
+			now := time.Now()
+			s.handle(in, now)
+			// Take what else has arrived, so that one commit serves the whole batch.
+			for i := 0; i < 128; i++ {
+				select {
+				case in = <-s.inbox:
+					s.handle(in, now)
+					continue
+				default:
+				}
+				break
+			}
+		case fn := <-s.ctl:
+			fn(time.Now())
+		case now := <-c.expiryTimer.C:
+			c.expire(now)
+		case now := <-c.graceTimer.C:
+			c.tokens.Unblock(now, c.granted)
+		}
+		c.commit()
+	}
+}
+
+func (s *Server) handle(in inbound, now time.Time) {
+	switch {
+	case in.f.Op == opClosed:
+		// First: the reader marks its connection closing right after posting this, and
+		// whether the peer closed it was decided before.
+		s.core.connClosed(in.c, in.f.Resumed, now)
+	case in.c.closing.Load():
+		// The server has let go of this connection; its client will resume elsewhere
+		// and learn the session's state from Welcome.
+		in.c.inflight.Add(-1)
+	default:
+		s.core.handle(in.c, &in.f, now)
+		in.c.inflight.Add(-1)
+		in.c.room()
+	}
+}
+
+// opClosed is an internal pseudo-frame a reader sends when its connection ends;
+// Resumed carries whether the peer closed it.
+const opClosed wire.Op = 255

@@ -1,0 +1,59 @@
+package server
+
+import "time"
+
+// Status is the server's GET /status document.
+type Status struct {
+	Node     string          `json:"node"`
+	Epoch    uint64          `json:"epoch"`
+	Started  time.Time       `json:"started"`
+	TTL      string          `json:"session_ttl"`
+	Tokens   []TokenStatus   `json:"tokens"`
+	Members  []MemberStatus  `json:"members"`
+	Sessions []SessionStatus `json:"sessions"`
+	Events   []Event         `json:"events"`
+}
+
+// TokenStatus is one token in Status.
+type TokenStatus struct {
+	Name    string   `json:"name"`
+	Fence   uint64   `json:"fence"`
+	Holder  string   `json:"holder"` // node name of the holder; empty when free
+	HeldFor string   `json:"held_for,omitempty"`
+	Queue   []string `json:"queue"` // node names, first in line first
+	Counter uint64   `json:"counter"`
+	Waits   uint64   `json:"waits"`
+	Grants  uint64   `json:"grants"`
+	// Releases counts releases the server accepted; at rest Counter equals it when
+	// every holder added one, and a difference means a lost update.
+	Releases uint64 `json:"releases"`
+}
+
+// MemberStatus is one memberlist node in Status.
+type MemberStatus struct {
+	Name  string    `json:"name"`
+	Addr  string    `json:"addr"`
+	State string    `json:"state"`
+	Role  string    `json:"role"`
+	Since time.Time `json:"since"`
+}
+
+// SessionStatus is one client session in Status.
+type SessionStatus struct {
+	ID        string `json:"id"`
+	Node      string `json:"node"`
+	Connected bool   `json:"connected"`
+	ExpiresIn string `json:"expires_in"`
+	Holds     int    `json:"holds"`
+	Waits     int    `json:"waits"`
+}
+
+// Event is something that happened, for the status page's feed.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"` // restart, reclaim, session_open, session_end, member
+	Token  string    `json:"token,omitempty"`
+	Node   string    `json:"node,omitempty"`
+	Fence  uint64    `json:"fence,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+}

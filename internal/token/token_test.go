@@ -1,0 +1,154 @@
+package token
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+func TestFIFOAndFencesStrictlyIncrease(t *testing.T) {
+	tb := NewTable(10)
+	g, ok, _, err := tb.Acquire(1, 1, "x", t0)
+	if err != nil || !ok || g.Fence != 1 {
+		t.Fatalf("first acquire: grant %+v ok %v err %v, want fence 1 at once", g, ok, err)
+	}
+	for s := SessionID(2); s <= 5; s++ {
+		_, ok, pos, err := tb.Acquire(s, 1, "x", t0)
+		if err != nil || ok || pos != int(s-1) {
+			t.Fatalf("session %d: ok %v pos %d err %v, want queued at %d", s, ok, pos, err, s-1)
+		}
+	}
+	holder, fence := SessionID(1), g.Fence
+	for want := SessionID(2); want <= 5; want++ {
+		_, next, ok, err := tb.Release(holder, "x", fence, wire.Record{Counter: uint64(want - 1)}, t0)
+		if err != nil || !ok {
+			t.Fatalf("release by %d: ok %v err %v", holder, ok, err)
+		}
+		if next.Session != want {
+			t.Fatalf("granted to %d, want %d (FIFO)", next.Session, want)
+		}
+		if next.Fence != fence+1 {
+			t.Fatalf("fence %d after %d, want +1", next.Fence, fence)
+		}
+		if next.Rec.Counter != uint64(want-1) {
+			t.Fatalf("next holder sees counter %d, want %d", next.Rec.Counter, want-1)
+		}
+		holder, fence = next.Session, next.Fence
+	}
+	if got := tb.Get("x").Rec.Waits; got != 4 {
+		t.Errorf("waits %d, want 4 (four acquires queued)", got)
+	}
+}
+
+func TestStaleReleaseChangesNothing(t *testing.T) {
+	tb := NewTable(10)
+	g1, _, _, _ := tb.Acquire(1, 1, "x", t0)
+	tb.Acquire(2, 1, "x", t0)
+	// Session 1's hold is taken back (its session ended); 2 holds fence 2.
+	d := tb.Drop(1, 0, "x", t0)
+	if !d.WasHolder || d.Fence != g1.Fence || !d.Granted || d.Next.Session != 2 {
+		t.Fatalf("drop: %+v", d)
+	}
+	before := *tb.Get("x")
+	_, _, _, err := tb.Release(1, "x", g1.Fence, wire.Record{Counter: 1000}, t0)
+	if !errors.Is(err, ErrStaleFence) {
+		t.Fatalf("late release: %v, want ErrStaleFence", err)
+	}
+	after := *tb.Get("x")
+	if after.Rec != before.Rec || after.Fence != before.Fence || after.Holder != before.Holder || after.Releases != before.Releases {
+		t.Fatalf("stale release changed the token: %+v → %+v", before, after)
+	}
+	// A session that is not the holder but quotes the current fence is refused too.
+	if _, _, _, err := tb.Release(3, "x", after.Fence, wire.Record{}, t0); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("release by a non-holder: %v, want ErrNotHeld", err)
+	}
+}
+
+func TestDropBySeqIgnoresOtherRequests(t *testing.T) {
+	tb := NewTable(10)
+	tb.Acquire(1, 7, "x", t0)
+	if d := tb.Drop(1, 6, "x", t0); d.Found {
+		t.Fatalf("a cancel of request 6 dropped request 7: %+v", d)
+	}
+	if d := tb.Drop(1, 7, "x", t0); !d.WasHolder {
+		t.Fatalf("cancel of request 7: %+v", d)
+	}
+	tb.Acquire(2, 1, "x", t0)
+	tb.Acquire(3, 1, "x", t0)
+	if d := tb.Drop(3, 1, "x", t0); !d.Found || d.WasHolder {
+		t.Fatalf("drop waiter: %+v", d)
+	}
+	if got := tb.Get("x").QueueLen(); got != 0 {
+		t.Fatalf("queue %d after the only waiter left, want 0", got)
+	}
+}
+
+func TestDuplicateAndLimits(t *testing.T) {
+	tb := NewTable(1)
+	tb.Acquire(1, 1, "x", t0)
+	if _, _, _, err := tb.Acquire(1, 2, "x", t0); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("second acquire by the holder: %v, want ErrDuplicate", err)
+	}
+	if _, _, _, err := tb.Acquire(1, 3, "y", t0); !errors.Is(err, ErrTooMany) {
+		t.Errorf("token beyond the limit: %v, want ErrTooMany", err)
+	}
+	if _, _, _, err := tb.Acquire(1, 4, "", t0); !errors.Is(err, ErrBadName) {
+		t.Errorf("empty name: %v, want ErrBadName", err)
+	}
+}
+
+func TestNotBeforeHoldsGrantsUntilUnblock(t *testing.T) {
+	tb := NewTable(10)
+	tb.Restore("x", 41, wire.Record{Counter: 40}, 41, 40, t0.Add(time.Second))
+	if _, ok, pos, _ := tb.Acquire(1, 1, "x", t0); ok || pos != 1 {
+		t.Fatalf("granted during the grace period (ok %v pos %d)", ok, pos)
+	}
+	var got []Grant
+	tb.Unblock(t0.Add(500*time.Millisecond), func(g Grant) { got = append(got, g) })
+	if len(got) != 0 {
+		t.Fatalf("unblocked early: %+v", got)
+	}
+	tb.Unblock(t0.Add(time.Second), func(g Grant) { got = append(got, g) })
+	if len(got) != 1 || got[0].Fence != 42 {
+		t.Fatalf("after the grace: %+v, want one grant with fence 42", got)
+	}
+}
+
+// The hot path, release then the next waiter's acquire, allocates nothing once the
+// token and its queue exist.
+func TestHandoffDoesNotAllocate(t *testing.T) {
+	tb := NewTable(10)
+	tb.Acquire(1, 1, "x", t0)
+	tb.Acquire(2, 1, "x", t0)
+	holder, fence, seq := SessionID(1), uint64(1), uint64(1)
+	allocs := testing.AllocsPerRun(1000, func() {
+		seq++
+		_, next, _, err := tb.Release(holder, "x", fence, wire.Record{}, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb.Acquire(holder, seq, "x", t0)
+		holder, fence = next.Session, next.Fence
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per handoff, want 0", allocs)
+	}
+}
+
+func BenchmarkHandoff(b *testing.B) {
+	tb := NewTable(10)
+	for s := SessionID(1); s <= 8; s++ {
+		tb.Acquire(s, 1, "x", t0)
+	}
+	holder, fence := SessionID(1), uint64(1)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		_, next, _, _ := tb.Release(holder, "x", fence, wire.Record{}, t0)
+		tb.Acquire(holder, uint64(i+2), "x", t0)
+		holder, fence = next.Session, next.Fence
+	}
+}

@@ -1,0 +1,365 @@
+// Package worker is the baton client worker: it joins the cluster through memberlist,
+// finds the server there, and loops acquire, critical section, release, think, the
+// way the original cliente.py did, logging one status line per step and serving its
+// own metrics and status over HTTP.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/cluster"
+)
+
+// Config is the worker's configuration, read from BATON_* by main.
+type Config struct {
+	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:":8080" desc:"HTTP listen address: metrics, health, status"`
+	GossipPort   int           `envconfig:"GOSSIP_PORT" default:"7946" desc:"memberlist port (TCP and UDP); 0 picks a free one"`
+	GossipBind   string        `envconfig:"GOSSIP_BIND" default:"0.0.0.0" desc:"memberlist bind address"`
+	Advertise    string        `envconfig:"ADVERTISE" desc:"address other nodes reach this one at (default: memberlist picks)"`
+	Join         []string      `envconfig:"JOIN" default:"server" desc:"memberlist seeds, comma-separated host or host:port"`
+	NodeName     string        `envconfig:"NODE_NAME" desc:"memberlist node name (default: the hostname)"`
+	Token        string        `envconfig:"TOKEN" default:"counter" desc:"name of the token to contend for"`
+	Work         time.Duration `envconfig:"WORK" default:"200ms" desc:"time the worker holds the token in its critical section"`
+	Think        time.Duration `envconfig:"THINK" default:"300ms" desc:"time the worker pauses between release and its next acquire"`
+	SessionTTL   time.Duration `envconfig:"SESSION_TTL" desc:"session TTL to ask for; empty takes the server's"`
+	ClusterKey   string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: must match the server's"`
+	ClusterLabel string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label; must match the server's"`
+	LogLevel     string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat    string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+
+	// LocalGossip uses loopback memberlist timings (tests).
+	LocalGossip bool `ignored:"true"`
+	// Hooks let tests watch critical sections as they happen.
+	Hooks Hooks `ignored:"true"`
+}
+
+// Hooks are called around each critical section, on the worker's goroutine.
+type Hooks struct {
+	Enter func(token string, fence uint64)
+	Exit  func(token string, fence uint64, released error)
+}
+
+// Validate checks c and names the variable at fault.
+func (c *Config) Validate() error {
+	switch {
+	case c.Token == "":
+		return errors.New("BATON_TOKEN must not be empty")
+	case c.Work < 0:
+		return fmt.Errorf("BATON_WORK must be >= 0, got %s", c.Work)
+	case c.Think < 0:
+		return fmt.Errorf("BATON_THINK must be >= 0, got %s", c.Think)
+	case c.SessionTTL < 0:
+		return fmt.Errorf("BATON_SESSION_TTL must be >= 0, got %s", c.SessionTTL)
+	case len(c.Join) == 0:
+		return errors.New("BATON_JOIN must name at least one seed")
+	case c.LogFormat != "json" && c.LogFormat != "text":
+		return fmt.Errorf("BATON_LOG_FORMAT must be json or text, got %q", c.LogFormat)
+	}
+	if _, err := cluster.ParseKey(c.ClusterKey); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) nodeName() string {
+	if c.NodeName != "" {
+		return c.NodeName
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "baton-client"
+}
+
+// Interval is one critical section as this worker saw it.
+type Interval struct {
+	Token string    `json:"token"`
+	Fence uint64    `json:"fence"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Outcome: released, stale (the fence refused it), lost (lease ended first).
+	Outcome string `json:"outcome"`
+}
+
+// Status is the worker's GET /status document.
+type Status struct {
+	Node      string     `json:"node"`
+	State     string     `json:"state"` // joining, waiting, holding, releasing, thinking, stopping
+	Token     string     `json:"token"`
+	Fence     uint64     `json:"fence"`
+	Counter   uint64     `json:"counter"`
+	Waits     uint64     `json:"waits"`
+	Connected bool       `json:"connected"`
+	Session   string     `json:"session"`
+	Epoch     uint64     `json:"epoch"`
+	Server    string     `json:"server"`
+	Done      uint64     `json:"critical_sections"`
+	Stale     uint64     `json:"stale_releases"`
+	Lost      uint64     `json:"leases_lost"`
+	Recent    []Interval `json:"recent"` // latest critical sections, oldest first
+}
+
+// Worker runs the loop. Create with New, run with Run.
+type Worker struct {
+	cfg    Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	key    []byte
+	bootID string
+
+	acquire  prometheus.Histogram
+	sections prometheus.Counter
+	lost     prometheus.Counter
+	stale    prometheus.Counter
+
+	mu     sync.Mutex // guards status
+	status Status
+
+	node   *cluster.Node
+	client atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
+	httpLn net.Listener
+}
+
+const recentKept = 64
+
+// New checks cfg and prepares a worker; nothing listens until Run.
+func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	key, _ := cluster.ParseKey(cfg.ClusterKey)
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	w := &Worker{cfg: cfg, log: log, reg: reg, key: key, bootID: hex.EncodeToString(b[:]),
+		acquire: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baton_client_acquire_seconds",
+			Help:    "Time from asking for the token to holding it.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
+		sections: prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_client_critical_sections_total",
+			Help: "Critical sections whose release the server accepted."}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_client_leases_lost_total",
+			Help: "Leases that ended before their release: session expired, connection lost, revoked."}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_client_stale_releases_total",
+			Help: "Releases the server refused for a stale fence."}),
+		status: Status{Node: cfg.nodeName(), State: "joining", Token: cfg.Token, Recent: []Interval{}},
+	}
+	reg.MustRegister(w.acquire, w.sections, w.lost, w.stale,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
+		collectors.NewBuildInfoCollector())
+	return w, nil
+}
+
+// Run serves HTTP, joins the cluster, and loops until ctx ends; then it releases what
+// it holds, says goodbye to the server, leaves the cluster and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	var err error
+	if w.httpLn, err = net.Listen("tcp", w.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("BATON_HTTP_ADDR %s: %w", w.cfg.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: w.routes(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		_ = srv.Serve(w.httpLn)
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+		<-httpDone
+	}()
+
+	w.node, err = cluster.Start(cluster.Config{Name: w.cfg.nodeName(), BindAddr: w.cfg.GossipBind, Port: w.cfg.GossipPort,
+		Advertise: w.cfg.Advertise, Join: w.cfg.Join, Key: w.key, Label: w.cfg.ClusterLabel, Local: w.cfg.LocalGossip,
+		Logger: w.log, Meta: cluster.Meta{Role: cluster.RoleClient, BootID: w.bootID, HTTPPort: portOf(w.httpLn.Addr())},
+		NeedJoin: func(n *cluster.Node) bool { _, ok := n.Server(); return !ok }})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = w.node.Leave(2 * time.Second)
+		_ = w.node.Close()
+	}()
+
+	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Node: w.cfg.nodeName(), BootID: w.bootID,
+		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: w.log})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before the server was found
+		}
+		return err
+	}
+	defer client.Close()
+	w.client.Store(client)
+	for ctx.Err() == nil {
+		w.cycle(ctx, client)
+	}
+	w.setState("stopping")
+	w.log.Info("stopping: leaving the cluster")
+	return nil
+}
+
+// HTTPAddr is the bound HTTP address.
+func (w *Worker) HTTPAddr() string { return w.httpLn.Addr().String() }
+
+// Client is the worker's baton client once Run has dialled it, else nil.
+func (w *Worker) Client() *baton.Client { return w.client.Load() }
+
+func (w *Worker) resolve(ctx context.Context) (string, error) {
+	m, ok := w.node.Server()
+	if !ok {
+		return "", errors.New("no server in the cluster yet")
+	}
+	return m.TokenAddr(), nil
+}
+
+// cycle is one acquire, critical section, release, think.
+func (w *Worker) cycle(ctx context.Context, client *baton.Client) {
+	w.setState("waiting")
+	t0 := time.Now()
+	lease, err := client.Acquire(ctx, w.cfg.Token)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("acquire failed", "token", w.cfg.Token, "err", err)
+			sleep(ctx, time.Second)
+		}
+		return
+	}
+	waited := time.Since(t0)
+	w.acquire.Observe(waited.Seconds())
+	iv := Interval{Token: lease.Token, Fence: lease.Fence, Start: time.Now()}
+	w.update(func(s *Status) {
+		s.State, s.Fence, s.Counter, s.Waits = "holding", lease.Fence, lease.Record.Counter, lease.Record.Waits
+	})
+	w.log.Info("holding", "token", lease.Token, "fence", lease.Fence, "counter", lease.Record.Counter,
+		"waits", lease.Record.Waits, "waited_ms", waited.Milliseconds())
+	if h := w.cfg.Hooks.Enter; h != nil {
+		h(lease.Token, lease.Fence)
+	}
+
+	// The critical section: hold for Work unless the lease ends first.
+	work := time.NewTimer(w.cfg.Work)
+	select {
+	case <-work.C:
+	case <-lease.Done():
+	case <-ctx.Done():
+	}
+	work.Stop()
+	lostEarly := lease.Err()
+	iv.End = time.Now()
+	if h := w.cfg.Hooks.Exit; h != nil {
+		h(lease.Token, lease.Fence, lostEarly)
+	}
+
+	// Release even a lost lease: the fence decides, and a refusal is the proof that
+	// the record was protected. A stopping worker still gets a moment to release.
+	w.setState("releasing")
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	rec := lease.Record
+	rec.Counter++
+	err = lease.Release(rctx, rec)
+	cancel()
+	switch {
+	case err == nil:
+		iv.Outcome = "released"
+		w.sections.Inc()
+		w.update(func(s *Status) { s.Done++; s.Counter = rec.Counter })
+		w.log.Info("released", "token", lease.Token, "fence", lease.Fence, "counter", rec.Counter,
+			"held_ms", iv.End.Sub(iv.Start).Milliseconds())
+	case errors.Is(err, baton.ErrStaleFence):
+		iv.Outcome = "stale"
+		w.stale.Inc()
+		w.update(func(s *Status) { s.Stale++ })
+		w.log.Warn("release refused: stale fence", "token", lease.Token, "fence", lease.Fence, "err", err)
+	default:
+		iv.Outcome = "lost"
+		w.log.Warn("release failed", "token", lease.Token, "fence", lease.Fence, "err", err)
+	}
+	if lostEarly != nil || iv.Outcome != "released" {
+		w.lost.Inc()
+		w.update(func(s *Status) { s.Lost++ })
+		w.log.Warn("lease lost", "token", lease.Token, "fence", lease.Fence, "why", lostEarly)
+	}
+	w.update(func(s *Status) {
+		s.Recent = append(s.Recent, iv)
+		if len(s.Recent) > recentKept {
+			s.Recent = s.Recent[len(s.Recent)-recentKept:]
+		}
+	})
+	w.setState("thinking")
+	sleep(ctx, w.cfg.Think)
+}
+
+// sleep waits d or until ctx ends: the worker's think time, not synchronisation.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (w *Worker) setState(s string) { w.update(func(st *Status) { st.State = s }) }
+
+func (w *Worker) update(fn func(*Status)) {
+	w.mu.Lock()
+	fn(&w.status)
+	w.mu.Unlock()
+}
+
+// Status returns a copy of the worker's status.
+func (w *Worker) Status() Status {
+	w.mu.Lock()
+	st := w.status
+	st.Recent = append([]Interval(nil), w.status.Recent...)
+	w.mu.Unlock()
+	if c := w.client.Load(); c != nil {
+		info := c.Info()
+		st.Connected, st.Session, st.Epoch, st.Server = info.Connected, fmt.Sprintf("%x", info.Session), info.Epoch, info.Server
+	}
+	return st
+}
+
+func (w *Worker) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(w.reg, promhttp.HandlerOpts{Registry: w.reg}))
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		if c := w.client.Load(); c == nil || !c.Info().Connected {
+			http.Error(rw, "not connected to a server", http.StatusServiceUnavailable)
+			return
+		}
+		rw.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /status", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(rw)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(w.Status())
+	})
+	return mux
+}
+
+func portOf(a net.Addr) int {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.Port
+	}
+	return 0
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/baton-dev/baton/internal/cli"
+	"github.com/baton-dev/baton/internal/server"
+)
+
+// statusCommand prints the server's state as the original program's status screen:
+// works inside the container (docker compose exec server /server status).
+func statusCommand(args []string) int {
+	url := cli.LocalURL(envOr("BATON_HTTP_ADDR", ":8080"), "/status")
+	if len(args) > 0 {
+		url = strings.TrimSuffix(args[0], "/") + "/status"
+	}
+	body, err := cli.Get(context.Background(), url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton status:", err)
+		return 1
+	}
+	var st server.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		fmt.Fprintln(os.Stderr, "baton status: bad answer from", url+":", err)
+		return 1
+	}
+	printStatus(os.Stdout, &st)
+	return 0
+}
+
+func printStatus(out io.Writer, st *server.Status) {
+	fmt.Fprintf(out, "baton server %s  epoch %d  session ttl %s\n\n", st.Node, st.Epoch, st.TTL)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOKEN\tHOLDER\tFENCE\tHELD FOR\tCOUNTER\tWAITS\tGRANTS\tQUEUE")
+	holds := map[string][]string{}
+	for _, t := range st.Tokens {
+		holder := t.Holder
+		if holder == "" {
+			holder = "-"
+		} else {
+			holds[t.Holder] = append(holds[t.Holder], t.Name)
+		}
+		queue := strings.Join(t.Queue, " ")
+		if queue == "" {
+			queue = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\n", t.Name, holder, t.Fence, t.HeldFor, t.Counter, t.Waits, t.Grants, queue)
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tROLE\tSTATE\tADDR\tSESSION\tHOLDS")
+	sessions := map[string]server.SessionStatus{}
+	for _, s := range st.Sessions {
+		sessions[s.Node] = s
+	}
+	for _, m := range st.Members {
+		sess := "-"
+		if s, ok := sessions[m.Name]; ok {
+			sess = "expires in " + s.ExpiresIn
+			if !s.Connected {
+				sess += " (detached)"
+			}
+		}
+		h := strings.Join(holds[m.Name], ",")
+		if h == "" {
+			h = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.State, m.Addr, sess, h)
+	}
+	tw.Flush()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,593 @@
+package baton
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// runState is everything the run goroutine owns: the connection, the session, the
+// outstanding requests and the leases. Nothing else reads or writes it.
+type runState struct {
+	c *Client
+
+	conn    *clientConn // nil while disconnected
+	dialing bool
+	dialRes chan dialResult
+	redial  *time.Timer
+	backoff time.Duration
+	failed  int // dial attempts since the last session
+
+	session  uint64
+	epoch    uint64
+	ttl      time.Duration
+	deadline time.Time   // the session is trusted until then, by this clock
+	trust    *time.Timer // fires at deadline
+	ka       *time.Ticker
+	kaSent   map[uint64]time.Time // keepalive seq → when it was sent
+
+	seq      uint64
+	ops      map[uint64]*acquireOp  // acquire seq → request, waiting or holding
+	releases map[uint64]*releaseReq // release seq → request awaiting its answer
+	first    bool
+}
+
+type releaseReq struct {
+	releaseOp
+	sent bool
+}
+
+type clientConn struct {
+	nc        net.Conn
+	w         *wire.Writer
+	frames    chan wire.Frame
+	errc      chan error
+	quit      chan struct{}
+	announced bool // the server said Closing: our session lives on, resume it
+	server    string
+}
+
+type dialResult struct {
+	conn    *clientConn
+	welcome wire.Frame
+	sentAt  time.Time // when the hello left: the session is alive from then on
+	err     error
+}
+
+func (c *Client) run() {
+	defer close(c.doneC)
+	st := &runState{c: c, dialRes: make(chan dialResult, 1), redial: time.NewTimer(0), trust: time.NewTimer(time.Hour),
+		ka: time.NewTicker(time.Hour), kaSent: map[uint64]time.Time{}, ops: map[uint64]*acquireOp{},
+		releases: map[uint64]*releaseReq{}, backoff: 50 * time.Millisecond}
+	defer st.redial.Stop()
+	defer st.trust.Stop()
+	defer st.ka.Stop()
+	for {
+		var frames <-chan wire.Frame
+		var errc <-chan error
+		if st.conn != nil {
+			frames, errc = st.conn.frames, st.conn.errc
+		}
+		select {
+		case <-c.closeC:
+			st.shutdown()
+			return
+		case <-st.redial.C:
+			st.startDial()
+		case r := <-st.dialRes:
+			st.dialed(r)
+		case f := <-frames:
+			st.frame(&f)
+		case err := <-errc:
+			st.lost(err)
+		case <-st.ka.C:
+			st.keepalive()
+		case now := <-st.trust.C:
+			st.checkTrust(now)
+		case req := <-c.reqs:
+			st.request(req)
+		}
+		st.flush()
+	}
+}
+
+func (st *runState) nextSeq() uint64 {
+	st.seq++
+	return st.seq
+}
+
+func (st *runState) send(f wire.Frame) {
+	if st.conn == nil {
+		return
+	}
+	if err := st.conn.w.Write(&f); err != nil {
+		st.lost(err)
+	}
+}
+
+func (st *runState) flush() {
+	if st.conn == nil || st.conn.w.Buffered() == 0 {
+		return
+	}
+	_ = st.conn.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	if err := st.conn.w.Flush(); err != nil {
+		st.lost(err)
+	}
+}
+
+// startDial dials in the background: the run loop must stay free to end leases on
+// time while a dial is slow.
+func (st *runState) startDial() {
+	if st.dialing || st.conn != nil {
+		return
+	}
+	st.dialing = true
+	cfg, resume := st.c.cfg, st.session
+	go func() { st.dialRes <- dial(cfg, resume) }()
+}
+
+func dial(cfg Config, resume uint64) dialResult {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DialTimeout)
+	defer cancel()
+	addr := cfg.Addr
+	if cfg.Resolve != nil {
+		a, err := cfg.Resolve(ctx)
+		if err != nil {
+			return dialResult{err: fmt.Errorf("resolve server: %w", err)}
+		}
+		addr = a
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return dialResult{err: err}
+	}
+	fail := func(err error) dialResult { nc.Close(); return dialResult{err: err} }
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	r, w := wire.NewReader(nc), wire.NewWriter(nc)
+	var ch wire.Frame
+	if err := r.Read(&ch); err != nil {
+		return fail(fmt.Errorf("read challenge from %s: %w", addr, err))
+	}
+	if ch.Op == wire.OpError {
+		return fail(fmt.Errorf("%w: %s: %s", ErrRefused, ch.Code, ch.Text))
+	}
+	if ch.Op != wire.OpChallenge {
+		return fail(fmt.Errorf("expected challenge from %s, got %s", addr, ch.Op))
+	}
+	hello := wire.Frame{Op: wire.OpHello, Version: wire.Version, Text: cfg.Node, BootID: cfg.BootID,
+		Session: resume, TTLms: uint64(cfg.TTL / time.Millisecond)}
+	if cfg.ClusterKey != nil {
+		m := hmac.New(sha256.New, cfg.ClusterKey)
+		m.Write(ch.Nonce)
+		m.Write([]byte(cfg.Node))
+		m.Write([]byte{0})
+		m.Write([]byte(cfg.BootID))
+		hello.MAC = m.Sum(nil)
+	}
+	sentAt := time.Now()
+	if err := w.Write(&hello); err != nil {
+		return fail(err)
+	}
+	if err := w.Flush(); err != nil {
+		return fail(err)
+	}
+	var wel wire.Frame
+	if err := r.Read(&wel); err != nil {
+		return fail(fmt.Errorf("read welcome from %s: %w", addr, err))
+	}
+	if wel.Op == wire.OpError {
+		return fail(fmt.Errorf("%w: %s: %s", ErrRefused, wel.Code, wel.Text))
+	}
+	if wel.Op != wire.OpWelcome || wel.TTLms == 0 {
+		return fail(fmt.Errorf("expected welcome from %s, got %s", addr, wel.Op))
+	}
+	_ = nc.SetDeadline(time.Time{})
+	cc := &clientConn{nc: nc, w: w, frames: make(chan wire.Frame, 64), errc: make(chan error, 1), quit: make(chan struct{}), server: addr}
+	ttl := time.Duration(wel.TTLms) * time.Millisecond
+	go cc.read(r, ttl)
+	return dialResult{conn: cc, welcome: wel, sentAt: sentAt}
+}
+
+// read feeds frames to the run loop. The server answers a keepalive every third of
+// the TTL; a connection silent for a whole TTL is dead.
+func (cc *clientConn) read(r *wire.Reader, ttl time.Duration) {
+	for {
+		_ = cc.nc.SetReadDeadline(time.Now().Add(ttl))
+		var f wire.Frame
+		if err := r.Read(&f); err != nil {
+			cc.errc <- err
+			return
+		}
+		select {
+		case cc.frames <- f:
+		case <-cc.quit:
+			return
+		}
+	}
+}
+
+func (cc *clientConn) close() {
+	close(cc.quit)
+	cc.nc.Close()
+}
+
+func (st *runState) dialed(r dialResult) {
+	st.dialing = false
+	if r.err != nil {
+		st.failed++
+		level := st.c.log.Debug
+		if st.failed%10 == 1 {
+			level = st.c.log.Warn
+		}
+		level("connect failed, retrying", "err", r.err, "attempt", st.failed, "in", st.backoff)
+		st.redial.Reset(st.backoff)
+		st.backoff = min(2*st.backoff, time.Second)
+		return
+	}
+	st.failed, st.backoff = 0, 50*time.Millisecond
+	st.conn = r.conn
+	w := &r.welcome
+	resumed := w.Resumed && w.Session == st.session
+	st.session, st.epoch = w.Session, w.Epoch
+	ttl := time.Duration(w.TTLms) * time.Millisecond
+	if ttl != st.ttl {
+		st.ttl = ttl
+		st.ka.Reset(ttl / 3)
+	}
+	st.extend(r.sentAt)
+	st.c.log.Info("session", "server", r.conn.server, "session", fmt.Sprintf("%x", st.session), "resumed", resumed,
+		"epoch", st.epoch, "ttl", ttl, "held", len(w.Held), "waiting", len(w.Waiting))
+	st.reconcile(w, resumed)
+	if !st.first {
+		st.first = true
+		close(st.c.firstSession)
+	}
+}
+
+// extend moves the trust deadline to sentAt + TTL less the drift margin: sentAt is
+// when a message the server answered left this process, so the server saw it later
+// and will expire the session later still.
+func (st *runState) extend(sentAt time.Time) {
+	margin := time.Duration(float64(st.ttl) * st.c.cfg.DriftBound)
+	d := sentAt.Add(st.ttl - margin)
+	if d.After(st.deadline) {
+		st.deadline = d
+	}
+	st.trust.Reset(time.Until(st.deadline))
+}
+
+// reconcile brings local requests in line with what the server says the session has
+// after a (re)connect: grants that were lost in flight are delivered, requests the
+// server never saw are sent again, and anything the server holds for us that nobody
+// wants any more is given up, cancels before new acquires so that order holds.
+func (st *runState) reconcile(w *wire.Frame, resumed bool) {
+	held := make(map[uint64]wire.Held, len(w.Held))
+	for _, h := range w.Held {
+		held[h.Seq] = h
+	}
+	waiting := make(map[uint64]bool, len(w.Waiting))
+	for _, q := range w.Waiting {
+		waiting[q.Seq] = true
+	}
+	if !resumed {
+		st.loseLeases(ErrSessionExpired)
+		for seq, r := range st.releases {
+			st.resolveRelease(seq, r, fmt.Errorf("%w: the session ended before the release was confirmed", ErrLeaseLost))
+		}
+	}
+	for seq, r := range st.releases {
+		if _, still := held[r.lease.seq]; r.sent && !still && resumed {
+			st.resolveRelease(seq, r, nil) // the server applied it; its answer was lost
+			continue
+		}
+		r.sent = false
+		// The release goes out again below; the hold must not be cancelled first or
+		// the release would find the token gone.
+		delete(held, r.lease.seq)
+	}
+	for seq, op := range st.ops {
+		h, isHeld := held[seq]
+		switch {
+		case op.cancelled:
+			if isHeld || waiting[seq] {
+				st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
+			}
+			delete(st.ops, seq)
+		case op.lease != nil:
+			if !isHeld || h.Fence != op.lease.Fence {
+				st.finish(op, ErrLeaseLost)
+			}
+		case isHeld:
+			st.deliver(op, h.Fence, h.Rec)
+		case waiting[seq]:
+			op.sent = true
+		default:
+			op.sent = false
+		}
+		delete(held, seq)
+		delete(waiting, seq)
+	}
+	for seq, h := range held { // granted to a request nobody waits for any more
+		st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: h.Token})
+	}
+	for _, q := range w.Waiting {
+		if waiting[q.Seq] {
+			st.send(wire.Frame{Op: wire.OpCancel, Seq: q.Seq, Token: q.Token})
+		}
+	}
+	for seq, r := range st.releases {
+		st.sendRelease(seq, r)
+	}
+	for seq, op := range st.ops {
+		if !op.sent && op.lease == nil {
+			op.sent = true
+			st.send(wire.Frame{Op: wire.OpAcquire, Seq: seq, Token: op.token})
+		}
+	}
+}
+
+// lost handles the end of a connection. Unless the server announced it (a restart:
+// the session lives on), the leases can no longer be trusted.
+func (st *runState) lost(err error) {
+	if st.conn == nil {
+		return
+	}
+	announced := st.conn.announced
+	st.conn.close()
+	st.conn = nil
+	for seq := range st.kaSent {
+		delete(st.kaSent, seq)
+	}
+	if announced {
+		st.c.log.Info("server closed the connection with notice; resuming", "session", fmt.Sprintf("%x", st.session))
+		st.redial.Reset(0)
+		return
+	}
+	st.c.log.Warn("connection lost", "err", err)
+	st.loseLeases(fmt.Errorf("%w: %v", ErrConnLost, err))
+	st.redial.Reset(st.backoff)
+}
+
+func (st *runState) loseLeases(why error) {
+	for _, op := range st.ops {
+		if op.lease != nil {
+			st.finish(op, why)
+		}
+	}
+}
+
+func (st *runState) deliver(op *acquireOp, fence uint64, rec wire.Record) {
+	op.lease = &Lease{Token: op.token, Fence: fence, Record: Record{Counter: rec.Counter, Waits: rec.Waits},
+		c: st.c, seq: op.seq, done: make(chan struct{}), granted: time.Now()}
+	op.res <- acquireResult{lease: op.lease}
+	if !time.Now().Before(st.deadline) {
+		st.finish(op, ErrSessionExpired)
+	}
+}
+
+// finish ends a request: its lease (if any) ends with why, its slot frees.
+func (st *runState) finish(op *acquireOp, why error) {
+	if op.lease != nil {
+		op.lease.end(why)
+	}
+	delete(st.ops, op.seq)
+	if op.slot != nil {
+		<-op.slot
+		op.slot = nil
+	}
+}
+
+func (st *runState) frame(f *wire.Frame) {
+	switch f.Op {
+	case wire.OpGrant:
+		if op := st.ops[f.Seq]; op != nil && !op.cancelled && op.lease == nil {
+			st.deliver(op, f.Fence, f.Rec)
+		}
+	case wire.OpQueued:
+	case wire.OpReleased:
+		if r := st.releases[f.Seq]; r != nil {
+			st.resolveRelease(f.Seq, r, nil)
+		}
+	case wire.OpCancelled:
+		op := st.ops[f.Seq]
+		switch {
+		case op == nil:
+		case op.cancelled:
+			delete(st.ops, f.Seq)
+		case op.lease == nil && f.Text != "":
+			// The server dropped our request (it thought our node dead): ask again.
+			st.c.log.Info("request dropped by the server; asking again", "token", op.token, "reason", f.Text)
+			st.send(wire.Frame{Op: wire.OpAcquire, Seq: f.Seq, Token: op.token})
+		}
+	case wire.OpKeepaliveAck:
+		if at, ok := st.kaSent[f.Seq]; ok {
+			delete(st.kaSent, f.Seq)
+			st.epoch = f.Epoch
+			st.extend(at)
+		}
+	case wire.OpRevoked:
+		for _, op := range st.ops {
+			if op.lease != nil && op.token == f.Token && op.lease.Fence == f.Fence {
+				st.c.log.Warn("lease revoked", "token", f.Token, "fence", f.Fence, "reason", f.Text)
+				st.finish(op, fmt.Errorf("%w: %s", ErrRevoked, f.Text))
+			}
+		}
+	case wire.OpError:
+		st.serverError(f)
+	case wire.OpClosing:
+		st.conn.announced = true
+	default:
+		st.lost(fmt.Errorf("unexpected %s from server", f.Op))
+	}
+}
+
+func (st *runState) serverError(f *wire.Frame) {
+	err := fmt.Errorf("%w: %s: %s", ErrRefused, f.Code, f.Text)
+	if r := st.releases[f.Seq]; r != nil {
+		switch f.Code {
+		case wire.CodeStaleFence:
+			err = fmt.Errorf("%w: %s", ErrStaleFence, f.Text)
+		case wire.CodeNotHeld, wire.CodeSessionExpired:
+			err = fmt.Errorf("%w: %s", ErrLeaseLost, f.Text)
+		}
+		st.resolveRelease(f.Seq, r, err)
+		return
+	}
+	if op := st.ops[f.Seq]; op != nil && op.lease == nil {
+		op.res <- acquireResult{err: err}
+		st.finish(op, err)
+		return
+	}
+	if f.Code == wire.CodeSessionExpired {
+		// Our session ended at the server (we were frozen or cut off): leases are gone;
+		// the next connection opens a new session.
+		st.c.log.Warn("session expired at the server", "session", fmt.Sprintf("%x", st.session))
+		st.loseLeases(ErrSessionExpired)
+		st.session = 0
+		return
+	}
+	st.c.log.Warn("server error", "code", f.Code.String(), "text", f.Text)
+}
+
+func (st *runState) resolveRelease(seq uint64, r *releaseReq, err error) {
+	delete(st.releases, seq)
+	r.res <- err
+	if op := st.ops[r.lease.seq]; op != nil && op.lease == r.lease {
+		st.finish(op, ErrReleased)
+	} else {
+		r.lease.end(ErrReleased)
+	}
+}
+
+func (st *runState) sendRelease(seq uint64, r *releaseReq) {
+	if st.conn == nil || r.sent {
+		return
+	}
+	r.sent = true
+	st.send(wire.Frame{Op: wire.OpRelease, Seq: seq, Token: r.lease.Token, Fence: r.lease.Fence,
+		Rec: wire.Record{Counter: r.rec.Counter, Waits: r.rec.Waits}})
+}
+
+func (st *runState) keepalive() {
+	if st.conn == nil {
+		return
+	}
+	seq := st.nextSeq()
+	now := time.Now()
+	st.kaSent[seq] = now
+	for s, at := range st.kaSent { // answers that never came
+		if now.Sub(at) > st.ttl {
+			delete(st.kaSent, s)
+		}
+	}
+	st.send(wire.Frame{Op: wire.OpKeepalive, Seq: seq})
+}
+
+// checkTrust ends every lease once the session's deadline has passed by this clock,
+// and gives the tokens back if the server can still hear us.
+func (st *runState) checkTrust(now time.Time) {
+	if now.Before(st.deadline) {
+		st.trust.Reset(st.deadline.Sub(now))
+		return
+	}
+	for seq, op := range st.ops {
+		if op.lease != nil {
+			st.c.log.Warn("lease expired by the local clock", "token", op.token, "fence", op.lease.Fence)
+			st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
+			st.finish(op, ErrSessionExpired)
+		}
+	}
+}
+
+func (st *runState) request(req any) {
+	switch r := req.(type) {
+	case *acquireOp:
+		r.seq = st.nextSeq()
+		r.since = time.Now()
+		st.ops[r.seq] = r
+		if st.conn != nil {
+			r.sent = true
+			st.send(wire.Frame{Op: wire.OpAcquire, Seq: r.seq, Token: r.token})
+		}
+	case cancelOp:
+		op := r.op
+		if cur := st.ops[op.seq]; cur == op && !op.cancelled {
+			op.cancelled = true
+			if op.lease != nil {
+				op.lease.end(context.Canceled)
+			}
+			if op.slot != nil {
+				<-op.slot
+				op.slot = nil
+			}
+			if op.sent && st.conn != nil {
+				st.send(wire.Frame{Op: wire.OpCancel, Seq: op.seq, Token: op.token})
+			} else if !op.sent {
+				delete(st.ops, op.seq)
+			}
+		}
+		close(r.ack)
+	case releaseOp:
+		l := r.lease
+		if err := l.Err(); errors.Is(err, ErrReleased) || errors.Is(err, context.Canceled) {
+			r.res <- fmt.Errorf("baton: release of %q fence %d: %w", l.Token, l.Fence, err)
+			return
+		}
+		if st.conn == nil && l.Err() != nil {
+			// Lost and no way to tell the server now: the fence would refuse it anyway.
+			r.res <- fmt.Errorf("%w: %v", ErrLeaseLost, l.Err())
+			return
+		}
+		seq := st.nextSeq()
+		rr := &releaseReq{releaseOp: r}
+		st.releases[seq] = rr
+		st.sendRelease(seq, rr)
+	case infoOp:
+		info := Info{Connected: st.conn != nil, Session: st.session, Epoch: st.epoch, TTL: st.ttl, Deadline: st.deadline}
+		if st.conn != nil {
+			info.Server = st.conn.server
+		}
+		r.res <- info
+	}
+}
+
+// shutdown says goodbye, so the server passes on at once whatever we hold, and ends
+// everything still outstanding.
+func (st *runState) shutdown() {
+	if st.conn != nil {
+		st.send(wire.Frame{Op: wire.OpGoodbye})
+		st.flush()
+		if st.conn != nil {
+			st.conn.close()
+			st.conn = nil
+		}
+	}
+	for _, op := range st.ops {
+		if op.lease == nil && !op.cancelled {
+			op.res <- acquireResult{err: ErrClosed}
+		}
+		st.finish(op, ErrClosed)
+	}
+	for seq, r := range st.releases {
+		delete(st.releases, seq)
+		r.res <- ErrClosed
+		r.lease.end(ErrClosed)
+	}
+	if st.dialing {
+		if r := <-st.dialRes; r.conn != nil {
+			r.conn.close()
+		}
+	}
+}
