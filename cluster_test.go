@@ -139,4 +139,3 @@ func dialHandshakeOnly(t *testing.T, addr string) *testutil.Raw {
 	}
 	return r
 }
-

@@ -93,4 +93,3 @@ func run(cfg server.Config, logger *slog.Logger, level *slog.LevelVar, started f
 	}
 	return nil
 }
-
