@@ -81,8 +81,8 @@ func ExampleClient_Acquire_tryLock() {
 
 	_ = lease.Release(ctx, lease.Record)
 	l2, err := other.Acquire(ctx, "printer")
-	fmt.Println("after release:", err, "fence", l2.Fence)
+	fmt.Println("after release:", err, "newer fence:", l2.Fence > lease.Fence)
 	// Output:
 	// while held: context deadline exceeded
-	// after release: <nil> fence 2
+	// after release: <nil> newer fence: true
 }

@@ -163,5 +163,8 @@ func TestDoneClosesOnClose(t *testing.T) {
 	if l2.Fence != l.Fence+1 {
 		t.Errorf("fence %d, want %d", l2.Fence, l.Fence+1)
 	}
+	if n := testutil.Metric(t, srv.Reg, "baton_reclaims_total", map[string]string{"reason": "goodbye"}); n != 1 {
+		t.Errorf("baton_reclaims_total{reason=goodbye} = %v, want 1: Close must say goodbye", n)
+	}
 	_ = baton.ErrClosed
 }

@@ -151,7 +151,9 @@ func (c *conn) serve() {
 		case <-time.After(2 * time.Second):
 		}
 	}
-	c.closeNow()
+	// Not closeNow: frames this reader queued before the end (a goodbye) are still to
+	// be handled, and closing would make the core drop them as the server's doing.
+	c.shut()
 	<-writerDone
 }
 
@@ -336,6 +338,11 @@ func (c *conn) send(f *wire.Frame) {
 // frames out first, the core queues a Closing or opHangup frame instead.
 func (c *conn) closeNow() {
 	c.closing.Store(true)
+	c.shut()
+}
+
+// shut closes the socket and stops the writer. Idempotent.
+func (c *conn) shut() {
 	c.once.Do(func() {
 		close(c.quit)
 		c.nc.Close()

@@ -35,6 +35,9 @@ type core struct {
 	eventAt  int
 	perToken map[string]*tokenInstruments
 	graceEnd time.Time // grants held back until then after a crash
+	// saidGoodbye remembers nodes whose last session ended with a goodbye: memberlist
+	// cannot always tell a graceful leave from a death, the token protocol can.
+	saidGoodbye map[string]time.Time
 
 	expiryTimer *time.Timer // fires at the earliest session deadline
 	graceTimer  *time.Timer // fires at graceEnd
@@ -67,7 +70,7 @@ type tokenInstruments struct {
 
 func newCore(s *Server, ttl time.Duration) *core {
 	return &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: map[token.SessionID]*session{},
-		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64),
+		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
 		expiryTimer: time.NewTimer(time.Hour), graceTimer: time.NewTimer(time.Hour)}
 }
 
@@ -215,6 +218,16 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 		c.reply(cn, wire.Frame{Op: wire.OpKeepaliveAck, Seq: f.Seq, Epoch: c.epoch})
 	case wire.OpGoodbye:
 		c.endSession(s, "goodbye", now)
+		c.saidGoodbye[s.node] = now
+		if len(c.saidGoodbye) > 4096 { // bounded: forget the oldest
+			oldest, at := "", now
+			for n, t := range c.saidGoodbye {
+				if t.Before(at) {
+					oldest, at = n, t
+				}
+			}
+			delete(c.saidGoodbye, oldest)
+		}
 		c.closeConn(cn, false)
 	default:
 		c.fail(cn, f.Seq, wire.CodeUnexpected, "unexpected_op", fmt.Errorf("%s not valid after hello", f.Op))
@@ -304,6 +317,7 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 			c.closeConn(s.conn, true) // the client gave up on that connection already
 		}
 	} else {
+		delete(c.saidGoodbye, h.Text)
 		s = &session{id: c.newSessionID(), node: h.Text, bootID: h.BootID, requests: map[string]uint64{}}
 		c.sessions[s.id] = s
 		c.event(Event{Kind: "session_open", Node: s.node, Detail: fmt.Sprintf("session %x", uint64(s.id))})
@@ -526,6 +540,17 @@ func (c *core) status(now time.Time) Status {
 		st.Sessions = append(st.Sessions, ss)
 	}
 	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].Node < st.Sessions[j].Node })
+	st.Members = []MemberStatus{}
+	if c.s.node != nil {
+		for _, m := range c.s.node.Members() {
+			state := m.State
+			if _, bye := c.saidGoodbye[m.Name]; bye && state == cluster.StateDead {
+				state = cluster.StateLeft
+			}
+			st.Members = append(st.Members, MemberStatus{Name: m.Name, Addr: m.Addr, State: state, Role: m.Meta.Role, Since: m.Since})
+		}
+	}
+	sortMembers(st.Members)
 	st.Events = make([]Event, 0, len(c.events))
 	st.Events = append(st.Events, c.events[c.eventAt:]...)
 	st.Events = append(st.Events, c.events[:c.eventAt]...)

@@ -67,8 +67,9 @@ type Server struct {
 	connsMu sync.Mutex // guards conns
 	conns   map[*conn]struct{}
 
-	closeOnce sync.Once
-	ready     atomic.Bool
+	closeOnce   sync.Once
+	ready       atomic.Bool
+	loopStarted bool // set by Open, read by Close on the same goroutine
 }
 
 type inbound struct {
@@ -130,7 +131,8 @@ func (s *Server) Open() (err error) {
 	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("BATON_HTTP_ADDR %s: %w", s.cfg.HTTPAddr, err)
 	}
-	go s.loop()
+	// Membership first: the core reads s.node. Its change reports wait in ctl until
+	// the loop runs.
 	s.node, err = cluster.Start(cluster.Config{
 		Name: s.cfg.nodeName(), BindAddr: s.cfg.GossipBind, Port: s.cfg.GossipPort, Advertise: s.cfg.Advertise,
 		Join: s.cfg.Join, Key: s.key, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
@@ -141,6 +143,8 @@ func (s *Server) Open() (err error) {
 	if err != nil {
 		return err
 	}
+	s.loopStarted = true
+	go s.loop()
 	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 	s.wg.Add(2)
@@ -182,7 +186,6 @@ func (s *Server) Close() error {
 		s.ready.Store(false)
 		if s.node != nil {
 			_ = s.node.Leave(time.Second)
-			_ = s.node.Close()
 		}
 		if s.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -194,10 +197,15 @@ func (s *Server) Close() error {
 		if s.ln != nil {
 			s.ln.Close()
 		}
-		if s.ln != nil { // the loop runs once the listeners are up
+		if s.loopStarted {
 			_ = s.do(func(time.Time) { s.core.closeAll(); s.core.commit() })
-			close(s.stop)
+		}
+		close(s.stop) // also releases a membership report waiting for the loop
+		if s.loopStarted {
 			<-s.loopDone
+		}
+		if s.node != nil {
+			_ = s.node.Close()
 		}
 		s.connsMu.Lock()
 		for c := range s.conns {
@@ -269,13 +277,6 @@ func (s *Server) Status() (Status, error) {
 		return st, err
 	}
 	st.Node = s.cfg.nodeName()
-	st.Members = []MemberStatus{}
-	if s.node != nil {
-		for _, m := range s.node.Members() {
-			st.Members = append(st.Members, MemberStatus{Name: m.Name, Addr: m.Addr, State: m.State, Role: m.Meta.Role, Since: m.Since})
-		}
-	}
-	sortMembers(st.Members)
 	return st, nil
 }
 
