@@ -1,6 +1,6 @@
 module github.com/baton-dev/baton
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/hashicorp/memberlist v0.7.0

@@ -54,8 +54,8 @@ func registerRuntime(reg prometheus.Registerer) {
 
 // stateCollector reports gauges read from the server's real state at scrape time.
 type stateCollector struct {
-	s                                                      *Server
-	queue, fence, counter, waits, members, epoch, sessions *prometheus.Desc
+	s                                                                *Server
+	queue, fence, counter, waits, releases, members, epoch, sessions *prometheus.Desc
 }
 
 func newStateCollector(s *Server) *stateCollector {
@@ -64,6 +64,7 @@ func newStateCollector(s *Server) *stateCollector {
 		fence:    prometheus.NewDesc("baton_fence", "Fence of the token's latest grant.", []string{"token"}, nil),
 		counter:  prometheus.NewDesc("baton_counter", "The shared record's counter: accepted releases.", []string{"token"}, nil),
 		waits:    prometheus.NewDesc("baton_waits", "The shared record's waiting counter: requests that had to queue.", []string{"token"}, nil),
+		releases: prometheus.NewDesc("baton_releases_total", "Releases accepted; with honest holders equal to baton_counter.", []string{"token"}, nil),
 		members:  prometheus.NewDesc("baton_members", "Cluster members by state.", []string{"state"}, nil),
 		epoch:    prometheus.NewDesc("baton_epoch", "Server epoch: bumps on every start and restart.", nil, nil),
 		sessions: prometheus.NewDesc("baton_sessions", "Live client sessions.", nil, nil),
@@ -71,7 +72,7 @@ func newStateCollector(s *Server) *stateCollector {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queue, c.fence, c.counter, c.waits, c.members, c.epoch, c.sessions} {
+	for _, d := range []*prometheus.Desc{c.queue, c.fence, c.counter, c.waits, c.releases, c.members, c.epoch, c.sessions} {
 		ch <- d
 	}
 }
@@ -86,6 +87,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.fence, prometheus.GaugeValue, float64(t.Fence), t.Name)
 		ch <- prometheus.MustNewConstMetric(c.counter, prometheus.GaugeValue, float64(t.Counter), t.Name)
 		ch <- prometheus.MustNewConstMetric(c.waits, prometheus.GaugeValue, float64(t.Waits), t.Name)
+		ch <- prometheus.MustNewConstMetric(c.releases, prometheus.CounterValue, float64(t.Releases), t.Name)
 	}
 	byState := map[string]int{"alive": 0, "dead": 0, "left": 0}
 	for _, m := range st.Members {
