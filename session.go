@@ -282,10 +282,9 @@ func (st *runState) reconcile(w *wire.Frame, resumed bool) {
 		waiting[q.Seq] = true
 	}
 	if !resumed {
+		// Leases of the old session are gone. Releases still pending go out anyway, on
+		// the new session: the server's fence refuses them and counts them.
 		st.loseLeases(ErrSessionExpired)
-		for seq, r := range st.releases {
-			st.resolveRelease(seq, r, fmt.Errorf("%w: the session ended before the release was confirmed", ErrLeaseLost))
-		}
 	}
 	for seq, r := range st.releases {
 		if _, still := held[r.lease.seq]; r.sent && !still && resumed {
@@ -545,11 +544,8 @@ func (st *runState) request(req any) {
 			r.res <- fmt.Errorf("baton: release of %q fence %d: %w", l.Token, l.Fence, err)
 			return
 		}
-		if st.conn == nil && l.Err() != nil {
-			// Lost and no way to tell the server now: the fence would refuse it anyway.
-			r.res <- fmt.Errorf("%w: %v", ErrLeaseLost, l.Err())
-			return
-		}
+		// Sent even when the lease is lost, now or once reconnected: the server's fence
+		// decides, and refuses it if anyone else may have written since.
 		seq := st.nextSeq()
 		rr := &releaseReq{releaseOp: r}
 		st.releases[seq] = rr

@@ -188,7 +188,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.node, err = cluster.Start(cluster.Config{Name: w.cfg.nodeName(), BindAddr: w.cfg.GossipBind, Port: w.cfg.GossipPort,
 		Advertise: w.cfg.Advertise, Join: w.cfg.Join, Key: w.key, Label: w.cfg.ClusterLabel, Local: w.cfg.LocalGossip,
 		Logger: w.log, Meta: cluster.Meta{Role: cluster.RoleClient, BootID: w.bootID, HTTPPort: portOf(w.httpLn.Addr())},
-		NeedJoin: func(n *cluster.Node) bool { _, ok := n.Server(); return !ok }})
+		NeedJoin: w.needJoin})
 	if err != nil {
 		return err
 	}
@@ -213,6 +213,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.setState("stopping")
 	w.log.Info("stopping: leaving the cluster")
 	return nil
+}
+
+// needJoin says when to contact the seeds again: when no server is known, and when
+// the known one cannot be reached. After a partition or a server recreated at a new
+// address this node's view may be stale while the seeds (the server's DNS name)
+// lead to the live one.
+func (w *Worker) needJoin(n *cluster.Node) bool {
+	if _, ok := n.Server(); !ok {
+		return true
+	}
+	c := w.client.Load()
+	return c != nil && !c.Info().Connected
 }
 
 // HTTPAddr is the bound HTTP address.
@@ -270,7 +282,13 @@ func (w *Worker) cycle(ctx context.Context, client *baton.Client) {
 	// Release even a lost lease: the fence decides, and a refusal is the proof that
 	// the record was protected. A stopping worker still gets a moment to release.
 	w.setState("releasing")
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	// Long enough to reconnect after a partition of about a TTL and let the fence
+	// judge a late release; a stopping worker has only its grace period.
+	timeout := max(5*time.Second, 3*client.Info().TTL)
+	if ctx.Err() != nil {
+		timeout = 2 * time.Second
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	rec := lease.Record
 	rec.Counter++
 	err = lease.Release(rctx, rec)

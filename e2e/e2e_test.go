@@ -1,0 +1,365 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/worker"
+)
+
+// TestDeployment brings the deployment up once and runs the scenarios in order on
+// it; each says what it measured. The deployment is torn down, volumes included,
+// however the test ends.
+func TestDeployment(t *testing.T) {
+	d := newDeployment(t)
+	d.do("build", "server", "client")
+	for _, img := range []string{"server", "client"} {
+		size := d.docker("image", "inspect", "-f", "{{.Size}}", fmt.Sprintf("baton-%s:dev", img))
+		t.Logf("image baton-%s:dev: %s bytes", img, size)
+	}
+	up := time.Now()
+	d.do(append([]string{"up", "-d", "--scale", "client=8"}, d.services...)...)
+	t.Logf("up returned after %s", time.Since(up).Round(time.Millisecond))
+
+	steps := []struct {
+		name string
+		fn   func(*deployment, time.Time)
+	}{
+		{"1_up_8_clients", scenarioUp},
+		{"2_scale_12_then_4", scenarioScale},
+		{"8_prometheus_scrapes", scenarioPrometheus},
+		{"3_hup_three_times", scenarioHUP},
+		{"4_kill_holder", scenarioKillHolder},
+		{"5_network_disconnect_holder", scenarioDisconnect},
+		{"6_pause_holder", scenarioPause},
+		{"7_recreate_server", scenarioRecreateServer},
+	}
+	for _, s := range steps {
+		ok := t.Run(s.name, func(t *testing.T) {
+			sd := *d
+			sd.t = t
+			s.fn(&sd, up)
+		})
+		if !ok && strings.HasPrefix(s.name, "1_") {
+			t.Fatal("the deployment did not come up; the other scenarios need it")
+		}
+	}
+}
+
+// 1. All 8 clients become members and get the token; the counter grows; grants are
+// fair; no two critical sections overlap; no stale release was accepted.
+func scenarioUp(d *deployment, up time.Time) {
+	took := d.eventually(90*time.Second, "8 alive client members with sessions", func() bool {
+		st, err := d.status()
+		if err != nil {
+			return false
+		}
+		m, s := aliveClients(st)
+		return m == 8 && s == 8
+	})
+	d.t.Logf("full membership %s after up returned", (time.Since(up) - 0).Round(time.Millisecond))
+	_ = took
+	clients := d.containers("client")
+	if len(clients) != 8 {
+		d.t.Fatalf("%d client containers running, want 8", len(clients))
+	}
+	var sts []worker.Status
+	d.eventually(90*time.Second, "every client to complete 4 critical sections", func() bool {
+		sts = sts[:0]
+		for _, c := range clients {
+			st, err := d.workerStatus(c)
+			if err != nil || st.Done < 4 {
+				return false
+			}
+			sts = append(sts, st)
+		}
+		return true
+	})
+	done := make([]uint64, 0, len(sts))
+	var intervals []worker.Interval
+	for _, st := range sts {
+		done = append(done, st.Done)
+		intervals = append(intervals, st.Recent...)
+	}
+	lo, hi := slices.Min(done), slices.Max(done)
+	d.t.Logf("critical sections per client: %v", done)
+	if hi-lo > 3 {
+		d.t.Errorf("unfair: one client did %d critical sections, another %d (FIFO keeps them within 3)", hi, lo)
+	}
+	slices.SortFunc(intervals, func(a, b worker.Interval) int { return a.Start.Compare(b.Start) })
+	for i := 1; i < len(intervals); i++ {
+		if intervals[i].Start.Before(intervals[i-1].End) {
+			d.t.Errorf("overlapping critical sections: fence %d [%s, %s] and fence %d starting %s",
+				intervals[i-1].Fence, intervals[i-1].Start.Format(time.StampMicro), intervals[i-1].End.Format(time.StampMicro),
+				intervals[i].Fence, intervals[i].Start.Format(time.StampMicro))
+		}
+	}
+	d.t.Logf("%d client-reported critical sections checked for overlap", len(intervals))
+	tk := d.token()
+	if tk.Counter != tk.Releases {
+		d.t.Errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
+	}
+	if n := d.metric("baton_stale_releases_total"); n != 0 {
+		d.t.Errorf("%v stale releases in a healthy run", n)
+	}
+}
+
+// 2. Scale to 12, then to 4: joins and graceful leaves show in /status and the
+// metrics; no grant is lost, the token never sticks.
+func scenarioScale(d *deployment, _ time.Time) {
+	reclaims := d.metric("baton_reclaims_total", `reason="disconnect"`) + d.metric("baton_reclaims_total", `reason="expired"`)
+	d.do(append([]string{"up", "-d", "--no-recreate", "--scale", "client=12"}, d.services...)...)
+	took := d.eventually(90*time.Second, "12 alive client members with sessions", func() bool {
+		st, err := d.status()
+		m, s := aliveClients(st)
+		return err == nil && m == 12 && s == 12
+	})
+	d.t.Logf("scaled to 12 in %s", took.Round(time.Millisecond))
+	before := d.token().Counter
+	d.do(append([]string{"up", "-d", "--no-recreate", "--scale", "client=4"}, d.services...)...)
+	took = d.eventually(60*time.Second, "4 alive clients, 4 sessions, 8 members left", func() bool {
+		st, err := d.status()
+		if err != nil {
+			return false
+		}
+		m, s := aliveClients(st)
+		left := 0
+		for _, mm := range st.Members {
+			if mm.Role == "client" && mm.State == "left" {
+				left++
+			}
+		}
+		return m == 4 && s == 4 && left >= 8
+	})
+	d.t.Logf("scaled down to 4 in %s", took.Round(time.Millisecond))
+	if n := d.metric("baton_members", `state="left"`); n < 8 {
+		d.t.Errorf("baton_members{state=left} = %v, want >= 8", n)
+	}
+	if n := d.metric("baton_reclaims_total", `reason="disconnect"`) + d.metric("baton_reclaims_total", `reason="expired"`); n != reclaims {
+		d.t.Errorf("graceful scale-down caused %v reclaims: stopping workers must release first", n-reclaims)
+	}
+	d.eventually(20*time.Second, "the counter to keep growing with 4 clients", func() bool { return d.token().Counter > before+8 })
+	d.do(append([]string{"up", "-d", "--no-recreate", "--scale", "client=8"}, d.services...)...)
+	d.eventually(90*time.Second, "8 clients again", func() bool {
+		st, err := d.status()
+		m, s := aliveClients(st)
+		return err == nil && m == 8 && s == 8
+	})
+}
+
+// 8. Prometheus really scrapes the server and every client replica, and sees
+// grants rising.
+func scenarioPrometheus(d *deployment, _ time.Time) {
+	clients := len(d.containers("client"))
+	d.eventually(90*time.Second, fmt.Sprintf("Prometheus up=1 for the server and %d clients", clients), func() bool {
+		srv, err1 := d.promQuery(`up{job="baton-server"}`, "instance")
+		cli, err2 := d.promQuery(`up{job="baton-client"} == 1`, "instance")
+		if err1 != nil || err2 != nil || len(srv) != 1 {
+			return false
+		}
+		for _, v := range srv {
+			if v != 1 {
+				return false
+			}
+		}
+		return len(cli) == clients
+	})
+	var first float64
+	d.eventually(60*time.Second, "baton_grants_total rising in Prometheus", func() bool {
+		v, err := d.promQuery(`sum(baton_grants_total)`, "")
+		if err != nil || len(v) == 0 {
+			return false
+		}
+		if first == 0 {
+			first = v[""]
+			return false
+		}
+		return v[""] > first
+	})
+}
+
+// 3. `docker compose kill -s HUP server`, three times under load: the container
+// stays up, epoch +3, restarts +3, fence and counter continue, clients resume.
+func scenarioHUP(d *deployment, _ time.Time) {
+	st0 := d.mustStatus()
+	restarts0 := d.metric("baton_restarts_total")
+	last := d.token()
+	id := strings.TrimSpace(d.do("ps", "-q", "server"))
+	for i := 1; i <= 3; i++ {
+		d.do("kill", "-s", "HUP", "server")
+		at := time.Now()
+		d.eventually(10*time.Second, fmt.Sprintf("epoch %d", st0.Epoch+uint64(i)), func() bool {
+			st, err := d.status()
+			return err == nil && st.Epoch == st0.Epoch+uint64(i)
+		})
+		d.eventually(20*time.Second, "clients to resume after HUP", func() bool { return d.token().Counter > last.Counter+1 })
+		d.t.Logf("HUP %d: clients resumed %s after the signal", i, time.Since(at).Round(time.Millisecond))
+		now := d.token()
+		if now.Fence < last.Fence || now.Counter < last.Counter {
+			d.t.Fatalf("HUP %d went back: fence %d→%d counter %d→%d", i, last.Fence, now.Fence, last.Counter, now.Counter)
+		}
+		last = now
+	}
+	state := d.docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}} {{.Id}}", id)
+	if f := strings.Fields(state); f[0] != "true" || f[1] != "0" || !strings.HasPrefix(f[2], id) {
+		d.t.Errorf("server container after HUPs: %s, want the same container running, never restarted", state)
+	}
+	if n := d.metric("baton_restarts_total"); n != restarts0+3 {
+		d.t.Errorf("baton_restarts_total %v, want %v", n, restarts0+3)
+	}
+}
+
+// 4. SIGKILL of the container that holds the token: the next grant within 1 s, the
+// reclaim counted.
+func scenarioKillHolder(d *deployment, _ time.Time) {
+	for attempt := 1; attempt <= 5; attempt++ {
+		reclaims := d.metric("baton_reclaims_total", `reason="disconnect"`)
+		hc, tk := d.holderContainer()
+		d.docker("kill", "-s", "KILL", hc.ID)
+		killed := time.Now()
+		took := d.eventually(5*time.Second, "the next grant after the holder's kill", func() bool { return d.token().Fence > tk.Fence })
+		if d.metric("baton_reclaims_total", `reason="disconnect"`) == reclaims {
+			d.t.Logf("attempt %d: %s released before the kill landed; again", attempt, hc.Node)
+			continue
+		}
+		d.t.Logf("killed holder %s (fence %d): next grant %s after docker kill returned", hc.Node, tk.Fence, took.Round(time.Millisecond))
+		if took > time.Second {
+			d.t.Errorf("next grant %s after the holder was killed, want < 1s", took)
+		}
+		_ = killed
+		return
+	}
+	d.t.Fatal("no kill landed while the token was held in 5 attempts")
+}
+
+func (d *deployment) sessionExpiry(node string) time.Time {
+	d.t.Helper()
+	st := d.mustStatus()
+	for _, s := range st.Sessions {
+		if s.Node == node {
+			left, err := time.ParseDuration(s.ExpiresIn)
+			if err == nil {
+				return time.Now().Add(left)
+			}
+		}
+	}
+	d.t.Fatalf("no session for %s", node)
+	return time.Time{}
+}
+
+// cutHolder applies cut to the holder just after it was granted the token and waits
+// for the next grant. A cut that lands after the holder released on its own proves
+// nothing; then the holder is healed and the next one tried. It returns the holder,
+// its fence, when its session was due to expire, and when the next grant came.
+func (d *deployment) cutHolder(what string, cut, heal func(container)) (container, uint64, time.Time, time.Time, time.Time) {
+	d.t.Helper()
+	for attempt := 1; attempt <= 8; attempt++ {
+		expired := d.metric("baton_reclaims_total", `reason="expired"`)
+		// Wait for a fresh grant so that most of the hold is still ahead.
+		start := d.token().Fence
+		d.eventually(20*time.Second, "a fresh grant", func() bool { return d.token().Fence > start })
+		hc, tk := d.holderContainer()
+		expiresAt := d.sessionExpiry(hc.Node)
+		cut(hc)
+		at := time.Now()
+		d.eventually(4*d.ttl, "the next grant after the "+what, func() bool { return d.token().Fence > tk.Fence })
+		granted := time.Now()
+		if d.metric("baton_reclaims_total", `reason="expired"`) > expired {
+			return hc, tk.Fence, expiresAt, at, granted
+		}
+		d.t.Logf("attempt %d: %s released before the %s landed; again", attempt, hc.Node, what)
+		heal(hc)
+	}
+	d.t.Fatalf("no %s landed during a hold in 8 attempts", what)
+	return container{}, 0, time.Time{}, time.Time{}, time.Time{}
+}
+
+// 5. `docker network disconnect` of the holder: no grant before its session expires;
+// after reconnecting it rejoins, and its late release is rejected.
+func scenarioDisconnect(d *deployment, _ time.Time) {
+	stale := d.metric("baton_stale_releases_total")
+	network := d.project + "_default"
+	connect := func(c container) { d.docker("network", "connect", network, c.ID) }
+	hc, fence, expiresAt, cut, granted := d.cutHolder("network disconnect",
+		func(c container) { d.docker("network", "disconnect", network, c.ID) }, connect)
+	d.t.Logf("holder %s (fence %d) cut off: next grant %s after the cut (TTL %s)", hc.Node, fence, granted.Sub(cut).Round(time.Millisecond), d.ttl)
+	if early := expiresAt.Sub(granted); early > 50*time.Millisecond {
+		d.t.Errorf("token re-granted %s before the cut-off holder's session expired", early)
+	}
+	connect(hc)
+	took := d.eventually(60*time.Second, "the cut-off client to rejoin with a new session", func() bool {
+		st, err := d.status()
+		if err != nil {
+			return false
+		}
+		for _, s := range st.Sessions {
+			if s.Node == hc.Node && s.Connected {
+				return true
+			}
+		}
+		return false
+	})
+	d.t.Logf("rejoined %s after reconnecting", took.Round(time.Millisecond))
+	d.eventually(30*time.Second, "its late release to be rejected", func() bool { return d.metric("baton_stale_releases_total") > stale })
+	if tk := d.token(); tk.Counter != tk.Releases {
+		d.t.Errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
+	}
+}
+
+// 6. `docker pause` of the holder past its TTL, then unpause: the fence rejects its
+// stale release; the counter equals accepted releases.
+func scenarioPause(d *deployment, _ time.Time) {
+	stale := d.metric("baton_stale_releases_total")
+	unpause := func(c container) { d.docker("unpause", c.ID) }
+	hc, fence, _, paused, granted := d.cutHolder("pause", func(c container) { d.docker("pause", c.ID) }, unpause)
+	d.t.Logf("holder %s (fence %d) paused: next grant %s later", hc.Node, fence, granted.Sub(paused).Round(time.Millisecond))
+	unpause(hc)
+	d.eventually(30*time.Second, "the paused holder's stale release to be rejected", func() bool {
+		return d.metric("baton_stale_releases_total") > stale
+	})
+	if tk := d.token(); tk.Counter != tk.Releases {
+		d.t.Errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
+	}
+}
+
+// 7. The server container recreated (new container, maybe a new address): clients
+// find it again through memberlist, the fence never goes back (state volume).
+func scenarioRecreateServer(d *deployment, _ time.Time) {
+	before := d.token()
+	st0 := d.mustStatus()
+	oldIP := d.containers("server")[0].IP
+	// Scenario 4's killed client stays down (docker kill is a manual stop for
+	// restart: unless-stopped), so count what runs.
+	clients := len(d.containers("client"))
+	d.do("up", "-d", "--no-deps", "--force-recreate", "server")
+	at := time.Now()
+	var last string
+	d.t.Cleanup(func() {
+		if d.t.Failed() {
+			d.t.Logf("last status seen: %s", last)
+		}
+	})
+	took := d.eventually(90*time.Second, fmt.Sprintf("all %d clients back with sessions on the new server", clients), func() bool {
+		st, err := d.status()
+		if err != nil {
+			return false
+		}
+		last = fmt.Sprintf("epoch %d sessions %+v members %+v", st.Epoch, st.Sessions, st.Members)
+		if tk := tokenOf(st.Tokens); tk.Fence < before.Fence {
+			d.t.Fatalf("fence went back: %d after recreate, %d before", tk.Fence, before.Fence)
+		}
+		return st.Epoch > st0.Epoch && len(st.Sessions) == clients
+	})
+	d.eventually(30*time.Second, "the counter to continue", func() bool { return d.token().Counter > before.Counter })
+	d.t.Logf("server recreated (address %s → %s): clients back %s, critical sections again %s after",
+		oldIP, d.containers("server")[0].IP, took.Round(time.Millisecond), time.Since(at).Round(time.Millisecond))
+	after := d.token()
+	if after.Fence <= before.Fence || after.Counter < before.Counter {
+		d.t.Errorf("after recreate fence %d counter %d; before %d and %d", after.Fence, after.Counter, before.Fence, before.Counter)
+	}
+}
