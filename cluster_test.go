@@ -139,3 +139,54 @@ func dialHandshakeOnly(t *testing.T, addr string) *testutil.Raw {
 	}
 	return r
 }
+
+// A waiter whose node dies (its memberlist node stops without leaving) is dropped
+// from the queue: when the holder releases, the token goes to the next live waiter,
+// not to the dead one, whose session would only expire a TTL later.
+func TestDeadMemberIsDroppedFromTheQueue(t *testing.T) {
+	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = 30 * time.Second })
+	ghostNode, err := cluster.Start(cluster.Config{Name: "ghost", BindAddr: "127.0.0.1", Port: 0,
+		Join: []string{srv.GossipAddr()}, Label: srv.Cfg.ClusterLabel, Local: true, Logger: testutil.Logger(t),
+		Meta: cluster.Meta{Role: cluster.RoleClient, BootID: "ghost-boot"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ghostNode.Close()
+	testutil.Eventually(t, 10*time.Second, "ghost to be an alive member", func() bool {
+		st, _ := srv.Status()
+		m, ok := member(st, "ghost")
+		return ok && m.State == cluster.StateAlive
+	})
+
+	holder := testutil.DialRaw(t, srv.TokenAddr(), "holder")
+	holder.Acquire("counter")
+	g := holder.AwaitGrant("counter")
+	ghost := testutil.DialRawAs(t, srv.TokenAddr(), "ghost", "ghost-boot")
+	ghost.Acquire("counter")
+	waitQueue(t, srv, 1)
+	live := testutil.Dial(t, srv, "live")
+	got := make(chan uint64, 1)
+	go func() {
+		if l, err := live.Acquire(t.Context(), "counter"); err == nil {
+			got <- l.Fence
+		}
+	}()
+	waitQueue(t, srv, 2)
+
+	ghostNode.Close() // dies without a leave: the others must find out by probing
+	testutil.Eventually(t, 20*time.Second, "the dead ghost's wait to leave the queue", func() bool {
+		st, _ := srv.Status()
+		m, _ := member(st, "ghost")
+		tk := tokenStatus(t, srv, "counter")
+		return m.State == cluster.StateDead && len(tk.Queue) == 1 && tk.Queue[0] == "live"
+	})
+	testutil.Expect(t, holder.Release("counter", g.Fence, g.Rec), wire.OpReleased)
+	select {
+	case f := <-got:
+		if f != g.Fence+1 {
+			t.Errorf("live waiter got fence %d, want %d", f, g.Fence+1)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the token went to the dead waiter instead of the live one")
+	}
+}
