@@ -11,23 +11,29 @@ export BATON_GO_IMAGE ?= baton-go-builder:local
 export BATON_PROMETHEUS_IMAGE ?= baton-prometheus:local
 endif
 
-.PHONY: test unit fuzz e2e images build bench
+.PHONY: test unit fuzz e2e images chromium build bench
 
 test: unit fuzz e2e
 
 # Every unit and in-process system test, race detector on.
 unit:
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./e2e
+	cd e2e && $(GO) vet -tags e2e ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	cd e2e && $(GO) test -count=1 ./...
 
 # The frame decoder's fuzz target, briefly: hostile bytes must never panic it.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./internal/wire
 
-# The compose deployment, driven by the commands a user types.
-e2e: images
-	$(GO) test -tags e2e -count=1 -v -timeout 40m ./e2e
+# The compose deployment, driven by the commands a user types; its own module (e2e/)
+# so that its test-only dependencies (PromQL parser, chromedp) stay out of baton's.
+e2e: images chromium
+	cd e2e && $(GO) test -tags e2e -count=1 -v -timeout 40m ./...
+
+# Headless Chromium for the status page test, from Debian's packages.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 images:
 ifeq ($(LOCAL_IMAGES),1)

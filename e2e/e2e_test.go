@@ -37,6 +37,8 @@ func TestDeployment(t *testing.T) {
 		{"4_kill_holder", scenarioKillHolder},
 		{"5_network_disconnect_holder", scenarioDisconnect},
 		{"6_pause_holder", scenarioPause},
+		{"9a_dashboard_panels_have_data", scenarioDashboardData},
+		{"9b_status_page_in_chromium", scenarioStatusPage},
 		{"7_recreate_server", scenarioRecreateServer},
 	}
 	for _, s := range steps {

@@ -65,7 +65,7 @@ func composeCommand(t *testing.T) []string {
 }
 
 func newDeployment(t *testing.T) *deployment {
-	dir, _ := filepath.Abs("..")
+	dir, _ := filepath.Abs("..") // the repository, where docker-compose.yml is
 	serverPort, promPort := freePort(t), freePort(t)
 	d := &deployment{t: t, project: fmt.Sprintf("batone2e%d", os.Getpid()), compose: composeCommand(t), dir: dir,
 		server: fmt.Sprintf("http://127.0.0.1:%d", serverPort), prom: fmt.Sprintf("http://127.0.0.1:%d", promPort),

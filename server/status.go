@@ -35,7 +35,7 @@ func statusCommand(args []string) int {
 }
 
 func printStatus(out io.Writer, st *server.Status) {
-	fmt.Fprintf(out, "baton server %s  epoch %d  session ttl %s\n\n", st.Node, st.Epoch, st.TTL)
+	fmt.Fprintf(out, "baton  node %s  epoch %d  session ttl %s\n\n", st.Node, st.Epoch, st.TTL)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOKEN\tHOLDER\tFENCE\tHELD FOR\tCOUNTER\tWAITS\tGRANTS\tQUEUE")
 	holds := map[string][]string{}
@@ -55,24 +55,25 @@ func printStatus(out io.Writer, st *server.Status) {
 	tw.Flush()
 	fmt.Fprintln(out)
 	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tROLE\tSTATE\tADDR\tSESSION\tHOLDS")
+	fmt.Fprintln(tw, "MEMBER\tROLE\tSTATE\tADDR\tGRANTS\tWAITS\tHOLDS\tSESSION")
 	sessions := map[string]server.SessionStatus{}
 	for _, s := range st.Sessions {
 		sessions[s.Node] = s
 	}
 	for _, m := range st.Members {
-		sess := "-"
+		sess, grants, waits := "-", "-", "-"
 		if s, ok := sessions[m.Name]; ok {
 			sess = "expires in " + s.ExpiresIn
 			if !s.Connected {
 				sess += " (detached)"
 			}
+			grants, waits = fmt.Sprint(s.Grants), fmt.Sprint(s.Waited)
 		}
 		h := strings.Join(holds[m.Name], ",")
 		if h == "" {
 			h = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.State, m.Addr, sess, h)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.State, m.Addr, grants, waits, h, sess)
 	}
 	tw.Flush()
 }

@@ -31,10 +31,15 @@ type core struct {
 	started  time.Time
 	dirty    bool       // state changed since the last snapshot
 	out      []outFrame // replies held back until the state they depend on is durable
-	events   []Event    // ring of recent events for the status page
+	events   []Event    // ring of recent events for the status page: no grants
 	eventAt  int
-	perToken map[string]*tokenInstruments
-	graceEnd time.Time // grants held back until then after a crash
+	grantLog []Event // ring of the latest grants, apart so that they do not crowd out the rest
+	grantAt  int
+	// memberState is what the last membership report said of each node, to turn
+	// reports into join and leave events.
+	memberState map[string]string
+	perToken    map[string]*tokenInstruments
+	graceEnd    time.Time // grants held back until then after a crash
 	// saidGoodbye remembers nodes whose last session ended with a goodbye: memberlist
 	// cannot always tell a graceful leave from a death, the token protocol can.
 	saidGoodbye map[string]time.Time
@@ -55,6 +60,8 @@ type session struct {
 	conn     *conn             // nil while detached
 	requests map[string]uint64 // token → seq of this session's acquire, held or waiting
 	ended    bool
+	grants   uint64 // tokens granted to this session
+	waited   uint64 // acquires that had to queue
 }
 
 type outFrame struct {
@@ -71,6 +78,7 @@ type tokenInstruments struct {
 func newCore(s *Server, ttl time.Duration) *core {
 	return &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: map[token.SessionID]*session{},
 		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
+		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
 		expiryTimer: time.NewTimer(time.Hour), graceTimer: time.NewTimer(time.Hour)}
 }
 
@@ -167,6 +175,14 @@ func (c *core) granted(g token.Grant) {
 		c.s.log.Error("grant to unknown session", "token", g.Token, "session", g.Session)
 		return
 	}
+	s.grants++
+	e := Event{Time: time.Now(), Kind: "grant", Token: g.Token, Node: s.node, Fence: g.Fence}
+	if len(c.grantLog) < cap(c.grantLog) {
+		c.grantLog = append(c.grantLog, e)
+	} else {
+		c.grantLog[c.grantAt] = e
+		c.grantAt = (c.grantAt + 1) % len(c.grantLog)
+	}
 	c.reply(s.conn, wire.Frame{Op: wire.OpGrant, Seq: g.Seq, Token: g.Token, Fence: g.Fence, Rec: g.Rec})
 }
 
@@ -251,6 +267,7 @@ func (c *core) acquire(s *session, cn *conn, f *wire.Frame, now time.Time) {
 		c.granted(g)
 	default:
 		s.requests[f.Token] = f.Seq
+		s.waited++
 		c.dirty = true // waits changed
 		c.reply(cn, wire.Frame{Op: wire.OpQueued, Seq: f.Seq, Token: f.Token, Pos: uint64(pos)})
 		if pos == 1 && now.Before(c.graceEnd) {
@@ -455,6 +472,19 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 	byName := make(map[string]cluster.Member, len(members))
 	for _, m := range members {
 		byName[m.Name] = m
+		if prev := c.memberState[m.Name]; prev != m.State {
+			kind := "member_" + m.State
+			if m.State == cluster.StateAlive {
+				kind = "member_joined"
+			}
+			c.event(Event{Kind: kind, Node: m.Name, Detail: m.Meta.Role})
+			c.memberState[m.Name] = m.State
+		}
+	}
+	for name := range c.memberState { // forgotten by the cluster layer: forget here too
+		if _, ok := byName[name]; !ok {
+			delete(c.memberState, name)
+		}
 	}
 	for _, s := range c.sessions {
 		m, ok := byName[s.node]
@@ -529,7 +559,7 @@ func (c *core) status(now time.Time) Status {
 	sort.Slice(st.Tokens, func(i, j int) bool { return st.Tokens[i].Name < st.Tokens[j].Name })
 	for _, s := range c.sessions {
 		ss := SessionStatus{ID: fmt.Sprintf("%x", uint64(s.id)), Node: s.node, Connected: s.conn != nil,
-			ExpiresIn: s.deadline.Sub(now).Round(time.Millisecond).String()}
+			ExpiresIn: s.deadline.Sub(now).Round(time.Millisecond).String(), Grants: s.grants, Waited: s.waited}
 		for name := range s.requests {
 			if c.tokens.Get(name).Holder == s.id {
 				ss.Holds++
@@ -554,6 +584,9 @@ func (c *core) status(now time.Time) Status {
 	st.Events = make([]Event, 0, len(c.events))
 	st.Events = append(st.Events, c.events[c.eventAt:]...)
 	st.Events = append(st.Events, c.events[:c.eventAt]...)
+	st.Grants = make([]Event, 0, len(c.grantLog))
+	st.Grants = append(st.Grants, c.grantLog[c.grantAt:]...)
+	st.Grants = append(st.Grants, c.grantLog[:c.grantAt]...)
 	return st
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/baton-dev/baton/internal/buildinfo"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -50,12 +51,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 func registerRuntime(reg prometheus.Registerer) {
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(), collectors.NewBuildInfoCollector())
+	buildinfo.Register(reg, "server")
 }
 
 // stateCollector reports gauges read from the server's real state at scrape time.
 type stateCollector struct {
-	s                                                                *Server
-	queue, fence, counter, waits, releases, members, epoch, sessions *prometheus.Desc
+	s                                                                        *Server
+	queue, fence, counter, waits, releases, holder, members, epoch, sessions *prometheus.Desc
 }
 
 func newStateCollector(s *Server) *stateCollector {
@@ -64,6 +66,7 @@ func newStateCollector(s *Server) *stateCollector {
 		fence:    prometheus.NewDesc("baton_fence", "Fence of the token's latest grant.", []string{"token"}, nil),
 		counter:  prometheus.NewDesc("baton_counter", "The shared record's counter: accepted releases.", []string{"token"}, nil),
 		waits:    prometheus.NewDesc("baton_waits", "The shared record's waiting counter: requests that had to queue.", []string{"token"}, nil),
+		holder:   prometheus.NewDesc("baton_holder", "1 for the node that holds the token now; absent while it is free.", []string{"token", "node"}, nil),
 		releases: prometheus.NewDesc("baton_releases_total", "Releases accepted; with honest holders equal to baton_counter.", []string{"token"}, nil),
 		members:  prometheus.NewDesc("baton_members", "Cluster members by state.", []string{"state"}, nil),
 		epoch:    prometheus.NewDesc("baton_epoch", "Server epoch: bumps on every start and restart.", nil, nil),
@@ -72,7 +75,7 @@ func newStateCollector(s *Server) *stateCollector {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queue, c.fence, c.counter, c.waits, c.releases, c.members, c.epoch, c.sessions} {
+	for _, d := range []*prometheus.Desc{c.queue, c.fence, c.counter, c.waits, c.releases, c.holder, c.members, c.epoch, c.sessions} {
 		ch <- d
 	}
 }
@@ -88,6 +91,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.counter, prometheus.GaugeValue, float64(t.Counter), t.Name)
 		ch <- prometheus.MustNewConstMetric(c.waits, prometheus.GaugeValue, float64(t.Waits), t.Name)
 		ch <- prometheus.MustNewConstMetric(c.releases, prometheus.CounterValue, float64(t.Releases), t.Name)
+		if t.Holder != "" {
+			ch <- prometheus.MustNewConstMetric(c.holder, prometheus.GaugeValue, 1, t.Name, t.Holder)
+		}
 	}
 	byState := map[string]int{"alive": 0, "dead": 0, "left": 0}
 	for _, m := range st.Members {

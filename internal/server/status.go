@@ -11,7 +11,8 @@ type Status struct {
 	Tokens   []TokenStatus   `json:"tokens"`
 	Members  []MemberStatus  `json:"members"`
 	Sessions []SessionStatus `json:"sessions"`
-	Events   []Event         `json:"events"`
+	Events   []Event         `json:"events"` // joins, leaves, sessions, reclaims, restarts; oldest first
+	Grants   []Event         `json:"grants"` // the latest grants, oldest first
 }
 
 // TokenStatus is one token in Status.
@@ -46,12 +47,14 @@ type SessionStatus struct {
 	ExpiresIn string `json:"expires_in"`
 	Holds     int    `json:"holds"`
 	Waits     int    `json:"waits"`
+	Grants    uint64 `json:"grants"` // tokens this session was granted
+	Waited    uint64 `json:"waited"` // acquires that found the token taken and queued
 }
 
 // Event is something that happened, for the status page's feed.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"` // restart, reclaim, session_open, session_end, member
+	Kind   string    `json:"kind"` // grant, restart, reclaim, session_open, session_end, member_joined, member_dead, member_left
 	Token  string    `json:"token,omitempty"`
 	Node   string    `json:"node,omitempty"`
 	Fence  uint64    `json:"fence,omitempty"`

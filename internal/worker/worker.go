@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/buildinfo"
 	"github.com/baton-dev/baton/internal/cluster"
 )
 
@@ -162,6 +163,7 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error
 	reg.MustRegister(w.acquire, w.sections, w.lost, w.stale,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
 		collectors.NewBuildInfoCollector())
+	buildinfo.Register(reg, "client")
 	return w, nil
 }
 
