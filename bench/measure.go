@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/server"
+)
+
+type result struct {
+	Shape          string  `json:"shape"`
+	System         string  `json:"system"`
+	Sessions       int     `json:"sessions"`
+	Reps           int     `json:"reps"`
+	SectionsPerSec float64 `json:"sections_per_second"`
+	// HandoffsPerSec counts sections whose holder differs from the previous one:
+	// a lock a client takes again at once (Redis' retry loop allows it) is no handoff.
+	HandoffsPerSec float64 `json:"handoffs_per_second"`
+	P50ms          float64 `json:"acquire_p50_ms"`
+	P99ms          float64 `json:"acquire_p99_ms"`
+	P999ms         float64 `json:"acquire_p999_ms"`
+	CPUmsPer1000   float64 `json:"server_cpu_ms_per_1000_sections"`
+	RSSMB          float64 `json:"server_rss_mb"`
+	Overlaps       int64   `json:"overlaps"`
+}
+
+// procStat returns a process's CPU time (user+system) and resident memory.
+func procStat(pid int) (cpu time.Duration, rssMB float64) {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		cpu = time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "VmRSS:") {
+				kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+				rssMB = kb / 1024
+			}
+		}
+	}
+	return cpu, rssMB
+}
+
+// contend runs one shape on one system: sessions lockers loop on their token
+// (session i on token i mod tokens) for warmup, then are measured for duration.
+func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration time.Duration) (result, error) {
+	lockers := make([]locker, sh.sessions)
+	var dialErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64) // dial in parallel, not all at once
+	for i := range lockers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			l, err := sys.dial(p, i)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && dialErr == nil {
+				dialErr = err
+			}
+			lockers[i] = l
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, l := range lockers {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
+	if dialErr != nil {
+		return result{}, dialErr
+	}
+
+	inside := make([]atomic.Int32, sh.tokens)
+	last := make([]atomic.Int64, sh.tokens)
+	shared := make([]int64, sh.tokens) // the shared ints: written only inside the critical section
+	var overlaps atomic.Int64
+	var measuring atomic.Bool
+	lat := make([][]time.Duration, sh.sessions)
+	sections := make([]int, sh.sessions)
+	handoffs := make([]int, sh.sessions)
+	ctx, cancel := context.WithCancel(context.Background())
+	var firstErr error
+	var errOnce sync.Once
+	for i, l := range lockers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := i % sh.tokens
+			name := prefix + "-" + strconv.Itoa(t)
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				unlock, err := l.Lock(ctx, name)
+				if err != nil {
+					if ctx.Err() == nil {
+						errOnce.Do(func() { firstErr = err })
+					}
+					return
+				}
+				took := time.Since(t0)
+				if inside[t].Add(1) != 1 {
+					overlaps.Add(1)
+				}
+				shared[t]++
+				handoff := last[t].Swap(int64(i)) != int64(i)
+				inside[t].Add(-1)
+				if err := unlock(); err != nil && ctx.Err() == nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+				if measuring.Load() {
+					lat[i] = append(lat[i], took)
+					sections[i]++
+					if handoff {
+						handoffs[i]++
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(warmup) // load shaping: connections and caches settle before measuring
+	cpu0, _ := procStat(p.pid())
+	measuring.Store(true)
+	start := time.Now()
+	time.Sleep(duration) // the measured window
+	measuring.Store(false)
+	elapsed := time.Since(start)
+	cpu1, rss := procStat(p.pid())
+	cancel()
+	for _, l := range lockers { // unblocks lockers that ignore ctx (the floor's blocking read)
+		if _, ok := l.(*floorLocker); ok {
+			l.Close()
+		}
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return result{}, firstErr
+	}
+	var all []time.Duration
+	var nSections, nHandoffs int
+	for i := range lat {
+		all = append(all, lat[i]...)
+		nSections += sections[i]
+		nHandoffs += handoffs[i]
+	}
+	if nSections == 0 {
+		return result{}, errors.New("no critical section completed")
+	}
+	slices.Sort(all)
+	pct := func(q float64) float64 {
+		return float64(all[min(len(all)-1, int(q*float64(len(all))))].Microseconds()) / 1000
+	}
+	return result{Shape: sh.name, System: sys.name, Sessions: sh.sessions, Reps: 1,
+		SectionsPerSec: float64(nSections) / elapsed.Seconds(), HandoffsPerSec: float64(nHandoffs) / elapsed.Seconds(),
+		P50ms: pct(0.50), P99ms: pct(0.99), P999ms: pct(0.999),
+		CPUmsPer1000: float64((cpu1 - cpu0).Milliseconds()) / float64(nSections) * 1000, RSSMB: rss,
+		Overlaps: overlaps.Load()}, nil
+}
+
+func runHolder(addr string) {
+	ctx := context.Background()
+	c, err := baton.Dial(ctx, baton.Config{Addr: addr, Node: fmt.Sprintf("holder-%d", os.Getpid())})
+	if err != nil {
+		fail(err)
+	}
+	l, err := c.Acquire(ctx, "kill")
+	if err != nil {
+		fail(err)
+	}
+	fmt.Println(l.Fence)
+	select {} // until killed
+}
+
+// waitQueued polls the baton server's /status until token has one waiter.
+func waitQueued(httpAddr, token string) error {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		resp, err := http.Get("http://" + httpAddr + "/status")
+		if err != nil {
+			continue
+		}
+		var st server.Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		for _, t := range st.Tokens {
+			if err == nil && t.Name == token && len(t.Queue) == 1 {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("waiter not queued for %q within 10s", token)
+}
+
+// killTrials: a holder in its own process holds the token, a waiter queues behind
+// it, the holder gets SIGKILL; the time from the kill to the waiter's grant.
+func killTrials(p *proc, trials int) ([]float64, error) {
+	ctx := context.Background()
+	waiter, err := baton.Dial(ctx, baton.Config{Addr: p.addr, Node: "kill-waiter"})
+	if err != nil {
+		return nil, err
+	}
+	defer waiter.Close()
+	var ms []float64
+	for range trials {
+		cmd := exec.Command(os.Args[0], "-hold", p.addr)
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+			return nil, fmt.Errorf("holder process: %w", err)
+		}
+		got := make(chan time.Time, 1)
+		go func() {
+			defer close(got)
+			if l, err := waiter.Acquire(ctx, "kill"); err == nil {
+				got <- time.Now()
+				_ = l.Release(ctx, l.Record)
+			}
+		}()
+		if err := waitQueued(p.http, "kill"); err != nil {
+			return nil, err
+		}
+		killed := time.Now()
+		_ = cmd.Process.Kill()
+		at, ok := <-got
+		_ = cmd.Wait()
+		if !ok {
+			return nil, errors.New("waiter failed")
+		}
+		ms = append(ms, float64(at.Sub(killed).Microseconds())/1000)
+	}
+	return ms, nil
+}
+
+type idleResult struct {
+	Sessions    int     `json:"sessions"`
+	BeforeMB    float64 `json:"rss_before_mb"`
+	ConnectedMB float64 `json:"rss_connected_mb"`
+	EndMB       float64 `json:"rss_end_mb"`
+	MaxMB       float64 `json:"rss_max_mb"`
+	Watched     string  `json:"watched"`
+}
+
+// idleSessions opens n baton sessions that keep alive and do nothing else, then
+// watches the server's memory for a while.
+func idleSessions(n int, watch time.Duration) (*idleResult, error) {
+	p, err := startChild("baton")
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	_, before := procStat(p.pid())
+	clients := make([]*baton.Client, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var dialErr error
+	sem := make(chan struct{}, 64)
+	for i := range clients {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			c, err := baton.Dial(ctx, baton.Config{Addr: p.addr, Node: fmt.Sprintf("idle-%d", i)})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && dialErr == nil {
+				dialErr = err
+			}
+			clients[i] = c
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if dialErr != nil {
+		return nil, dialErr
+	}
+	_, connected := procStat(p.pid())
+	r := &idleResult{Sessions: n, BeforeMB: before, ConnectedMB: connected, MaxMB: connected, Watched: watch.String()}
+	for end := time.Now().Add(watch); time.Now().Before(end); time.Sleep(time.Second) { // sampling interval
+		_, rss := procStat(p.pid())
+		r.MaxMB = max(r.MaxMB, rss)
+	}
+	_, r.EndMB = procStat(p.pid())
+	r.MaxMB = max(r.MaxMB, r.EndMB)
+	return r, nil
+}

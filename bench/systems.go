@@ -1,0 +1,369 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/server"
+)
+
+// locker is one session of one system: it takes and gives back named locks.
+type locker interface {
+	Lock(ctx context.Context, token string) (unlock func() error, err error)
+	Close() error
+}
+
+// system is a lock service under test: its server runs in a process of its own.
+type system struct {
+	name  string
+	serve string // -serve value that runs its server in a child; empty: an external command
+	start func() (*proc, error)
+	dial  func(p *proc, id int) (locker, error)
+	// multi says whether it takes many token names (the floor serves one token).
+	multi bool
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+	http string
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// startChild re-executes this binary with -serve kind and reads the address line
+// it prints when ready.
+func startChild(kind string) (*proc, error) {
+	cmd := exec.Command(os.Args[0], "-serve", kind)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	f := strings.Fields(line)
+	if err != nil || len(f) < 1 {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("%s server said %q: %v", kind, line, err)
+	}
+	p := &proc{cmd: cmd, addr: f[0]}
+	if len(f) > 1 {
+		p.http = f[1]
+	}
+	return p, nil
+}
+
+var systems = map[string]*system{
+	"floor": {name: "floor", serve: "floor", start: func() (*proc, error) { return startChild("floor") }, dial: dialFloor},
+	"baton": {name: "baton", serve: "baton", start: func() (*proc, error) { return startChild("baton") }, dial: dialBaton, multi: true},
+	"etcd":  {name: "etcd", serve: "etcd", start: func() (*proc, error) { return startChild("etcd") }, dial: dialEtcd, multi: true},
+	"redis": {name: "redis", start: startRedis, dial: dialRedis, multi: true},
+}
+
+// serveChild runs the server of kind in this process until SIGINT or SIGTERM.
+func serveChild(kind string, wait func()) error {
+	switch kind {
+	case "baton":
+		cfg := server.DefaultConfig()
+		cfg.TokenAddr, cfg.HTTPAddr, cfg.GossipBind, cfg.GossipPort, cfg.NodeName = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1", 0, "bench"
+		cfg.MaxConns, cfg.MaxTokens = 20000, 5000
+		srv, err := server.New(cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil {
+			err = srv.Open()
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Println(srv.TokenAddr(), srv.HTTPAddr())
+		wait()
+		return srv.Close()
+	case "floor":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		fmt.Println(ln.Addr())
+		go floorServe(ln)
+		wait()
+		return ln.Close()
+	case "etcd":
+		dir, err := os.MkdirTemp("", "bench-etcd")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg := embed.NewConfig()
+		cfg.Dir = dir
+		cfg.LogLevel = "fatal" // its shutdown logs errors that are not
+		client, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(freePort()))
+		peer, _ := url.Parse("http://127.0.0.1:" + strconv.Itoa(freePort()))
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*client}, []url.URL{*client}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			return err
+		}
+		select {
+		case <-e.Server.ReadyNotify():
+		case <-time.After(30 * time.Second):
+			return errors.New("etcd did not become ready")
+		}
+		fmt.Println(client.Host)
+		wait()
+		e.Close()
+		return nil
+	}
+	return fmt.Errorf("unknown server %q", kind)
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// floor: the least a FIFO token server can do. One byte per message, one round trip
+// per handoff: A (acquire) is answered G (granted) when the token comes; R releases.
+// No sessions, no fences, no metrics, one token.
+func floorServe(ln net.Listener) {
+	var mu sync.Mutex // guards holder, queue
+	var holder net.Conn
+	var queue []net.Conn
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 1)
+			for {
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+				mu.Lock()
+				switch buf[0] {
+				case 'A':
+					if holder == nil {
+						holder = c
+						_, _ = c.Write([]byte{'G'})
+					} else {
+						queue = append(queue, c)
+					}
+				case 'R':
+					if holder == c {
+						holder = nil
+						if len(queue) > 0 {
+							holder, queue = queue[0], queue[1:]
+							_, _ = holder.Write([]byte{'G'})
+						}
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+}
+
+type floorLocker struct{ c net.Conn }
+
+func dialFloor(p *proc, _ int) (locker, error) {
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &floorLocker{c: c}, nil
+}
+
+func (f *floorLocker) Lock(ctx context.Context, _ string) (func() error, error) {
+	if _, err := f.c.Write([]byte{'A'}); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(f.c, buf); err != nil {
+		return nil, err
+	}
+	return func() error { _, err := f.c.Write([]byte{'R'}); return err }, nil
+}
+
+func (f *floorLocker) Close() error { return f.c.Close() }
+
+// baton: the real client package against the real server, sessions, fences and
+// metrics on.
+type batonLocker struct{ c *baton.Client }
+
+func dialBaton(p *proc, id int) (locker, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := baton.Dial(ctx, baton.Config{Addr: p.addr, Node: fmt.Sprintf("bench-%d-%d", os.Getpid(), id)})
+	if err != nil {
+		return nil, err
+	}
+	return &batonLocker{c: c}, nil
+}
+
+func (b *batonLocker) Lock(ctx context.Context, token string) (func() error, error) {
+	l, err := b.c.Acquire(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return l.Release(ctx, baton.Record{Counter: l.Record.Counter + 1}) }, nil
+}
+
+func (b *batonLocker) Close() error { return b.c.Close() }
+
+// etcd: concurrency.Mutex on a session, the way etcd documents locks.
+type etcdLocker struct {
+	cli  *clientv3.Client
+	sess *concurrency.Session
+}
+
+func dialEtcd(p *proc, _ int) (locker, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{p.addr}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return &etcdLocker{cli: cli, sess: sess}, nil
+}
+
+func (e *etcdLocker) Lock(ctx context.Context, token string) (func() error, error) {
+	m := concurrency.NewMutex(e.sess, "/bench/"+token)
+	if err := m.Lock(ctx); err != nil {
+		return nil, err
+	}
+	return func() error { return m.Unlock(context.Background()) }, nil
+}
+
+func (e *etcdLocker) Close() error { e.sess.Close(); return e.cli.Close() }
+
+// redis: Debian's redis-server; SET NX PX retried every millisecond, released by a
+// compare-and-delete script, the usual single-instance Redis lock.
+func startRedis() (*proc, error) {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, errors.New("redis-server not installed (apt-get install redis-server)")
+	}
+	port := freePort()
+	cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--maxclients", "20000")
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return &proc{cmd: cmd, addr: addr}, nil
+		}
+	}
+	_ = cmd.Process.Kill()
+	return nil, errors.New("redis-server did not start")
+}
+
+type redisLocker struct {
+	c  net.Conn
+	r  *bufio.Reader
+	id string
+}
+
+func dialRedis(p *proc, id int) (locker, error) {
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &redisLocker{c: c, r: bufio.NewReader(c), id: strconv.Itoa(id)}, nil
+}
+
+const redisUnlock = `if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`
+
+func (r *redisLocker) Lock(ctx context.Context, token string) (func() error, error) {
+	for {
+		reply, err := r.do("SET", token, r.id, "NX", "PX", "30000")
+		if err != nil {
+			return nil, err
+		}
+		if reply == "OK" {
+			return func() error { _, err := r.do("EVAL", redisUnlock, "1", token, r.id); return err }, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// do sends one RESP command and reads a simple, integer, bulk or nil reply.
+func (r *redisLocker) do(args ...string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(r.c, b.String()); err != nil {
+		return "", err
+	}
+	line, err := r.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	switch line[0] {
+	case '+', ':':
+		return line[1:], nil
+	case '-':
+		return "", errors.New(line[1:])
+	case '$':
+		n, _ := strconv.Atoi(line[1:])
+		if n < 0 {
+			return "", nil
+		}
+		buf := make([]byte, n+2)
+		_, err := io.ReadFull(r.r, buf)
+		return string(buf[:n]), err
+	}
+	return "", fmt.Errorf("unexpected reply %q", line)
+}
+
+func (r *redisLocker) Close() error { return r.c.Close() }
