@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +59,15 @@ func main() {
 	flag.Parse()
 
 	if *serve != "" {
+		// BENCH_CPUPROFILE profiles a server child (pprof), for finding its hot path.
+		if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
+			f, err := os.Create(path)
+			if err != nil {
+				fail(err)
+			}
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 		if err := serveChild(*serve, func() { <-sig }); err != nil {

@@ -40,7 +40,7 @@ const (
 	OpHello        Op = 2  // C→S: magic, version, node, boot id, resume session, ttl, mac
 	OpWelcome      Op = 3  // S→C: session, ttl, epoch, resumed, held and waiting requests
 	OpAcquire      Op = 4  // C→S: seq, token
-	OpQueued       Op = 5  // S→C: seq, token, position
+	OpQueued       Op = 5  // S→C: seq, token, position (reserved: servers no longer send it)
 	OpGrant        Op = 6  // S→C: seq, token, fence, record
 	OpRelease      Op = 7  // C→S: seq, token, fence, record
 	OpReleased     Op = 8  // S→C: seq, token, fence
