@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/baton-dev/baton/internal/cluster"
 	"github.com/baton-dev/baton/internal/server"
 	"github.com/baton-dev/baton/internal/testutil"
@@ -49,6 +51,18 @@ func TestWorkersFindServerThroughMemberlist(t *testing.T) {
 	}
 	if n := testutil.Metric(t, srv.Reg, "baton_members", map[string]string{"state": "alive"}); n != 9 {
 		t.Errorf("baton_members{state=alive} = %v, want 9", n)
+	}
+	problems, err := promtest.GatherAndLint(ws[0].Reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("client metric lint: %s: %s", p.Metric, p.Text)
+	}
+	for _, name := range []string{"baton_client_acquire_seconds", "baton_client_critical_sections_total", "baton_client_leases_lost_total", "baton_build_info"} {
+		if testutil.Metric(t, ws[0].Reg, name, nil) == 0 && name != "baton_client_leases_lost_total" {
+			t.Errorf("client metric %s missing or zero after critical sections", name)
+		}
 	}
 
 	ws[3].Stop(t)
@@ -181,12 +195,5 @@ func TestDeadMemberIsDroppedFromTheQueue(t *testing.T) {
 		return m.State == cluster.StateDead && len(tk.Queue) == 1 && tk.Queue[0] == "live"
 	})
 	testutil.Expect(t, holder.Release("counter", g.Fence, g.Rec), wire.OpReleased)
-	select {
-	case f := <-got:
-		if f != g.Fence+1 {
-			t.Errorf("live waiter got fence %d, want %d", f, g.Fence+1)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("the token went to the dead waiter instead of the live one")
-	}
+	testutil.AwaitFence(t, got, g.Fence+1, 2*time.Second, "the live waiter, not the dead one, gets the token")
 }

@@ -2,8 +2,6 @@ package baton
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -169,12 +167,7 @@ func dial(cfg Config, resume uint64) dialResult {
 	hello := wire.Frame{Op: wire.OpHello, Version: wire.Version, Text: cfg.Node, BootID: cfg.BootID,
 		Session: resume, TTLms: uint64(cfg.TTL / time.Millisecond)}
 	if cfg.ClusterKey != nil {
-		m := hmac.New(sha256.New, cfg.ClusterKey)
-		m.Write(ch.Nonce)
-		m.Write([]byte(cfg.Node))
-		m.Write([]byte{0})
-		m.Write([]byte(cfg.BootID))
-		hello.MAC = m.Sum(nil)
+		hello.MAC = wire.MAC(cfg.ClusterKey, ch.Nonce, cfg.Node, cfg.BootID)
 	}
 	sentAt := time.Now()
 	if err := w.Write(&hello); err != nil {
@@ -286,15 +279,16 @@ func (st *runState) reconcile(w *wire.Frame, resumed bool) {
 		// the new session: the server's fence refuses them and counts them.
 		st.loseLeases(ErrSessionExpired)
 	}
+	// Holds with a release pending: the release goes out again below, and the hold
+	// must not be cancelled before it or the release would find the token gone.
+	releasing := map[uint64]bool{}
 	for seq, r := range st.releases {
 		if _, still := held[r.lease.seq]; r.sent && !still && resumed {
 			st.resolveRelease(seq, r, nil) // the server applied it; its answer was lost
 			continue
 		}
 		r.sent = false
-		// The release goes out again below; the hold must not be cancelled first or
-		// the release would find the token gone.
-		delete(held, r.lease.seq)
+		releasing[r.lease.seq] = true
 	}
 	for seq, op := range st.ops {
 		h, isHeld := held[seq]
@@ -319,7 +313,9 @@ func (st *runState) reconcile(w *wire.Frame, resumed bool) {
 		delete(waiting, seq)
 	}
 	for seq, h := range held { // granted to a request nobody waits for any more
-		st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: h.Token})
+		if !releasing[seq] {
+			st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: h.Token})
+		}
 	}
 	for _, q := range w.Waiting {
 		if waiting[q.Seq] {

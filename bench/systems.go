@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,6 +173,18 @@ func floorServe(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
+			defer func() { // a closed connection gives the token on and leaves the queue
+				mu.Lock()
+				defer mu.Unlock()
+				queue = slices.DeleteFunc(queue, func(q net.Conn) bool { return q == c })
+				if holder == c {
+					holder = nil
+					if len(queue) > 0 {
+						holder, queue = queue[0], queue[1:]
+						_, _ = holder.Write([]byte{'G'})
+					}
+				}
+			}()
 			buf := make([]byte, 1)
 			for {
 				if _, err := c.Read(buf); err != nil {

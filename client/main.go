@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/cli"
-	"github.com/baton-dev/baton/internal/server"
 	"github.com/baton-dev/baton/internal/worker"
 )
 
@@ -26,29 +23,8 @@ Usage:
   client -h           this help`
 
 func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "healthcheck":
-			os.Exit(cli.Healthcheck())
-		case "-h", "-help", "--help", "help":
-			cli.Usage(os.Stdout, about, &worker.Config{})
-			return
-		default:
-			fmt.Fprintf(os.Stderr, "unknown argument %q\n\n", os.Args[1])
-			cli.Usage(os.Stderr, about, &worker.Config{})
-			os.Exit(2)
-		}
-	}
 	var cfg worker.Config
-	if err := cli.Load(&cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "baton client:", err)
-		os.Exit(2)
-	}
-	level := new(slog.LevelVar)
-	if l, err := server.ParseLevel(cfg.LogLevel); err == nil {
-		level.Set(l)
-	}
-	logger := cli.Logger(os.Stderr, cfg.LogFormat, level)
+	logger, _ := cli.Start(about, &cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	w, err := worker.New(cfg, prometheus.NewRegistry(), logger)

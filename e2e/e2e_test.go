@@ -106,6 +106,13 @@ func scenarioUp(d *deployment, up time.Time) {
 	if tk.Counter != tk.Releases {
 		d.t.Errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
 	}
+	table := d.do("exec", "-T", "server", "/server", "status")
+	for _, want := range []string{"TOKEN", "HOLDER", "FENCE", "counter", "MEMBER", "GRANTS", "WAITS", "client"} {
+		if !strings.Contains(table, want) {
+			d.t.Errorf("`exec server /server status` lacks %q:\n%s", want, table)
+		}
+	}
+	d.t.Logf("status table:\n%s", table)
 	if n := d.metric("baton_stale_releases_total"); n != 0 {
 		d.t.Errorf("%v stale releases in a healthy run", n)
 	}

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -27,31 +26,11 @@ Usage:
 Signals: HUP restarts in place; TERM or INT shut down gracefully.`
 
 func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "status":
-			os.Exit(statusCommand(os.Args[2:]))
-		case "healthcheck":
-			os.Exit(cli.Healthcheck())
-		case "-h", "-help", "--help", "help":
-			cli.Usage(os.Stdout, about, &server.Config{})
-			return
-		default:
-			fmt.Fprintf(os.Stderr, "unknown argument %q\n\n", os.Args[1])
-			cli.Usage(os.Stderr, about, &server.Config{})
-			os.Exit(2)
-		}
+	if len(os.Args) > 1 && os.Args[1] == "status" {
+		os.Exit(statusCommand(os.Args[2:]))
 	}
 	var cfg server.Config
-	if err := cli.Load(&cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "baton server:", err)
-		os.Exit(2)
-	}
-	level := new(slog.LevelVar)
-	if l, err := server.ParseLevel(cfg.LogLevel); err == nil {
-		level.Set(l)
-	}
-	logger := cli.Logger(os.Stderr, cfg.LogFormat, level)
+	logger, level := cli.Start(about, &cfg)
 	if err := run(cfg, logger, level, nil); err != nil {
 		logger.Error("exit", "err", err)
 		os.Exit(1)

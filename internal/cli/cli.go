@@ -26,6 +26,41 @@ func Usage(w io.Writer, about string, spec any) {
 	_ = tw.Flush()
 }
 
+// LogConfig is what Start needs of a binary's configuration.
+type LogConfig interface {
+	Logging() (level, format string)
+}
+
+// Start does what both binaries do first: answer healthcheck and -h, read the
+// BATON_ environment into cfg (exit 2 when it is unusable), and build the logger
+// at a level a restart may change. Anything else on the command line is an error.
+func Start(about string, cfg LogConfig) (*slog.Logger, *slog.LevelVar) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "healthcheck":
+			os.Exit(Healthcheck())
+		case "-h", "-help", "--help", "help":
+			Usage(os.Stdout, about, cfg)
+			os.Exit(0)
+		default:
+			fmt.Fprintf(os.Stderr, "unknown argument %q\n\n", os.Args[1])
+			Usage(os.Stderr, about, cfg)
+			os.Exit(2)
+		}
+	}
+	if err := Load(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		os.Exit(2)
+	}
+	level := new(slog.LevelVar)
+	name, format := cfg.Logging()
+	if err := level.UnmarshalText([]byte(name)); err != nil {
+		fmt.Fprintf(os.Stderr, "baton: BATON_LOG_LEVEL: %v\n", err)
+		os.Exit(2)
+	}
+	return Logger(os.Stderr, format, level), level
+}
+
 // Load reads the BATON_ environment into spec.
 func Load(spec any) error {
 	return envconfig.Process("baton", spec)

@@ -98,6 +98,9 @@ func (c *Config) nodeName() string {
 	return h
 }
 
+// Logging returns BATON_LOG_LEVEL and BATON_LOG_FORMAT (cli.LogConfig).
+func (c *Config) Logging() (level, format string) { return c.LogLevel, c.LogFormat }
+
 // ParseLevel reads a BATON_LOG_LEVEL value.
 func ParseLevel(s string) (slog.Level, error) {
 	var l slog.Level

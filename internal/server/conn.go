@@ -49,17 +49,6 @@ type conn struct {
 // then closes the connection without a notice.
 const opHangup wire.Op = 254
 
-// MAC is what a client proves it holds the cluster key with: HMAC-SHA256 over the
-// server's nonce, the node name and the boot id.
-func MAC(key, nonce []byte, node, bootID string) []byte {
-	m := hmac.New(sha256New, key)
-	m.Write(nonce)
-	m.Write([]byte(node))
-	m.Write([]byte{0})
-	m.Write([]byte(bootID))
-	return m.Sum(nil)
-}
-
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
 	backoff := 5 * time.Millisecond
@@ -194,7 +183,7 @@ func (c *conn) handshake(r *wire.Reader, w *wire.Writer) (wire.Frame, error) {
 	if h.Text == "" {
 		return h, fmt.Errorf("%w: empty node name", errHello)
 	}
-	if c.s.key != nil && !hmac.Equal(h.MAC, MAC(c.s.key, nonce, h.Text, h.BootID)) {
+	if c.s.key != nil && !hmac.Equal(h.MAC, wire.MAC(c.s.key, nonce, h.Text, h.BootID)) {
 		return h, errAuth
 	}
 	return h, nil

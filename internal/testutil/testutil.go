@@ -4,7 +4,6 @@ package testutil
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -103,6 +102,20 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("timed out after %s waiting for: %s", d, what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// AwaitFence waits up to d for a fence on got and fails unless it is want; what
+// names the event for the failure message.
+func AwaitFence(t testing.TB, got <-chan uint64, want uint64, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case f := <-got:
+		if f != want {
+			t.Errorf("%s: fence %d, want %d", what, f, want)
+		}
+	case <-time.After(d):
+		t.Fatalf("%s: no grant within %s", what, d)
 	}
 }
 
@@ -250,9 +263,6 @@ func (r *Raw) Release(token string, fence uint64, rec wire.Record) wire.Frame {
 		return f
 	}
 }
-
-// ErrNoFrame says a peer answered nothing.
-var ErrNoFrame = errors.New("no frame")
 
 // Expect fails unless f has op.
 func Expect(t testing.TB, f wire.Frame, op wire.Op) {

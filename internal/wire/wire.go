@@ -10,6 +10,8 @@ package wire
 
 import (
 	"bufio"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,6 +33,17 @@ const (
 	NonceSize    = 16
 	MACSize      = 32
 )
+
+// MAC is how a client proves it holds the cluster key: HMAC-SHA256 over the
+// server's challenge nonce, the node name and the boot id.
+func MAC(key, nonce []byte, node, bootID string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(nonce)
+	m.Write([]byte(node))
+	m.Write([]byte{0})
+	m.Write([]byte(bootID))
+	return m.Sum(nil)
+}
 
 // Op is a frame type. Append only: values are on the wire.
 type Op uint8

@@ -79,6 +79,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Logging returns BATON_LOG_LEVEL and BATON_LOG_FORMAT (cli.LogConfig).
+func (c *Config) Logging() (level, format string) { return c.LogLevel, c.LogFormat }
+
 func (c *Config) nodeName() string {
 	if c.NodeName != "" {
 		return c.NodeName
