@@ -340,6 +340,11 @@ func (st *runState) lost(err error) {
 		return
 	}
 	announced := st.conn.announced
+	if !announced {
+		// Leases end before the socket closes: the server takes a close from our side
+		// for the death of this process and may hand the token on at once.
+		st.loseLeases(fmt.Errorf("%w: %v", ErrConnLost, err))
+	}
 	st.conn.close()
 	st.conn = nil
 	for seq := range st.kaSent {
@@ -351,7 +356,6 @@ func (st *runState) lost(err error) {
 		return
 	}
 	st.c.log.Warn("connection lost", "err", err)
-	st.loseLeases(fmt.Errorf("%w: %v", ErrConnLost, err))
 	st.redial.Reset(st.backoff)
 }
 
@@ -500,8 +504,8 @@ func (st *runState) checkTrust(now time.Time) {
 	for seq, op := range st.ops {
 		if op.lease != nil {
 			st.c.log.Warn("lease expired by the local clock", "token", op.token, "fence", op.lease.Fence)
+			st.finish(op, ErrSessionExpired) // before the cancel that lets the server pass it on
 			st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
-			st.finish(op, ErrSessionExpired)
 		}
 	}
 }
@@ -555,17 +559,10 @@ func (st *runState) request(req any) {
 	}
 }
 
-// shutdown says goodbye, so the server passes on at once whatever we hold, and ends
-// everything still outstanding.
+// shutdown ends everything still outstanding, then says goodbye so that the server
+// passes on at once whatever we held. Leases end first: the server acts on the
+// goodbye the moment it reads it.
 func (st *runState) shutdown() {
-	if st.conn != nil {
-		st.send(wire.Frame{Op: wire.OpGoodbye})
-		st.flush()
-		if st.conn != nil {
-			st.conn.close()
-			st.conn = nil
-		}
-	}
 	for _, op := range st.ops {
 		if op.lease == nil && !op.cancelled {
 			op.res <- acquireResult{err: ErrClosed}
@@ -576,6 +573,14 @@ func (st *runState) shutdown() {
 		delete(st.releases, seq)
 		r.res <- ErrClosed
 		r.lease.end(ErrClosed)
+	}
+	if st.conn != nil {
+		st.send(wire.Frame{Op: wire.OpGoodbye})
+		st.flush()
+		if st.conn != nil {
+			st.conn.close()
+			st.conn = nil
+		}
 	}
 	if st.dialing {
 		if r := <-st.dialRes; r.conn != nil {

@@ -267,8 +267,9 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "\nbaton holder killed (SIGKILL), next grant: median %.2f ms, max %.2f ms over %d trials\n", ms[len(ms)/2], ms[len(ms)-1], len(ms))
 	}
 	if ir := rep.Idle; ir != nil {
-		fmt.Fprintf(&b, "\n%d idle baton sessions: server RSS %.1f MB before, %.1f MB connected, %.1f MB after %s (max %.1f MB)\n",
-			ir.Sessions, ir.BeforeMB, ir.ConnectedMB, ir.EndMB, ir.Watched, ir.MaxMB)
+		fmt.Fprintf(&b, "\n%d idle baton sessions: server RSS %.1f MB before, %.1f MB connected, %.1f MB after %s (max %.1f MB); "+
+			"connected: %.0f goroutines, %.1f MB of goroutine stacks, %.1f MB of heap in use\n",
+			ir.Sessions, ir.BeforeMB, ir.ConnectedMB, ir.EndMB, ir.Watched, ir.MaxMB, ir.Goroutines, ir.StackMB, ir.HeapMB)
 	}
 	return b.String()
 }

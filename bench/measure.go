@@ -261,6 +261,30 @@ type idleResult struct {
 	EndMB       float64 `json:"rss_end_mb"`
 	MaxMB       float64 `json:"rss_max_mb"`
 	Watched     string  `json:"watched"`
+	// From the server's own metrics once connected: where the memory is.
+	StackMB    float64 `json:"go_stack_inuse_mb"`
+	HeapMB     float64 `json:"go_heap_inuse_mb"`
+	Goroutines float64 `json:"goroutines"`
+}
+
+// serverGauges reads a few gauges from a baton server's /metrics.
+func serverGauges(httpAddr string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && slices.Contains(names, f[0]) {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			out[f[0]] = v
+		}
+	}
+	return out
 }
 
 // idleSessions opens n baton sessions that keep alive and do nothing else, then
@@ -307,6 +331,8 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	}
 	_, connected := procStat(p.pid())
 	r := &idleResult{Sessions: n, BeforeMB: before, ConnectedMB: connected, MaxMB: connected, Watched: watch.String()}
+	g := serverGauges(p.http, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "go_goroutines")
+	r.StackMB, r.HeapMB, r.Goroutines = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20), g["go_goroutines"]
 	for end := time.Now().Add(watch); time.Now().Before(end); time.Sleep(time.Second) { // sampling interval
 		_, rss := procStat(p.pid())
 		r.MaxMB = max(r.MaxMB, rss)

@@ -15,9 +15,11 @@ import (
 	"github.com/baton-dev/baton/internal/wire"
 )
 
-// outQueue is how many frames may wait for a connection's writer. A client that
-// lets more pile up is too slow to serve; it is cut off rather than stall the core.
-const outQueue = 1024
+// outQueue is how many frames may wait for a connection's writer. The reader stops
+// reading at half of it (backpressure), so only grants and revocations caused by
+// other connections can fill the rest; a client that lets it fill is cut off rather
+// than stall the core. Small: every connection pays for it (10k idle sessions).
+const outQueue = 64
 
 // conn is one token protocol connection. Its reader and writer goroutines belong to
 // the server's WaitGroup; the core decides when it closes.
@@ -34,10 +36,11 @@ type conn struct {
 	// doing and must not end the session.
 	closing atomic.Bool
 
-	// inflight counts frames handed to the core and not yet handled. The reader stops
-	// reading while inflight plus the queued replies exceed half of outQueue, so a
-	// client that pipelines gets backpressure (TCP's own) instead of a cut-off; space
-	// wakes it when the writer or the core make room.
+	// inflight counts frames handed to the core whose replies are not yet queued
+	// (the core queues them when its batch commits). The reader stops reading while
+	// inflight plus the queued replies reach half of outQueue, so a client that
+	// pipelines gets backpressure (TCP's own) instead of a cut-off; space wakes it
+	// when the writer or the core make room.
 	inflight atomic.Int32
 	space    chan struct{}
 

@@ -59,6 +59,7 @@ type Server struct {
 	node     *cluster.Node
 	core     *core
 	inbox    chan inbound
+	batch    []*conn // connections of the frames in the loop's current batch; loop-owned
 	ctl      chan func(now time.Time)
 	stop     chan struct{}
 	loopDone chan struct{}
@@ -318,6 +319,14 @@ func (s *Server) loop() {
 			c.tokens.Unblock(now, c.granted)
 		}
 		c.commit()
+		// Only now are the batch's replies in their connections' queues: a frame stops
+		// counting against its reader's backpressure once its answer is queued.
+		for i, cn := range s.batch {
+			cn.inflight.Add(-1)
+			cn.room()
+			s.batch[i] = nil
+		}
+		s.batch = s.batch[:0]
 	}
 }
 
@@ -330,11 +339,10 @@ func (s *Server) handle(in inbound, now time.Time) {
 	case in.c.closing.Load():
 		// The server has let go of this connection; its client will resume elsewhere
 		// and learn the session's state from Welcome.
-		in.c.inflight.Add(-1)
+		s.batch = append(s.batch, in.c)
 	default:
 		s.core.handle(in.c, &in.f, now)
-		in.c.inflight.Add(-1)
-		in.c.room()
+		s.batch = append(s.batch, in.c)
 	}
 }
 
