@@ -57,30 +57,40 @@ func procStat(pid int) (cpu time.Duration, rssMB float64) {
 	return cpu, rssMB
 }
 
-// contend runs one shape on one system: sessions lockers loop on their token
-// (session i on token i mod tokens) for warmup, then are measured for duration.
-func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration time.Duration) (result, error) {
-	lockers := make([]locker, sh.sessions)
-	var dialErr error
-	var mu sync.Mutex
+// dialAll opens n sessions, 64 at a time, and returns every one it opened (nil where
+// it failed) with the first error: the caller closes what is not nil.
+func dialAll[T any](n int, dial func(i int) (T, error)) ([]T, error) {
+	out := make([]T, n)
+	var first error
+	var mu sync.Mutex // guards first
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64) // dial in parallel, not all at once
-	for i := range lockers {
+	sem := make(chan struct{}, 64)
+	for i := range out {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			l, err := sys.dial(p, i)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && dialErr == nil {
-				dialErr = err
+			v, err := dial(i)
+			out[i] = v
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
 			}
-			lockers[i] = l
 		}()
 	}
 	wg.Wait()
+	return out, first
+}
+
+// contend runs one shape on one system: sessions lockers loop on their token
+// (session i on token i mod tokens) for warmup, then are measured for duration.
+func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration time.Duration) (result, error) {
+	lockers, dialErr := dialAll(sh.sessions, func(i int) (locker, error) { return sys.dial(p, i) })
+	var wg sync.WaitGroup
 	defer func() {
 		for _, l := range lockers {
 			if l != nil {
@@ -296,29 +306,11 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	}
 	defer p.stop()
 	_, before := procStat(p.pid())
-	clients := make([]*baton.Client, n)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var dialErr error
-	sem := make(chan struct{}, 64)
-	for i := range clients {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			c, err := baton.Dial(ctx, baton.Config{Addr: p.addr, Node: fmt.Sprintf("idle-%d", i)})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && dialErr == nil {
-				dialErr = err
-			}
-			clients[i] = c
-		}()
-	}
-	wg.Wait()
+	clients, dialErr := dialAll(n, func(i int) (*baton.Client, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		return baton.Dial(ctx, baton.Config{Addr: p.addr, Node: fmt.Sprintf("idle-%d", i)})
+	})
 	defer func() {
 		for _, c := range clients {
 			if c != nil {

@@ -166,6 +166,13 @@ func floorServe(ln net.Listener) {
 	var mu sync.Mutex // guards holder, queue
 	var holder net.Conn
 	var queue []net.Conn
+	passOn := func() { // with mu held: the token goes to the first waiter, if any
+		holder = nil
+		if len(queue) > 0 {
+			holder, queue = queue[0], queue[1:]
+			_, _ = holder.Write([]byte{'G'})
+		}
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -178,11 +185,7 @@ func floorServe(ln net.Listener) {
 				defer mu.Unlock()
 				queue = slices.DeleteFunc(queue, func(q net.Conn) bool { return q == c })
 				if holder == c {
-					holder = nil
-					if len(queue) > 0 {
-						holder, queue = queue[0], queue[1:]
-						_, _ = holder.Write([]byte{'G'})
-					}
+					passOn()
 				}
 			}()
 			buf := make([]byte, 1)
@@ -201,11 +204,7 @@ func floorServe(ln net.Listener) {
 					}
 				case 'R':
 					if holder == c {
-						holder = nil
-						if len(queue) > 0 {
-							holder, queue = queue[0], queue[1:]
-							_, _ = holder.Write([]byte{'G'})
-						}
+						passOn()
 					}
 				}
 				mu.Unlock()
