@@ -162,12 +162,11 @@ type Lease struct {
 	Fence  uint64 // strictly greater than every earlier grant's fence for this token
 	Record Record // the record as the previous holder left it
 
-	c       *Client
-	seq     uint64
-	done    chan struct{}
-	errMu   sync.Mutex // guards err
-	err     error
-	granted time.Time
+	c     *Client
+	seq   uint64
+	done  chan struct{}
+	errMu sync.Mutex // guards err
+	err   error
 }
 
 // Done closes when the lease can no longer be trusted: check Err for why.
@@ -275,7 +274,6 @@ type acquireOp struct {
 	res       chan acquireResult
 	slot      chan struct{}
 	lease     *Lease // set once granted, until it ends
-	since     time.Time
 }
 
 type acquireResult struct {

@@ -369,7 +369,7 @@ func (st *runState) loseLeases(why error) {
 
 func (st *runState) deliver(op *acquireOp, fence uint64, rec wire.Record) {
 	op.lease = &Lease{Token: op.token, Fence: fence, Record: Record{Counter: rec.Counter, Waits: rec.Waits},
-		c: st.c, seq: op.seq, done: make(chan struct{}), granted: time.Now()}
+		c: st.c, seq: op.seq, done: make(chan struct{})}
 	op.res <- acquireResult{lease: op.lease}
 	if !time.Now().Before(st.deadline) {
 		st.finish(op, ErrSessionExpired)
@@ -514,7 +514,6 @@ func (st *runState) request(req any) {
 	switch r := req.(type) {
 	case *acquireOp:
 		r.seq = st.nextSeq()
-		r.since = time.Now()
 		st.ops[r.seq] = r
 		if st.conn != nil {
 			r.sent = true

@@ -151,17 +151,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n.ml = ml
-	if cfg.Port == 0 { // memberlist picked a port: advertise that one
-		n.cfg.Port = int(ml.LocalNode().Port)
-	}
 	n.done.Add(2)
 	go n.notifier()
 	go n.joiner()
 	return n, nil
 }
-
-// Port is the gossip port actually bound.
-func (n *Node) Port() int { return n.cfg.Port }
 
 // Addr is this node's gossip address host:port.
 func (n *Node) Addr() string { return n.ml.LocalNode().Address() }

@@ -134,7 +134,7 @@ func (c *conn) serve() {
 	}()
 	peerClosed, hangup := c.readLoop(r)
 	select {
-	case c.s.inbox <- inbound{c: c, f: wire.Frame{Op: opClosed, Resumed: peerClosed}}:
+	case c.s.inbox <- inbound{c: c, closed: true, peerClosed: peerClosed}:
 	case <-c.s.stop:
 	}
 	if hangup { // the writer closes once the error frame is out; give it a moment

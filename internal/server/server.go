@@ -73,9 +73,12 @@ type Server struct {
 	loopStarted bool // set by Open, read by Close on the same goroutine
 }
 
+// inbound is a frame from a connection, or the news that the connection ended.
 type inbound struct {
-	c *conn
-	f wire.Frame
+	c          *conn
+	f          wire.Frame
+	closed     bool // the connection ended; f is empty
+	peerClosed bool // with closed: the peer closed it (EOF or reset), not the server
 }
 
 // New checks cfg and prepares a server; nothing listens until Open.
@@ -332,10 +335,10 @@ func (s *Server) loop() {
 
 func (s *Server) handle(in inbound, now time.Time) {
 	switch {
-	case in.f.Op == opClosed:
+	case in.closed:
 		// First: the reader marks its connection closing right after posting this, and
 		// whether the peer closed it was decided before.
-		s.core.connClosed(in.c, in.f.Resumed, now)
+		s.core.connClosed(in.c, in.peerClosed, now)
 	case in.c.closing.Load():
 		// The server has let go of this connection; its client will resume elsewhere
 		// and learn the session's state from Welcome.
@@ -345,7 +348,3 @@ func (s *Server) handle(in inbound, now time.Time) {
 		s.batch = append(s.batch, in.c)
 	}
 }
-
-// opClosed is an internal pseudo-frame a reader sends when its connection ends;
-// Resumed carries whether the peer closed it.
-const opClosed wire.Op = 255

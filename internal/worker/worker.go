@@ -235,9 +235,6 @@ func (w *Worker) needJoin(n *cluster.Node) bool {
 // HTTPAddr is the bound HTTP address.
 func (w *Worker) HTTPAddr() string { return w.httpLn.Addr().String() }
 
-// Client is the worker's baton client once Run has dialled it, else nil.
-func (w *Worker) Client() *baton.Client { return w.client.Load() }
-
 func (w *Worker) resolve(ctx context.Context) (string, error) {
 	m, ok := w.node.Server()
 	if !ok {
