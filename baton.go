@@ -237,6 +237,49 @@ func (c *Client) Acquire(ctx context.Context, token string) (*Lease, error) {
 		<-slot
 		return nil, ErrClosed
 	}
+	return c.await(ctx, op)
+}
+
+// Requeue is Release followed by Acquire of the same token, in one message: it
+// hands the token back storing rec.Counter, joins the back of the token's queue and
+// returns the next lease. A client that takes a token in a loop pays one request per
+// turn instead of two, and the server answers the release together with the next
+// grant, so a handoff costs it one write. The lease ends when Requeue is called. If
+// the release is refused (ErrStaleFence, ErrLeaseLost), nothing is queued and that
+// error is returned. If ctx ends first, the new request is withdrawn; the release
+// stands or falls as it would with Release.
+func (l *Lease) Requeue(ctx context.Context, rec Record) (*Lease, error) {
+	c := l.c
+	op := &acquireOp{token: l.Token, res: make(chan acquireResult, 1)}
+	rq := requeueOp{releaseOp: releaseOp{lease: l, rec: rec, res: make(chan error, 1)}, next: op}
+	select {
+	case c.reqs <- rq:
+	case <-c.doneC:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	next, err := c.await(ctx, op)
+	if !errors.Is(err, errNotRequeued) {
+		return next, err
+	}
+	select { // the release went out alone: its answer, then an ordinary acquire
+	case err = <-rq.res:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.Acquire(ctx, l.Token)
+}
+
+// errNotRequeued tells Requeue that its lease had already ended locally, so the
+// release went out alone.
+var errNotRequeued = errors.New("baton: lease ended before requeue")
+
+// await waits for op's answer; when ctx ends first, it withdraws the request.
+func (c *Client) await(ctx context.Context, op *acquireOp) (*Lease, error) {
 	select {
 	case r := <-op.res:
 		return r.lease, r.err
@@ -290,6 +333,12 @@ type releaseOp struct {
 	lease *Lease
 	rec   Record
 	res   chan error
+}
+
+// requeueOp is a release whose request to hold the token again, next, goes with it.
+type requeueOp struct {
+	releaseOp
+	next *acquireOp
 }
 
 type infoOp struct{ res chan Info }

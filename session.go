@@ -39,6 +39,9 @@ type runState struct {
 type releaseReq struct {
 	releaseOp
 	sent bool
+	// then is a requeue's acquire: it goes out in the same frame while unsent, and
+	// fails with the release if the server refuses the release.
+	then *acquireOp
 }
 
 type clientConn struct {
@@ -468,6 +471,11 @@ func (st *runState) resolveRelease(seq uint64, r *releaseReq, err error) {
 	} else {
 		r.lease.end(ErrReleased)
 	}
+	// A refused requeue queued nothing at the server: its acquire fails the same way.
+	if next := r.then; err != nil && next != nil && st.ops[next.seq] == next && next.lease == nil && !next.cancelled {
+		next.res <- acquireResult{err: err}
+		st.finish(next, err)
+	}
 }
 
 func (st *runState) sendRelease(seq uint64, r *releaseReq) {
@@ -475,7 +483,11 @@ func (st *runState) sendRelease(seq uint64, r *releaseReq) {
 		return
 	}
 	r.sent = true
-	st.send(wire.Frame{Op: wire.OpRelease, Seq: seq, Token: r.lease.Token, Fence: r.lease.Fence,
+	op := wire.OpRelease
+	if next := r.then; next != nil && st.ops[next.seq] == next && !next.sent && !next.cancelled {
+		op, next.sent = wire.OpRequeue, true
+	}
+	st.send(wire.Frame{Op: op, Seq: seq, Token: r.lease.Token, Fence: r.lease.Fence,
 		Rec: wire.Record{Counter: r.rec.Counter, Waits: r.rec.Waits}})
 }
 
@@ -538,17 +550,9 @@ func (st *runState) request(req any) {
 		}
 		close(r.ack)
 	case releaseOp:
-		l := r.lease
-		if err := l.Err(); errors.Is(err, ErrReleased) || errors.Is(err, context.Canceled) {
-			r.res <- fmt.Errorf("baton: release of %q fence %d: %w", l.Token, l.Fence, err)
-			return
-		}
-		// Sent even when the lease is lost, now or once reconnected: the server's fence
-		// decides, and refuses it if anyone else may have written since.
-		seq := st.nextSeq()
-		rr := &releaseReq{releaseOp: r}
-		st.releases[seq] = rr
-		st.sendRelease(seq, rr)
+		st.release(r, nil)
+	case requeueOp:
+		st.release(r.releaseOp, r.next)
 	case infoOp:
 		info := Info{Connected: st.conn != nil, Session: st.session, Epoch: st.epoch, TTL: st.ttl, Deadline: st.deadline}
 		if st.conn != nil {
@@ -556,6 +560,39 @@ func (st *runState) request(req any) {
 		}
 		r.res <- info
 	}
+}
+
+// release sends a lease's release, with next as the acquire that goes in the same
+// frame for a requeue. The release is sent even when the lease is lost, now or once
+// reconnected: the server's fence decides, and refuses it if anyone else may have
+// written since. The lease ends now: the server may pass the token on the moment it
+// reads the frame.
+func (st *runState) release(r releaseOp, next *acquireOp) {
+	l := r.lease
+	if err := l.Err(); errors.Is(err, ErrReleased) || errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("baton: release of %q fence %d: %w", l.Token, l.Fence, err)
+		r.res <- err
+		if next != nil {
+			next.res <- acquireResult{err: err}
+		}
+		return
+	}
+	seq := st.nextSeq()
+	rr := &releaseReq{releaseOp: r}
+	if old := st.ops[l.seq]; next != nil && (old == nil || old.lease != l) {
+		// The lease ended here already and its request with it: there is no place in
+		// line to pass on. Requeue falls back to a release and then an acquire.
+		next.res <- acquireResult{err: errNotRequeued}
+	} else if next != nil {
+		// Same seq: the server queues the acquire under the release's. The token's
+		// slot passes from the old request to the new one.
+		next.seq, next.slot, old.slot = seq, old.slot, nil
+		rr.then = next
+		st.ops[seq] = next
+	}
+	st.releases[seq] = rr
+	l.end(ErrReleased)
+	st.sendRelease(seq, rr)
 }
 
 // shutdown ends everything still outstanding, then says goodbye so that the server

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -70,7 +71,19 @@ func main() {
 		}
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-		if err := serveChild(*serve, func() { <-sig }); err != nil {
+		// BENCH_MEMPROFILE writes a server child's heap profile when it is told to stop.
+		memProfile := func() {}
+		if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
+			runtime.MemProfileRate = 4096
+			memProfile = func() {
+				runtime.GC() // the profile shows the heap as of the last GC
+				if f, err := os.Create(path); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
+			}
+		}
+		if err := serveChild(*serve, func() { <-sig; memProfile() }); err != nil {
 			fail(err)
 		}
 		return
@@ -78,6 +91,15 @@ func main() {
 	if *hold != "" {
 		runHolder(*hold)
 		return
+	}
+	// BENCH_CLIENT_CPUPROFILE profiles this process: the client sessions' side.
+	if path := os.Getenv("BENCH_CLIENT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fail(err)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
 	}
 	o := options{systems: strings.Split(*systemsFlag, ","), tokens: *tokens, idle: *idle, idleFor: *idleFor,
 		duration: *duration, warmup: *warmup, reps: *reps, kills: *kills}
@@ -268,8 +290,9 @@ func (rep *report) markdown() string {
 	}
 	if ir := rep.Idle; ir != nil {
 		fmt.Fprintf(&b, "\n%d idle baton sessions: server RSS %.1f MB before, %.1f MB connected, %.1f MB after %s (max %.1f MB); "+
-			"connected: %.0f goroutines, %.1f MB of goroutine stacks, %.1f MB of heap in use\n",
-			ir.Sessions, ir.BeforeMB, ir.ConnectedMB, ir.EndMB, ir.Watched, ir.MaxMB, ir.Goroutines, ir.StackMB, ir.HeapMB)
+			"connected: %.0f goroutines, %.1f MB of goroutine stacks, %.1f MB of heap in use; at the end: %.1f MB of stacks, %.1f MB of heap\n",
+			ir.Sessions, ir.BeforeMB, ir.ConnectedMB, ir.EndMB, ir.Watched, ir.MaxMB, ir.Goroutines, ir.StackMB, ir.HeapMB,
+			ir.EndStackMB, ir.EndHeapMB)
 	}
 	return b.String()
 }

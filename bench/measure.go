@@ -119,10 +119,29 @@ func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration tim
 			defer wg.Done()
 			t := i % sh.tokens
 			name := prefix + "-" + strconv.Itoa(t)
+			var unlock func() error
+			defer func() {
+				if unlock != nil {
+					_ = unlock()
+				}
+			}()
 			for ctx.Err() == nil {
-				t0 := time.Now()
-				unlock, err := l.Lock(ctx, name)
+				var t0 time.Time
+				var err error
+				if rq, ok := l.(requeuer); ok && unlock != nil {
+					t0 = time.Now()
+					err = rq.Requeue(ctx) // the last turn's release and this one's acquire, one step
+				} else {
+					if unlock != nil { // the last turn's release, outside the timing
+						err = unlock()
+					}
+					t0 = time.Now()
+					if err == nil {
+						unlock, err = l.Lock(ctx, name)
+					}
+				}
 				if err != nil {
+					unlock = nil
 					if ctx.Err() == nil {
 						errOnce.Do(func() { firstErr = err })
 					}
@@ -135,10 +154,6 @@ func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration tim
 				shared[t]++
 				handoff := last[t].Swap(int64(i)) != int64(i)
 				inside[t].Add(-1)
-				if err := unlock(); err != nil && ctx.Err() == nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
 				if measuring.Load() {
 					lat[i] = append(lat[i], took)
 					sections[i]++
@@ -275,6 +290,9 @@ type idleResult struct {
 	StackMB    float64 `json:"go_stack_inuse_mb"`
 	HeapMB     float64 `json:"go_heap_inuse_mb"`
 	Goroutines float64 `json:"goroutines"`
+	// The same at the end of the watch.
+	EndStackMB float64 `json:"end_go_stack_inuse_mb"`
+	EndHeapMB  float64 `json:"end_go_heap_inuse_mb"`
 }
 
 // serverGauges reads a few gauges from a baton server's /metrics.
@@ -330,6 +348,8 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 		r.MaxMB = max(r.MaxMB, rss)
 	}
 	_, r.EndMB = procStat(p.pid())
+	g = serverGauges(p.http, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
+	r.EndStackMB, r.EndHeapMB = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20)
 	r.MaxMB = max(r.MaxMB, r.EndMB)
 	return r, nil
 }

@@ -236,9 +236,19 @@ func (f *floorLocker) Lock(ctx context.Context, _ string) (func() error, error) 
 
 func (f *floorLocker) Close() error { return f.c.Close() }
 
+// requeuer is a locker that can give its token back and queue for it again in one
+// step: the loop uses it from the second turn on where a system has it.
+type requeuer interface {
+	Requeue(ctx context.Context) error
+}
+
 // baton: the real client package against the real server, sessions, fences and
-// metrics on.
-type batonLocker struct{ c *baton.Client }
+// metrics on. From the second turn on, a session's release and next acquire go in
+// one frame (Lease.Requeue).
+type batonLocker struct {
+	c   *baton.Client
+	cur *baton.Lease // the lease of the current turn
+}
 
 func dialBaton(p *proc, id int) (locker, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -255,7 +265,17 @@ func (b *batonLocker) Lock(ctx context.Context, token string) (func() error, err
 	if err != nil {
 		return nil, err
 	}
-	return func() error { return l.Release(ctx, baton.Record{Counter: l.Record.Counter + 1}) }, nil
+	b.cur = l
+	return func() error { return b.cur.Release(ctx, baton.Record{Counter: b.cur.Record.Counter + 1}) }, nil
+}
+
+func (b *batonLocker) Requeue(ctx context.Context) error {
+	next, err := b.cur.Requeue(ctx, baton.Record{Counter: b.cur.Record.Counter + 1})
+	if err != nil {
+		return err
+	}
+	b.cur = next
+	return nil
 }
 
 func (b *batonLocker) Close() error { return b.c.Close() }

@@ -15,19 +15,29 @@ import (
 	"github.com/baton-dev/baton/internal/wire"
 )
 
-// outQueue is how many frames may wait for a connection's writer. The reader stops
-// reading at half of it (backpressure), so only grants and revocations caused by
-// other connections can fill the rest; a client that lets it fill is cut off rather
-// than stall the core. Small: every connection pays for it (10k idle sessions).
-const outQueue = 64
+// Limits on a connection's replies. The reader stops reading while maxInflight of
+// its frames await the core, or while replies it could not yet write exceed
+// backlogPause: a client that pipelines gets TCP's own backpressure, not a cut-off.
+// Only replies caused by other connections (grants, revocations) can then grow the
+// backlog, and one that reaches maxBacklog means the client does not read: it is
+// cut off rather than hold the server's memory.
+const (
+	maxInflight  = 32
+	backlogPause = 16 << 10
+	maxBacklog   = 256 << 10
+)
 
-// conn is one token protocol connection. Its reader and writer goroutines belong to
-// the server's WaitGroup; the core decides when it closes.
+// conn is one token protocol connection. It has one goroutine, its reader; replies
+// are written by the core itself, straight to the socket without blocking (see
+// write), and only a client that does not keep up gets a flusher goroutine for a
+// while. An idle connection therefore costs one parked goroutine and a few hundred
+// bytes. The reader and any flusher belong to the server's WaitGroup; the core
+// decides when the connection closes.
 type conn struct {
 	s      *Server
 	nc     net.Conn
+	raw    syscall.RawConn // nil if nc is not a syscall.Conn: then every write goes through a flusher
 	remote string
-	out    chan wire.Frame
 	quit   chan struct{}
 	once   sync.Once
 
@@ -36,16 +46,26 @@ type conn struct {
 	// doing and must not end the session.
 	closing atomic.Bool
 
-	// inflight counts frames handed to the core whose replies are not yet queued
-	// (the core queues them when its batch commits). The reader stops reading while
-	// inflight plus the queued replies reach half of outQueue, so a client that
-	// pipelines gets backpressure (TCP's own) instead of a cut-off; space wakes it
-	// when the writer or the core make room.
+	// inflight counts frames handed to the core whose replies are not yet written
+	// (the core writes them when its batch commits). space wakes the reader when the
+	// core or a flusher make room.
 	inflight atomic.Int32
 	space    chan struct{}
 
-	session *session      // set and read by the core goroutine only
-	ttl     time.Duration // the session's TTL, set by the core during hello, read by the reader after it
+	wmu        sync.Mutex // guards backlog, flushing, closeAfter and writeNow's state
+	backlog    []byte     // encoded replies the socket did not take yet
+	flushing   bool       // a flusher goroutine owns the socket's writes
+	closeAfter bool       // close once the backlog is written (Closing, hang-up)
+	writeSome  func(fd uintptr) bool
+	wb         []byte // writeSome's input and results
+	wn         int
+	werr       error
+
+	session  *session      // set and read by the core goroutine only
+	deferred []wire.Frame  // Released answers to requeues, sent before the next reply; core only
+	obuf     []byte        // the core's encoding buffer for this connection's replies; core only
+	hangup   bool          // the core has queued this connection's last frame; core only
+	ttl      time.Duration // the session's TTL, set by the core during hello, read by the reader after it
 }
 
 // opHangup is an internal pseudo-frame: the writer flushes what is queued before it,
@@ -72,8 +92,10 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), out: make(chan wire.Frame, outQueue), quit: make(chan struct{}),
-			space: make(chan struct{}, 1)}
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), quit: make(chan struct{}), space: make(chan struct{}, 1)}
+		if sc, ok := nc.(syscall.Conn); ok {
+			c.raw, _ = sc.SyscallConn()
+		}
 		s.connsMu.Lock()
 		full := len(s.conns) >= s.cfg.MaxConns
 		if !full {
@@ -91,18 +113,14 @@ func (s *Server) acceptLoop() {
 	}
 }
 
+// serve runs the handshake, then hands the connection to a reader goroutine of its
+// own: the handshake's calls grow a goroutine's stack, and an idle connection keeps
+// its reader's stack for as long as it lives (10k sessions × 8 KiB is 80 MB).
 func (c *conn) serve() {
 	defer c.s.wg.Done()
-	defer func() {
-		c.nc.Close()
-		c.s.connsMu.Lock()
-		delete(c.s.conns, c)
-		c.s.connsMu.Unlock()
-		c.s.metrics.connections.Dec()
-	}()
-	r := wire.NewReader(c.nc)
-	w := wire.NewWriter(c.nc)
-	hello, err := c.handshake(r, w)
+	// Client frames are small; a larger one passes through into the frame buffer.
+	r := wire.NewReaderSize(c.nc, 512)
+	hello, err := c.handshake(r)
 	if err != nil {
 		reason := wire.Reason(err)
 		var ne net.Error
@@ -117,36 +135,47 @@ func (c *conn) serve() {
 		}
 		c.s.metrics.protocolErrors.WithLabelValues(reason).Inc()
 		c.s.log.Info("handshake refused", "remote", c.remote, "reason", reason, "err", err)
-		_ = w.Write(&wire.Frame{Op: wire.OpError, Code: codeFor(err), Text: err.Error()})
 		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = w.Flush()
+		_, _ = c.nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpError, Code: codeFor(err), Text: err.Error()}))
+		c.forget()
 		return
 	}
 	_ = c.nc.SetDeadline(time.Time{})
-	ok := c.s.do(func(now time.Time) { c.s.core.hello(c, &hello, now) }) == nil
-	if !ok {
+	if c.s.do(func(now time.Time) { c.s.core.hello(c, &hello, now) }) != nil {
+		c.forget()
 		return
 	}
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop(w)
-	}()
+	c.s.wg.Add(1)
+	go c.serveFrames(r)
+}
+
+// forget closes the socket and takes the connection off the server's list.
+func (c *conn) forget() {
+	c.nc.Close()
+	c.s.connsMu.Lock()
+	delete(c.s.conns, c)
+	c.s.connsMu.Unlock()
+	c.s.metrics.connections.Dec()
+}
+
+// serveFrames reads frames until the connection ends, then tells the core.
+func (c *conn) serveFrames(r *wire.Reader) {
+	defer c.s.wg.Done()
+	defer c.forget()
 	peerClosed, hangup := c.readLoop(r)
 	select {
 	case c.s.inbox <- inbound{c: c, closed: true, peerClosed: peerClosed}:
 	case <-c.s.stop:
 	}
-	if hangup { // the writer closes once the error frame is out; give it a moment
+	if hangup { // the connection closes once the error frame is out; give it a moment
 		select {
-		case <-writerDone:
+		case <-c.quit:
 		case <-time.After(2 * time.Second):
 		}
 	}
 	// Not closeNow: frames this reader queued before the end (a goodbye) are still to
 	// be handled, and closing would make the core drop them as the server's doing.
 	c.shut()
-	<-writerDone
 }
 
 var (
@@ -166,14 +195,11 @@ func codeFor(err error) wire.Code {
 
 // handshake sends the challenge and reads the hello, all within HandshakeTimeout: a
 // peer that connects and says nothing holds a slot for that long at most.
-func (c *conn) handshake(r *wire.Reader, w *wire.Writer) (wire.Frame, error) {
+func (c *conn) handshake(r *wire.Reader) (wire.Frame, error) {
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	nonce := make([]byte, wire.NonceSize)
 	_, _ = rand.Read(nonce)
-	if err := w.Write(&wire.Frame{Op: wire.OpChallenge, Version: wire.Version, Nonce: nonce, Epoch: 0}); err != nil {
-		return wire.Frame{}, err
-	}
-	if err := w.Flush(); err != nil {
+	if _, err := c.nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpChallenge, Version: wire.Version, Nonce: nonce})); err != nil {
 		return wire.Frame{}, err
 	}
 	var h wire.Frame
@@ -235,7 +261,7 @@ func (c *conn) readLoop(r *wire.Reader) (peerClosed, hangup bool) {
 			return false, true
 		}
 		allowance--
-		for int(c.inflight.Load())+len(c.out) >= outQueue/2 {
+		for c.inflight.Load() >= maxInflight || c.backlogged() {
 			select {
 			case <-c.space:
 			case <-c.quit:
@@ -261,68 +287,121 @@ func (c *conn) room() {
 	}
 }
 
-// sendError queues a last error frame and lets the writer close the connection.
+// sendError writes a last error frame and closes the connection once it is out;
+// called by the reader.
 func (c *conn) sendError(code wire.Code, err error) {
 	c.closing.Store(true)
-	select {
-	case c.out <- wire.Frame{Op: wire.OpError, Code: code, Text: err.Error()}:
-	default:
-	}
-	select {
-	case c.out <- wire.Frame{Op: opHangup}:
-	default:
-		c.closeNow()
-	}
+	c.write(wire.Append(nil, &wire.Frame{Op: wire.OpError, Code: code, Text: err.Error()}), true)
 }
 
-// writeLoop writes queued frames, flushing only when the queue is empty so that a
-// burst of replies leaves in one write.
-func (c *conn) writeLoop(w *wire.Writer) {
-	for {
-		select {
-		case <-c.quit:
+// backlogged reports whether replies wait for the socket beyond backlogPause.
+func (c *conn) backlogged() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return len(c.backlog) > backlogPause
+}
+
+// write sends b, then closes the connection if closeAfter. It never blocks on the
+// peer: it writes what the socket takes at once and leaves the rest to a flusher
+// goroutine, which it starts. The core calls it for each connection its batch
+// answered, so that a burst of replies leaves in one write; the reader calls it for a
+// last error frame.
+func (c *conn) write(b []byte, closeAfter bool) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.flushing && c.raw != nil {
+		n, err := c.writeNow(b)
+		if err != nil {
+			c.closeNow()
 			return
-		case f := <-c.out:
-			c.room()
-			if f.Op == opHangup {
-				_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-				_ = w.Flush()
-				c.closeNow()
-				return
+		}
+		b = b[n:]
+	}
+	if len(b) > 0 {
+		if len(c.backlog)+len(b) > maxBacklog {
+			if !c.closing.Load() {
+				c.s.metrics.protocolErrors.WithLabelValues("slow_consumer").Inc()
+				c.s.log.Warn("client not reading, connection closed", "remote", c.remote)
 			}
-			if err := w.Write(&f); err != nil {
-				c.closeNow()
-				return
-			}
-			if f.Op == wire.OpClosing || len(c.out) == 0 {
-				_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				if err := w.Flush(); err != nil {
-					c.closeNow()
-					return
-				}
-			}
-			if f.Op == wire.OpClosing {
-				c.closeNow()
-				return
-			}
+			c.closeNow()
+			return
+		}
+		c.backlog = append(c.backlog, b...)
+		if !c.flushing {
+			c.flushing = true
+			c.s.wg.Add(1)
+			go c.flush()
+		}
+	}
+	if closeAfter {
+		c.closing.Store(true)
+		if c.flushing {
+			c.closeAfter = true
+		} else {
+			c.closeNow()
 		}
 	}
 }
 
-// send queues f for the writer; called by the core. A full queue means the client
-// does not read: it is cut off.
-func (c *conn) send(f *wire.Frame) {
-	if f.Op == wire.OpClosing || f.Op == opHangup {
-		c.closing.Store(true)
-	}
-	select {
-	case c.out <- *f:
-	default:
-		if !c.closing.Load() {
-			c.s.metrics.protocolErrors.WithLabelValues("slow_consumer").Inc()
-			c.s.log.Warn("client not reading, connection closed", "remote", c.remote)
+// writeNow writes what the socket takes without waiting: the descriptor is in
+// non-blocking mode, so a full send buffer returns EAGAIN instead of blocking.
+// With c.wmu held.
+func (c *conn) writeNow(b []byte) (int, error) {
+	if c.writeSome == nil { // made once: a closure per write would allocate per write
+		c.writeSome = func(fd uintptr) bool {
+			for c.wn < len(c.wb) {
+				m, err := syscall.Write(int(fd), c.wb[c.wn:])
+				if err == syscall.EINTR {
+					continue
+				}
+				if err != nil && err != syscall.EAGAIN {
+					c.werr = err
+				}
+				if err != nil {
+					break
+				}
+				c.wn += m
+			}
+			return true // done either way: what is left goes to the flusher
 		}
-		c.closeNow()
+	}
+	c.wb, c.wn, c.werr = b, 0, nil
+	err := c.raw.Write(c.writeSome)
+	if err == nil {
+		err = c.werr
+	}
+	n := c.wn
+	c.wb = nil
+	return n, err
+}
+
+// flush writes the backlog with ordinary blocking writes until it is empty, then
+// ends: the goroutine exists only while the client lags.
+func (c *conn) flush() {
+	defer c.s.wg.Done()
+	var buf []byte
+	for {
+		c.wmu.Lock()
+		if len(c.backlog) == 0 {
+			c.flushing = false
+			if c.closeAfter {
+				c.closeNow()
+			}
+			c.wmu.Unlock()
+			c.room()
+			return
+		}
+		buf, c.backlog = c.backlog, buf[:0]
+		c.wmu.Unlock()
+		c.room()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.nc.Write(buf); err != nil {
+			c.wmu.Lock()
+			c.flushing, c.backlog = false, nil
+			c.closeNow()
+			c.wmu.Unlock()
+			return
+		}
 	}
 }
 

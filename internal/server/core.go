@@ -31,6 +31,7 @@ type core struct {
 	started  time.Time
 	dirty    bool       // state changed since the last snapshot
 	out      []outFrame // replies held back until the state they depend on is durable
+	touched  []*conn    // connections with replies in the batch being written
 	events   []Event    // ring of recent events for the status page: no grants
 	eventAt  int
 	grantLog []Event // ring of the latest grants, apart so that they do not crowd out the rest
@@ -133,17 +134,48 @@ func (c *core) commit() {
 		}
 	}
 	c.dirty = false
+	// Encode each connection's replies into its buffer, in order, then write each
+	// buffer once: one write per connection per batch.
 	for i := range c.out {
-		c.out[i].c.send(&c.out[i].f)
+		cn, f := c.out[i].c, &c.out[i].f
+		if len(cn.obuf) == 0 && !cn.hangup {
+			c.touched = append(c.touched, cn)
+		}
+		switch f.Op {
+		case opHangup:
+			cn.hangup = true
+		case wire.OpClosing:
+			cn.hangup = true
+			cn.obuf = wire.Append(cn.obuf, f)
+		default:
+			if !cn.hangup { // nothing follows a hang-up
+				cn.obuf = wire.Append(cn.obuf, f)
+			}
+		}
 		c.out[i] = outFrame{}
 	}
 	c.out = c.out[:0]
+	for i, cn := range c.touched {
+		cn.write(cn.obuf, cn.hangup)
+		cn.obuf = cn.obuf[:0]
+		if cap(cn.obuf) > 4<<10 { // a welcome with a long list: do not keep its buffer
+			cn.obuf = nil
+		}
+		c.touched[i] = nil
+	}
+	c.touched = c.touched[:0]
 }
 
+// reply queues f for cn, after the answers deferred for it (see wire.OpRequeue).
 func (c *core) reply(cn *conn, f wire.Frame) {
-	if cn != nil {
-		c.out = append(c.out, outFrame{c: cn, f: f})
+	if cn == nil {
+		return
 	}
+	for i := range cn.deferred {
+		c.out = append(c.out, outFrame{c: cn, f: cn.deferred[i]})
+	}
+	cn.deferred = cn.deferred[:0]
+	c.out = append(c.out, outFrame{c: cn, f: f})
 }
 
 func (c *core) fail(cn *conn, seq uint64, code wire.Code, reason string, err error) {
@@ -202,7 +234,7 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 	if s == nil || s.ended {
 		// The session is gone (expired while its client was frozen or cut off). A late
 		// release is answered as stale and counted; it changes nothing.
-		if f.Op == wire.OpRelease {
+		if f.Op == wire.OpRelease || f.Op == wire.OpRequeue {
 			c.staleRelease(cn, f)
 			return
 		}
@@ -213,7 +245,7 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 	switch f.Op {
 	case wire.OpAcquire:
 		c.acquire(s, cn, f, now)
-	case wire.OpRelease:
+	case wire.OpRelease, wire.OpRequeue:
 		c.release(s, cn, f, now)
 	case wire.OpCancel:
 		d := c.tokens.Drop(s.id, f.Seq, f.Token, now)
@@ -290,9 +322,20 @@ func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	delete(s.requests, f.Token)
 	c.dirty = true
 	c.instruments(f.Token).hold.Observe(held.Seconds())
-	c.reply(cn, wire.Frame{Op: wire.OpReleased, Seq: f.Seq, Token: f.Token, Fence: f.Fence})
+	released := wire.Frame{Op: wire.OpReleased, Seq: f.Seq, Token: f.Token, Fence: f.Fence}
+	if f.Op == wire.OpRelease {
+		c.reply(cn, released)
+	} else {
+		// Requeue: the answer waits for the next frame this connection gets, normally
+		// the grant below or a later one, so that a turn costs the server one write.
+		cn.deferred = append(cn.deferred, released)
+	}
 	if ok {
 		c.granted(next)
+	}
+	if f.Op == wire.OpRequeue {
+		// After the handoff: the requester goes to the back of the queue.
+		c.acquire(s, cn, &wire.Frame{Op: wire.OpAcquire, Seq: f.Seq, Token: f.Token}, now)
 	}
 }
 

@@ -65,13 +65,20 @@ const (
 	OpError        Op = 14 // S→C: seq, code, message
 	OpGoodbye      Op = 15 // C→S: end my session now, I hold nothing I want to keep
 	OpClosing      Op = 16 // S→C: the server closes this connection but keeps the session (restart)
-	opEnd             = 17
+	// OpRequeue releases a held token and queues again for it under the same seq, in
+	// one frame: a client that takes a token in a loop sends one frame per turn, not
+	// two. Its Released answer is held back and rides with the next frame the
+	// connection gets (normally the Grant of that seq), so the server writes once per
+	// handoff as well. A refused release is answered at once with an Error of that seq,
+	// and then nothing is queued.
+	OpRequeue Op = 17 // C→S: seq, token, fence, record
+	opEnd        = 18
 )
 
 func (o Op) String() string {
 	names := [...]string{"invalid", "challenge", "hello", "welcome", "acquire", "queued", "grant",
 		"release", "released", "cancel", "cancelled", "keepalive", "keepalive_ack", "revoked",
-		"error", "goodbye", "closing"}
+		"error", "goodbye", "closing", "requeue"}
 	if int(o) < len(names) {
 		return names[o]
 	}
@@ -246,7 +253,7 @@ func Append(b []byte, f *Frame) []byte {
 		b = appendString(b, f.Token)
 		b = binary.AppendUvarint(b, f.Fence)
 		b = appendRecord(b, f.Rec)
-	case OpRelease:
+	case OpRelease, OpRequeue:
 		b = binary.AppendUvarint(b, f.Seq)
 		b = appendString(b, f.Token)
 		b = binary.AppendUvarint(b, f.Fence)
@@ -312,8 +319,12 @@ type Reader struct {
 }
 
 // NewReader returns a Reader on r.
-func NewReader(r io.Reader) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 4<<10), buf: make([]byte, 512)}
+func NewReader(r io.Reader) *Reader { return NewReaderSize(r, 4<<10) }
+
+// NewReaderSize returns a Reader on r that reads size bytes at a time: small for a
+// server with many mostly idle connections. A larger frame is read whole anyway.
+func NewReaderSize(r io.Reader, size int) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, size), buf: make([]byte, 0, 64)}
 }
 
 // Read decodes the next frame into f, overwriting it. Token names are interned so
@@ -383,7 +394,7 @@ func decode(body []byte, f *Frame, names *internTable) error {
 		f.Seq = d.uvarint()
 		f.Token = d.name()
 		f.Pos = d.uvarint()
-	case OpGrant, OpRelease:
+	case OpGrant, OpRelease, OpRequeue:
 		f.Seq = d.uvarint()
 		f.Token = d.name()
 		f.Fence = d.uvarint()

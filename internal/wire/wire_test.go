@@ -30,6 +30,7 @@ func sample() []Frame {
 		{Op: OpError, Seq: 9, Code: CodeStaleFence, Text: "stale"},
 		{Op: OpGoodbye},
 		{Op: OpClosing},
+		{Op: OpRequeue, Seq: 10, Token: "counter", Fence: 1 << 40, Rec: Record{Counter: 101}},
 	}
 }
 

@@ -1,0 +1,287 @@
+package baton_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/server"
+	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// Requeue gives the token back and rejoins the queue in one step, so clients that
+// loop on it are never out of the queue: after every client has held the token once,
+// turns go round in a fixed order. Exclusion, fences and the record hold as with
+// Release.
+func TestRequeueTurnsGoRoundInFIFOOrder(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	const clients, turns = 4, 60
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var inCS atomic.Int32
+	var mu sync.Mutex // guards holders
+	holders := map[uint64]int{}
+	var wg sync.WaitGroup
+	// Client 0 holds the token until the others are in line, so that all start
+	// together.
+	first, err := testutil.Dial(t, srv, "client-0").Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go1 := make(chan struct{})
+	for i := range clients {
+		var c *baton.Client
+		if i > 0 {
+			c = testutil.Dial(t, srv, fmt.Sprintf("client-%d", i))
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var l *baton.Lease
+			var err error
+			if i == 0 {
+				<-go1
+				l = first
+			} else {
+				l, err = c.Acquire(ctx, "counter")
+			}
+			for n := 0; err == nil; n++ {
+				if k := inCS.Add(1); k != 1 {
+					t.Errorf("two holders: %d clients in the critical section at fence %d", k, l.Fence)
+				}
+				mu.Lock()
+				holders[l.Fence] = i
+				mu.Unlock()
+				inCS.Add(-1)
+				rec := baton.Record{Counter: l.Record.Counter + 1}
+				if n == turns-1 {
+					err = l.Release(ctx, rec)
+					break
+				}
+				l, err = l.Requeue(ctx, rec)
+			}
+			if err != nil {
+				t.Errorf("client %d: %v", i, err)
+			}
+		}()
+	}
+	waitQueue(t, srv, clients-1)
+	close(go1)
+	wg.Wait()
+
+	st, err := srv.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := st.Tokens[0]
+	if tok.Fence != clients*turns || len(holders) != clients*turns {
+		t.Fatalf("fence %d with %d distinct fences granted, want %d each", tok.Fence, len(holders), clients*turns)
+	}
+	if tok.Counter != clients*turns || tok.Releases != clients*turns {
+		t.Errorf("counter %d, releases %d, want %d each: an update was lost", tok.Counter, tok.Releases, clients*turns)
+	}
+	if tok.Holder != "" || len(tok.Queue) != 0 {
+		t.Errorf("at rest the token should be free with an empty queue: holder %q queue %v", tok.Holder, tok.Queue)
+	}
+	// From the grant at which every client has had a turn until the first client
+	// leaves with Release, all four are always in line: each turn goes to the client
+	// of four turns before.
+	seen, start := map[int]bool{}, uint64(0)
+	for f := uint64(1); len(seen) < clients; f++ {
+		seen[holders[f]] = true
+		start = f
+	}
+	lastTurn := map[int]uint64{}
+	for f, i := range holders {
+		lastTurn[i] = max(lastTurn[i], f)
+	}
+	firstLeave := uint64(clients * turns)
+	for _, f := range lastTurn {
+		firstLeave = min(firstLeave, f)
+	}
+	for f := start + clients; f <= firstLeave+clients-1; f++ {
+		if holders[f] != holders[f-clients] {
+			t.Fatalf("fence %d went to client %d, want client %d, which held fence %d: requeued clients must take turns in order",
+				f, holders[f], holders[f-clients], f-clients)
+		}
+	}
+	t.Logf("turns went round in order from fence %d to %d", start+clients, firstLeave+clients-1)
+}
+
+// The server answers a requeue's release with the next grant of that request, not
+// at once: one write per handoff. A waiter is served first, and the requester's next
+// frames are Released then Grant.
+func TestRequeueAnswerRidesWithTheNextGrant(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	a := testutil.DialRaw(t, srv.TokenAddr(), "a")
+	b := testutil.DialRaw(t, srv.TokenAddr(), "b")
+	a.Acquire("counter")
+	g1 := a.AwaitGrant("counter")
+	b.Acquire("counter")
+	waitQueue(t, srv, 1)
+
+	a.Send(wire.Frame{Op: wire.OpRequeue, Seq: 100, Token: "counter", Fence: g1.Fence, Rec: wire.Record{Counter: 7}})
+	g2 := b.AwaitGrant("counter")
+	if g2.Fence != g1.Fence+1 || g2.Rec.Counter != 7 {
+		t.Fatalf("waiter got %s counter %d, want fence %d counter 7", testutil.Describe(g2), g2.Rec.Counter, g1.Fence+1)
+	}
+	if f, err := a.TryNext(200 * time.Millisecond); err == nil {
+		t.Fatalf("requester got %s while it waits in line; its answer should wait for its grant", testutil.Describe(f))
+	}
+	waitQueue(t, srv, 1) // the requester is in line behind the new holder
+	testutil.Expect(t, b.Release("counter", g2.Fence, wire.Record{Counter: 8}), wire.OpReleased)
+	rel := a.Next()
+	if rel.Op != wire.OpReleased || rel.Seq != 100 || rel.Fence != g1.Fence {
+		t.Fatalf("first frame after the requeue: %s, want released seq=100 fence=%d", testutil.Describe(rel), g1.Fence)
+	}
+	g3 := a.Next()
+	if g3.Op != wire.OpGrant || g3.Seq != 100 || g3.Fence != g2.Fence+1 || g3.Rec.Counter != 8 {
+		t.Fatalf("second frame: %s counter %d, want grant seq=100 fence=%d counter 8", testutil.Describe(g3), g3.Rec.Counter, g2.Fence+1)
+	}
+}
+
+// A requeue whose release is refused queues nothing: the error comes back at once,
+// the token and its queue are as they were.
+func TestRefusedRequeueQueuesNothing(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	a := testutil.DialRaw(t, srv.TokenAddr(), "a")
+	a.Acquire("counter")
+	g := a.AwaitGrant("counter")
+	a.Send(wire.Frame{Op: wire.OpRequeue, Seq: 50, Token: "counter", Fence: g.Fence + 9, Rec: wire.Record{Counter: 99}})
+	e := a.Next()
+	if e.Op != wire.OpError || e.Seq != 50 || e.Code != wire.CodeStaleFence {
+		t.Fatalf("got %s code %s, want error seq=50 code stale_fence", testutil.Describe(e), e.Code)
+	}
+	st, err := srv.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := st.Tokens[0]
+	if tok.Holder != "a" || len(tok.Queue) != 0 || tok.Counter != 0 || tok.Releases != 0 || tok.Fence != g.Fence {
+		t.Fatalf("after a refused requeue: holder %q queue %v counter %d releases %d fence %d; want a, empty, 0, 0, %d",
+			tok.Holder, tok.Queue, tok.Counter, tok.Releases, tok.Fence, g.Fence)
+	}
+}
+
+// A holder cut off past its TTL lost its lease; Requeue then reports the refusal
+// and queues nothing, and the client can acquire again afterwards.
+func TestRequeueOfALostLeaseIsRefused(t *testing.T) {
+	const ttl = 500 * time.Millisecond
+	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = ttl })
+	proxy := testutil.StartProxy(t, srv.TokenAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cut, err := baton.Dial(ctx, baton.Config{Addr: proxy.Addr(), Node: "cut-off", Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cut.Close()
+	l, err := cut.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := testutil.Dial(t, srv, "other")
+	taken := make(chan *baton.Lease, 1)
+	go func() {
+		ol, err := other.Acquire(ctx, "counter")
+		if err != nil {
+			t.Errorf("other: %v", err)
+		}
+		taken <- ol
+	}()
+	waitQueue(t, srv, 1)
+	proxy.Partition()
+	ol := <-taken
+	if ol == nil {
+		t.FailNow()
+	}
+	<-l.Done()
+	proxy.Heal()
+
+	next, err := l.Requeue(ctx, baton.Record{Counter: 1000})
+	if !errors.Is(err, baton.ErrStaleFence) && !errors.Is(err, baton.ErrLeaseLost) {
+		t.Fatalf("requeue of a lost lease: lease %v, err %v; want ErrStaleFence or ErrLeaseLost", next, err)
+	}
+	st, _ := srv.Status()
+	if tok := st.Tokens[0]; tok.Holder != "other" || len(tok.Queue) != 0 || tok.Counter == 1000 {
+		t.Fatalf("after the refused requeue: holder %q queue %v counter %d; want other, empty, untouched", tok.Holder, tok.Queue, tok.Counter)
+	}
+	if err := ol.Release(ctx, ol.Record); err != nil {
+		t.Fatal(err)
+	}
+	again, err := cut.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatalf("acquire after the refused requeue: %v", err)
+	}
+	if again.Fence != ol.Fence+1 {
+		t.Errorf("fence %d, want %d", again.Fence, ol.Fence+1)
+	}
+}
+
+// A requeue waiting in line survives an in-place restart: the client resumes its
+// session, learns from the welcome that its release was applied and that it is
+// still in line, and gets the next grant.
+func TestRequeueWaitingInLineSurvivesARestart(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := testutil.Dial(t, srv, "a")
+	b := testutil.Dial(t, srv, "b")
+	la, err := a.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := make(chan *baton.Lease, 1)
+	go func() {
+		lb, err := b.Acquire(ctx, "counter")
+		if err != nil {
+			t.Errorf("b: %v", err)
+		}
+		taken <- lb
+	}()
+	waitQueue(t, srv, 1)
+	requeued := make(chan *baton.Lease, 1)
+	go func() {
+		next, err := la.Requeue(ctx, baton.Record{Counter: 41})
+		if err != nil {
+			t.Errorf("requeue: %v", err)
+		}
+		requeued <- next
+	}()
+	lb := <-taken
+	if lb == nil || lb.Record.Counter != 41 {
+		t.Fatalf("b got %+v, want the record a left (counter 41)", lb)
+	}
+	waitQueue(t, srv, 1) // a is in line behind b
+	if _, err := srv.Restart("test"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "both clients back on a session", func() bool {
+		st, _ := srv.Status()
+		connected := 0
+		for _, s := range st.Sessions {
+			if s.Connected {
+				connected++
+			}
+		}
+		return connected == 2 && len(st.Tokens[0].Queue) == 1
+	})
+	if err := lb.Release(ctx, baton.Record{Counter: 42}); err != nil {
+		t.Fatalf("b release after the restart: %v", err)
+	}
+	select {
+	case next := <-requeued:
+		if next == nil || next.Fence != lb.Fence+1 || next.Record.Counter != 42 {
+			t.Fatalf("a's requeue gave %+v, want fence %d counter 42", next, lb.Fence+1)
+		}
+	case <-ctx.Done():
+		t.Fatal("a's requeue never got its grant after the restart")
+	}
+}
