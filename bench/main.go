@@ -71,7 +71,8 @@ func main() {
 		}
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-		// BENCH_MEMPROFILE writes a server child's heap profile when it is told to stop.
+		// BENCH_MEMPROFILE writes a server child's heap profile on SIGUSR1 (the idle shape
+		// sends it at the end of its watch).
 		memProfile := func() {}
 		if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
 			runtime.MemProfileRate = 4096
@@ -83,7 +84,14 @@ func main() {
 				}
 			}
 		}
-		if err := serveChild(*serve, func() { <-sig; memProfile() }); err != nil {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				memProfile()
+			}
+		}()
+		if err := serveChild(*serve, func() { <-sig }); err != nil {
 			fail(err)
 		}
 		return

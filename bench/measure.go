@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton"
@@ -348,6 +349,9 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 		r.MaxMB = max(r.MaxMB, rss)
 	}
 	_, r.EndMB = procStat(p.pid())
+	if os.Getenv("BENCH_MEMPROFILE") != "" {
+		_ = p.cmd.Process.Signal(syscall.SIGUSR1)
+	}
 	g = serverGauges(p.http, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
 	r.EndStackMB, r.EndHeapMB = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20)
 	r.MaxMB = max(r.MaxMB, r.EndMB)

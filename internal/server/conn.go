@@ -66,6 +66,15 @@ type conn struct {
 	obuf     []byte        // the core's encoding buffer for this connection's replies; core only
 	hangup   bool          // the core has queued this connection's last frame; core only
 	ttl      time.Duration // the session's TTL, set by the core during hello, read by the reader after it
+
+	// Used by whichever goroutine reads the connection now (one at a time: a reader
+	// parks the connection before the parker can start the next).
+	r          *wire.Reader
+	allowance  float64      // the frame rate limit's bucket
+	lastRefill time.Time    // when the bucket was last topped up
+	lastFrame  atomic.Int64 // unix nanoseconds of the last frame read
+	parkedFD   int32        // the descriptor while parked, else -1; guarded by the parker's mu
+	inEpoll    bool         // registered with the parker's epoll set; guarded by the parker's mu
 }
 
 // opHangup is an internal pseudo-frame: the writer flushes what is queued before it,
@@ -92,7 +101,8 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), quit: make(chan struct{}), space: make(chan struct{}, 1)}
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), quit: make(chan struct{}), space: make(chan struct{}, 1),
+			parkedFD: -1}
 		if sc, ok := nc.(syscall.Conn); ok {
 			c.raw, _ = sc.SyscallConn()
 		}
@@ -145,8 +155,10 @@ func (c *conn) serve() {
 		c.forget()
 		return
 	}
-	c.s.wg.Add(1)
-	go c.serveFrames(r)
+	c.r = r
+	c.allowance, c.lastRefill = float64(c.s.cfg.MaxFrameRate), time.Now()
+	c.lastFrame.Store(c.lastRefill.UnixNano())
+	c.resume()
 }
 
 // forget closes the socket and takes the connection off the server's list.
@@ -158,16 +170,20 @@ func (c *conn) forget() {
 	c.s.metrics.connections.Dec()
 }
 
-// serveFrames reads frames until the connection ends, then tells the core.
-func (c *conn) serveFrames(r *wire.Reader) {
+// serveFrames reads frames until the connection ends, then tells the core, or until
+// it goes quiet and the parker takes it.
+func (c *conn) serveFrames() {
 	defer c.s.wg.Done()
+	end := c.readLoop()
+	if end == endParked {
+		return
+	}
 	defer c.forget()
-	peerClosed, hangup := c.readLoop(r)
 	select {
-	case c.s.inbox <- inbound{c: c, closed: true, peerClosed: peerClosed}:
+	case c.s.inbox <- inbound{c: c, closed: true, peerClosed: end == endPeer}:
 	case <-c.s.stop:
 	}
-	if hangup { // the connection closes once the error frame is out; give it a moment
+	if end == endHangup { // the connection closes once the error frame is out; give it a moment
 		select {
 		case <-c.quit:
 		case <-time.After(2 * time.Second):
@@ -218,65 +234,119 @@ func (c *conn) handshake(r *wire.Reader) (wire.Frame, error) {
 	return h, nil
 }
 
-// readLoop feeds frames to the core until the connection ends, and reports whether
-// the peer closed it (EOF or reset) as opposed to the server, a timeout or bad input,
-// and whether it queued a last error frame for the writer to send before closing.
-func (c *conn) readLoop(r *wire.Reader) (peerClosed, hangup bool) {
-	// A live client sends a keepalive every third of its TTL; a connection silent for
-	// twice that is dead or frozen. The session's own TTL decides about its tokens.
-	idle := 2*c.ttl + time.Second
+// parkAfter is how long a reader waits for a frame before it parks its connection.
+// A client keeps alive every third of its TTL, so an idle session is parked most of
+// the time, while one that is trading tokens is never parked.
+const parkAfter = 200 * time.Millisecond
+
+// readEnd is how a reader's run ended.
+type readEnd int
+
+const (
+	endServer readEnd = iota // the server closed it, a timeout or a shutdown
+	endPeer                  // the peer closed it (EOF or reset)
+	endHangup                // bad input: a last error frame is on its way out
+	endParked                // quiet: the parker holds it, the connection lives on
+)
+
+// readLoop feeds frames to the core until the connection ends or goes quiet.
+func (c *conn) readLoop() readEnd {
+	r := c.r
 	rate := float64(c.s.cfg.MaxFrameRate)
-	allowance, last := rate, time.Now()
 	for {
-		_ = c.nc.SetReadDeadline(time.Now().Add(idle))
+		if end, ok := c.awaitFrame(); !ok {
+			return end
+		}
+		// A live client sends a keepalive every third of its TTL; a connection silent
+		// for twice that is dead or frozen. The session's own TTL decides about its
+		// tokens.
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.idleLimit()))
 		var in inbound
 		in.c = c
-		err := r.Read(&in.f)
-		if err != nil {
-			if c.closing.Load() {
-				return false, false
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
-				return true, false
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				c.s.log.Info("connection idle, closed; its session waits for its TTL", "remote", c.remote)
-				return false, false
-			}
-			reason := wire.Reason(err)
-			c.s.metrics.protocolErrors.WithLabelValues(reason).Inc()
-			c.s.log.Warn("bad frame, connection closed", "remote", c.remote, "reason", reason, "err", err)
-			c.sendError(codeFor(err), err)
-			return false, true
+		if err := r.Read(&in.f); err != nil {
+			return c.readFailed(err)
 		}
-		// Token bucket: MaxFrameRate frames a second, bursts of a second's worth.
+		// Token bucket: MaxFrameRate frames a second, bursts of a second's worth. On
+		// the connection, not the goroutine: parking does not refill it.
 		now := time.Now()
-		allowance = min(rate, allowance+now.Sub(last).Seconds()*rate)
-		last = now
-		if allowance < 1 {
+		c.lastFrame.Store(now.UnixNano())
+		c.allowance = min(rate, c.allowance+now.Sub(c.lastRefill).Seconds()*rate)
+		c.lastRefill = now
+		if c.allowance < 1 {
 			c.s.metrics.protocolErrors.WithLabelValues("rate").Inc()
 			c.s.log.Warn("frame rate over limit, connection closed", "remote", c.remote, "limit", c.s.cfg.MaxFrameRate)
 			c.sendError(wire.CodeTooMany, fmt.Errorf("more than %d frames per second", c.s.cfg.MaxFrameRate))
-			return false, true
+			return endHangup
 		}
-		allowance--
+		c.allowance--
 		for c.inflight.Load() >= maxInflight || c.backlogged() {
 			select {
 			case <-c.space:
 			case <-c.quit:
-				return false, false
+				return endServer
 			case <-c.s.stop:
-				return false, false
+				return endServer
 			}
 		}
 		c.inflight.Add(1)
 		select {
 		case c.s.inbox <- in:
 		case <-c.s.stop:
-			return false, false
+			return endServer
 		}
 	}
+}
+
+// awaitFrame waits up to parkAfter for the next frame to start; if none does, it
+// parks the connection. ok means a frame is arriving (or the parker could not take
+// the connection, and the caller's read waits as usual).
+func (c *conn) awaitFrame() (end readEnd, ok bool) {
+	if c.s.parker == nil || c.r.Buffered() > 0 {
+		return 0, true
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(parkAfter))
+	err := c.r.Wait()
+	var ne net.Error
+	switch {
+	case err == nil:
+		return 0, true
+	case !errors.As(err, &ne) || !ne.Timeout():
+		return c.readFailed(err), false
+	case time.Now().UnixNano()-c.lastFrame.Load() > int64(c.idleLimit()):
+		return c.readFailed(err), false
+	case c.s.parker.park(c):
+		return endParked, false
+	}
+	return 0, true
+}
+
+// readFailed classifies a read error and says how the connection ends.
+func (c *conn) readFailed(err error) readEnd {
+	if c.closing.Load() {
+		return endServer
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		return endPeer
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.s.log.Info("connection idle, closed; its session waits for its TTL", "remote", c.remote)
+		return endServer
+	}
+	reason := wire.Reason(err)
+	c.s.metrics.protocolErrors.WithLabelValues(reason).Inc()
+	c.s.log.Warn("bad frame, connection closed", "remote", c.remote, "reason", reason, "err", err)
+	c.sendError(codeFor(err), err)
+	return endHangup
+}
+
+// idleLimit is how long the connection may stay silent.
+func (c *conn) idleLimit() time.Duration { return 2*c.ttl + time.Second }
+
+// resume gives a parked connection a reader again.
+func (c *conn) resume() {
+	c.s.wg.Add(1)
+	go c.serveFrames()
 }
 
 // room wakes the reader if it waits for the reply queue to drain.
@@ -416,6 +486,9 @@ func (c *conn) closeNow() {
 func (c *conn) shut() {
 	c.once.Do(func() {
 		close(c.quit)
+		if c.s.parker != nil {
+			c.s.parker.unpark(c) // before the descriptor can be reused
+		}
 		c.nc.Close()
 	})
 }

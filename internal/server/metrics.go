@@ -18,6 +18,7 @@ type metrics struct {
 	staleReleases  *prometheus.CounterVec
 	protocolErrors *prometheus.CounterVec
 	connections    prometheus.Gauge
+	parked         prometheus.Gauge
 }
 
 // latencyBuckets span a handoff on loopback (tens of µs) to a session TTL.
@@ -42,8 +43,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "baton_protocol_errors_total", Help: "Bad input from the network, by reason."}, []string{"reason"}),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "baton_connections", Help: "Open token protocol connections."}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_connections_parked", Help: "Connections quiet for 200 ms or more, watched without a goroutine."}),
 	}
-	reg.MustRegister(m.grants, m.wait, m.hold, m.restarts, m.reclaims, m.staleReleases, m.protocolErrors, m.connections)
+	reg.MustRegister(m.grants, m.wait, m.hold, m.restarts, m.reclaims, m.staleReleases, m.protocolErrors, m.connections, m.parked)
 	return m
 }
 

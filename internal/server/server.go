@@ -57,6 +57,7 @@ type Server struct {
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	node     *cluster.Node
+	parker   *parker // nil where connections cannot be parked
 	core     *core
 	inbox    chan inbound
 	batch    []*conn // connections of the frames in the loop's current batch; loop-owned
@@ -149,6 +150,13 @@ func (s *Server) Open() (err error) {
 	}
 	s.loopStarted = true
 	go s.loop()
+	if s.parker, err = newParker(s); err != nil {
+		return fmt.Errorf("idle connection watcher: %w", err)
+	}
+	if s.parker != nil {
+		s.wg.Add(1)
+		go s.parker.run()
+	}
 	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 	s.wg.Add(2)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Magic opens the Challenge and Hello frames so that a stray protocol is spotted at once.
@@ -312,8 +313,9 @@ func appendRecord(b []byte, r Record) []byte {
 
 // Reader decodes frames from a stream, reusing its buffer.
 type Reader struct {
-	r     *bufio.Reader
-	hdr   [4]byte // here, not on the stack: passed to an io.Reader it would escape
+	src   io.Reader
+	r     *bufio.Reader // nil while detached
+	hdr   [4]byte       // here, not on the stack: passed to an io.Reader it would escape
 	buf   []byte
 	names internTable
 }
@@ -324,12 +326,53 @@ func NewReader(r io.Reader) *Reader { return NewReaderSize(r, 4<<10) }
 // NewReaderSize returns a Reader on r that reads size bytes at a time: small for a
 // server with many mostly idle connections. A larger frame is read whole anyway.
 func NewReaderSize(r io.Reader, size int) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, size), buf: make([]byte, 0, 64)}
+	return &Reader{src: r, r: bufio.NewReaderSize(r, size), buf: make([]byte, 0, 64)}
 }
+
+// Buffered reports the bytes read from the stream but not yet decoded.
+func (r *Reader) Buffered() int {
+	if r.r == nil {
+		return 0
+	}
+	return r.r.Buffered()
+}
+
+// Wait returns once a byte of the next frame has arrived, without consuming it: a
+// timeout here (a read deadline) leaves the Reader at a frame boundary.
+func (r *Reader) Wait() error {
+	r.attach()
+	_, err := r.r.Peek(1)
+	return err
+}
+
+// Detach gives the read buffer back to a pool while the stream is quiet: an idle
+// connection then holds none. Only at a frame boundary with nothing buffered; the
+// next Read or Wait takes a buffer again.
+func (r *Reader) Detach() {
+	if r.r == nil || r.r.Buffered() != 0 || r.r.Size() != pooledSize {
+		return
+	}
+	r.r.Reset(nil)
+	readers.Put(r.r)
+	r.r = nil
+}
+
+func (r *Reader) attach() {
+	if r.r == nil {
+		r.r = readers.Get().(*bufio.Reader)
+		r.r.Reset(r.src)
+	}
+}
+
+// pooledSize is the buffer size whose readers Detach pools (the server's).
+const pooledSize = 512
+
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, pooledSize) }}
 
 // Read decodes the next frame into f, overwriting it. Token names are interned so
 // that a steady stream of frames for the same tokens allocates nothing.
 func (r *Reader) Read(f *Frame) error {
+	r.attach()
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		return err
 	}
