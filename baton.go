@@ -81,16 +81,16 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	reqs   chan any // acquireOp, cancelOp, releaseOp, infoOp: handed to run
-	closeC chan struct{}
-	doneC  chan struct{}
-	once   sync.Once
+	mu    sync.Mutex // guards st
+	st    *runState
+	wg    sync.WaitGroup // the reader and the dialer
+	doneC chan struct{}  // closed when Close has finished
+	once  sync.Once
 
 	slotsMu sync.Mutex // guards slots
 	slots   map[string]chan struct{}
 
 	firstSession chan struct{}
-	closeErr     error
 }
 
 // Dial starts a client and waits for its first session, or for ctx.
@@ -115,9 +115,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, reqs: make(chan any), closeC: make(chan struct{}),
-		doneC: make(chan struct{}), slots: map[string]chan struct{}{}, firstSession: make(chan struct{})}
-	go c.run()
+	c := &Client{cfg: cfg, log: cfg.Logger, doneC: make(chan struct{}), slots: map[string]chan struct{}{},
+		firstSession: make(chan struct{})}
+	c.st = newRunState(c)
+	c.event(func(st *runState) { st.startDial() })
 	select {
 	case <-c.firstSession:
 		return c, nil
@@ -130,7 +131,13 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 // Close ends the session: the server is told goodbye, so whatever this client still
 // holds passes on at once; every lease's Done closes. Idempotent.
 func (c *Client) Close() error {
-	c.once.Do(func() { close(c.closeC) })
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.st.shutdown()
+		c.mu.Unlock()
+		c.wg.Wait() // a dial in progress ends within DialTimeout
+		close(c.doneC)
+	})
 	<-c.doneC
 	return nil
 }
@@ -148,12 +155,10 @@ type Info struct {
 // Info returns the session's current state.
 func (c *Client) Info() Info {
 	op := infoOp{res: make(chan Info, 1)}
-	select {
-	case c.reqs <- op:
-		return <-op.res
-	case <-c.doneC:
+	if !c.submit(op) {
 		return Info{}
 	}
+	return <-op.res
 }
 
 // Lease is a token held by this client.
@@ -196,12 +201,11 @@ func (l *Lease) end(err error) bool {
 // decides, and a stale one returns ErrStaleFence having changed nothing.
 func (l *Lease) Release(ctx context.Context, rec Record) error {
 	op := releaseOp{lease: l, rec: rec, res: make(chan error, 1)}
-	select {
-	case l.c.reqs <- op:
-	case <-l.c.doneC:
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !l.c.submit(op) {
 		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 	select {
 	case err := <-op.res:
@@ -228,12 +232,7 @@ func (c *Client) Acquire(ctx context.Context, token string) (*Lease, error) {
 		return nil, ErrClosed
 	}
 	op := &acquireOp{token: token, res: make(chan acquireResult, 1), slot: slot}
-	select {
-	case c.reqs <- op:
-	case <-ctx.Done():
-		<-slot
-		return nil, ctx.Err()
-	case <-c.doneC:
+	if !c.submit(op) {
 		<-slot
 		return nil, ErrClosed
 	}
@@ -252,12 +251,11 @@ func (l *Lease) Requeue(ctx context.Context, rec Record) (*Lease, error) {
 	c := l.c
 	op := &acquireOp{token: l.Token, res: make(chan acquireResult, 1)}
 	rq := requeueOp{releaseOp: releaseOp{lease: l, rec: rec, res: make(chan error, 1)}, next: op}
-	select {
-	case c.reqs <- rq:
-	case <-c.doneC:
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !c.submit(rq) {
 		return nil, ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 	next, err := c.await(ctx, op)
 	if !errors.Is(err, errNotRequeued) {
@@ -287,14 +285,9 @@ func (c *Client) await(ctx context.Context, op *acquireOp) (*Lease, error) {
 	case <-c.doneC:
 		return nil, ErrClosed
 	}
-	// Withdraw. run answers once it has told the server, and then nothing more will
+	// Withdraw. Once submit returns the server has been told, and nothing more will
 	// arrive on op.res but what may already be there.
-	ack := make(chan struct{})
-	select {
-	case c.reqs <- cancelOp{op: op, ack: ack}:
-		<-ack
-	case <-c.doneC:
-	}
+	c.submit(cancelOp{op: op})
 	return nil, ctx.Err()
 }
 
@@ -324,10 +317,7 @@ type acquireResult struct {
 	err   error
 }
 
-type cancelOp struct {
-	op  *acquireOp
-	ack chan struct{}
-}
+type cancelOp struct{ op *acquireOp }
 
 type releaseOp struct {
 	lease *Lease

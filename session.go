@@ -10,14 +10,17 @@ import (
 	"github.com/baton-dev/baton/internal/wire"
 )
 
-// runState is everything the run goroutine owns: the connection, the session, the
-// outstanding requests and the leases. Nothing else reads or writes it.
+// runState is the client's state: the connection, the session, the outstanding
+// requests and the leases. It is guarded by Client.mu, and whoever has an event
+// handles it under that lock: a caller its request, the reader a frame, a timer its
+// deadline, the dialer its connection. There is no goroutine in between, so a grant
+// reaches the waiting caller with one wake-up and a request leaves with none.
 type runState struct {
 	c *Client
 
 	conn    *clientConn // nil while disconnected
+	closed  bool        // Close has run: nothing more happens
 	dialing bool
-	dialRes chan dialResult
 	redial  *time.Timer
 	backoff time.Duration
 	failed  int // dial attempts since the last session
@@ -27,7 +30,7 @@ type runState struct {
 	ttl      time.Duration
 	deadline time.Time   // the session is trusted until then, by this clock
 	trust    *time.Timer // fires at deadline
-	ka       *time.Ticker
+	ka       *time.Timer // fires every third of the TTL while connected
 	kaSent   map[uint64]time.Time // keepalive seq → when it was sent
 
 	seq      uint64
@@ -47,55 +50,51 @@ type releaseReq struct {
 type clientConn struct {
 	nc        net.Conn
 	w         *wire.Writer
-	frames    chan wire.Frame
-	errc      chan error
-	quit      chan struct{}
 	announced bool // the server said Closing: our session lives on, resume it
 	server    string
 }
 
 type dialResult struct {
 	conn    *clientConn
+	r       *wire.Reader
 	welcome wire.Frame
 	sentAt  time.Time // when the hello left: the session is alive from then on
 	err     error
 }
 
-func (c *Client) run() {
-	defer close(c.doneC)
-	st := &runState{c: c, dialRes: make(chan dialResult, 1), redial: time.NewTimer(0), trust: time.NewTimer(time.Hour),
-		ka: time.NewTicker(time.Hour), kaSent: map[uint64]time.Time{}, ops: map[uint64]*acquireOp{},
+func newRunState(c *Client) *runState {
+	st := &runState{c: c, kaSent: map[uint64]time.Time{}, ops: map[uint64]*acquireOp{},
 		releases: map[uint64]*releaseReq{}, backoff: 50 * time.Millisecond}
-	defer st.redial.Stop()
-	defer st.trust.Stop()
-	defer st.ka.Stop()
-	for {
-		var frames <-chan wire.Frame
-		var errc <-chan error
-		if st.conn != nil {
-			frames, errc = st.conn.frames, st.conn.errc
-		}
-		select {
-		case <-c.closeC:
-			st.shutdown()
-			return
-		case <-st.redial.C:
-			st.startDial()
-		case r := <-st.dialRes:
-			st.dialed(r)
-		case f := <-frames:
-			st.frame(&f)
-		case err := <-errc:
-			st.lost(err)
-		case <-st.ka.C:
-			st.keepalive()
-		case now := <-st.trust.C:
-			st.checkTrust(now)
-		case req := <-c.reqs:
-			st.request(req)
-		}
-		st.flush()
+	st.redial = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.startDial() }) })
+	st.trust = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.checkTrust(time.Now()) }) })
+	st.ka = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.keepalive() }) })
+	st.redial.Stop()
+	st.trust.Stop()
+	st.ka.Stop()
+	return st
+}
+
+// event handles one event under the lock, then sends what it queued.
+func (c *Client) event(fn func(st *runState)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.closed {
+		return
 	}
+	fn(c.st)
+	c.st.flush()
+}
+
+// submit hands a caller's request to the state; false once the client is closed.
+func (c *Client) submit(req any) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.closed {
+		return false
+	}
+	c.st.request(req)
+	c.st.flush()
+	return true
 }
 
 func (st *runState) nextSeq() uint64 {
@@ -122,15 +121,29 @@ func (st *runState) flush() {
 	}
 }
 
-// startDial dials in the background: the run loop must stay free to end leases on
-// time while a dial is slow.
+// startDial dials in the background: the state must stay free to end leases on time
+// while a dial is slow.
 func (st *runState) startDial() {
 	if st.dialing || st.conn != nil {
 		return
 	}
 	st.dialing = true
-	cfg, resume := st.c.cfg, st.session
-	go func() { st.dialRes <- dial(cfg, resume) }()
+	c, cfg, resume := st.c, st.c.cfg, st.session
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		r := dial(cfg, resume)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.st.closed {
+			if r.conn != nil {
+				r.conn.close()
+			}
+			return
+		}
+		c.st.dialed(r)
+		c.st.flush()
+	}()
 }
 
 func dial(cfg Config, resume uint64) dialResult {
@@ -190,34 +203,38 @@ func dial(cfg Config, resume uint64) dialResult {
 		return fail(fmt.Errorf("expected welcome from %s, got %s", addr, wel.Op))
 	}
 	_ = nc.SetDeadline(time.Time{})
-	cc := &clientConn{nc: nc, w: w, frames: make(chan wire.Frame, 64), errc: make(chan error, 1), quit: make(chan struct{}), server: addr}
-	ttl := time.Duration(wel.TTLms) * time.Millisecond
-	go cc.read(r, ttl)
-	return dialResult{conn: cc, welcome: wel, sentAt: sentAt}
+	return dialResult{conn: &clientConn{nc: nc, w: w, server: addr}, r: r, welcome: wel, sentAt: sentAt}
 }
 
-// read feeds frames to the run loop. The server answers a keepalive every third of
-// the TTL; a connection silent for a whole TTL is dead.
-func (cc *clientConn) read(r *wire.Reader, ttl time.Duration) {
+// read handles the connection's frames as they come, each under the lock, until the
+// connection ends or is no longer the current one. The server answers a keepalive
+// every third of the TTL; a connection silent for a whole TTL is dead.
+func (c *Client) read(cc *clientConn, r *wire.Reader, ttl time.Duration) {
+	defer c.wg.Done()
+	var f wire.Frame
 	for {
 		_ = cc.nc.SetReadDeadline(time.Now().Add(ttl))
-		var f wire.Frame
-		if err := r.Read(&f); err != nil {
-			cc.errc <- err
+		err := r.Read(&f)
+		c.mu.Lock()
+		st := c.st
+		if st.conn != cc { // closed or replaced meanwhile
+			c.mu.Unlock()
 			return
 		}
-		select {
-		case cc.frames <- f:
-		case <-cc.quit:
+		if err != nil {
+			st.lost(err)
+		} else {
+			st.frame(&f)
+		}
+		st.flush()
+		c.mu.Unlock()
+		if err != nil {
 			return
 		}
 	}
 }
 
-func (cc *clientConn) close() {
-	close(cc.quit)
-	cc.nc.Close()
-}
+func (cc *clientConn) close() { cc.nc.Close() }
 
 func (st *runState) dialed(r dialResult) {
 	st.dialing = false
@@ -237,14 +254,13 @@ func (st *runState) dialed(r dialResult) {
 	w := &r.welcome
 	resumed := w.Resumed && w.Session == st.session
 	st.session, st.epoch = w.Session, w.Epoch
-	ttl := time.Duration(w.TTLms) * time.Millisecond
-	if ttl != st.ttl {
-		st.ttl = ttl
-		st.ka.Reset(ttl / 3)
-	}
+	st.ttl = time.Duration(w.TTLms) * time.Millisecond
+	st.ka.Reset(st.ttl / 3)
+	st.c.wg.Add(1)
+	go st.c.read(r.conn, r.r, st.ttl)
 	st.extend(r.sentAt)
 	st.c.log.Info("session", "server", r.conn.server, "session", fmt.Sprintf("%x", st.session), "resumed", resumed,
-		"epoch", st.epoch, "ttl", ttl, "held", len(w.Held), "waiting", len(w.Waiting))
+		"epoch", st.epoch, "ttl", st.ttl, "held", len(w.Held), "waiting", len(w.Waiting))
 	st.reconcile(w, resumed)
 	if !st.first {
 		st.first = true
@@ -350,6 +366,7 @@ func (st *runState) lost(err error) {
 	}
 	st.conn.close()
 	st.conn = nil
+	st.ka.Stop()
 	for seq := range st.kaSent {
 		delete(st.kaSent, seq)
 	}
@@ -495,6 +512,7 @@ func (st *runState) keepalive() {
 	if st.conn == nil {
 		return
 	}
+	st.ka.Reset(st.ttl / 3)
 	seq := st.nextSeq()
 	now := time.Now()
 	st.kaSent[seq] = now
@@ -548,7 +566,6 @@ func (st *runState) request(req any) {
 				delete(st.ops, op.seq)
 			}
 		}
-		close(r.ack)
 	case releaseOp:
 		st.release(r, nil)
 	case requeueOp:
@@ -599,6 +616,10 @@ func (st *runState) release(r releaseOp, next *acquireOp) {
 // passes on at once whatever we held. Leases end first: the server acts on the
 // goodbye the moment it reads it.
 func (st *runState) shutdown() {
+	st.closed = true
+	st.redial.Stop()
+	st.trust.Stop()
+	st.ka.Stop()
 	for _, op := range st.ops {
 		if op.lease == nil && !op.cancelled {
 			op.res <- acquireResult{err: ErrClosed}
@@ -618,9 +639,5 @@ func (st *runState) shutdown() {
 			st.conn = nil
 		}
 	}
-	if st.dialing {
-		if r := <-st.dialRes; r.conn != nil {
-			r.conn.close()
-		}
-	}
+	// A dial in progress closes what it gets: it finds st.closed.
 }

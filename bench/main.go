@@ -69,6 +69,10 @@ func main() {
 			_ = pprof.StartCPUProfile(f)
 			defer pprof.StopCPUProfile()
 		}
+		// BENCH_SERVER_PROCS sets a server child's GOMAXPROCS, apart from this process's.
+		if n, err := strconv.Atoi(os.Getenv("BENCH_SERVER_PROCS")); err == nil && n > 0 {
+			runtime.GOMAXPROCS(n)
+		}
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 		// BENCH_MEMPROFILE writes a server child's heap profile on SIGUSR1 (the idle shape

@@ -179,10 +179,7 @@ func (c *conn) serveFrames() {
 		return
 	}
 	defer c.forget()
-	select {
-	case c.s.inbox <- inbound{c: c, closed: true, peerClosed: end == endPeer}:
-	case <-c.s.stop:
-	}
+	c.s.post(work{in: inbound{c: c, closed: true, peerClosed: end == endPeer}})
 	if end == endHangup { // the connection closes once the error frame is out; give it a moment
 		select {
 		case <-c.quit:
@@ -289,9 +286,7 @@ func (c *conn) readLoop() readEnd {
 			}
 		}
 		c.inflight.Add(1)
-		select {
-		case c.s.inbox <- in:
-		case <-c.s.stop:
+		if !c.s.post(work{in: in}) {
 			return endServer
 		}
 	}

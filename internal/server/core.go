@@ -17,9 +17,10 @@ import (
 	"github.com/baton-dev/baton/internal/wire"
 )
 
-// core is the single owner of the server's state: tokens, sessions, which connection
-// serves which session, the epoch. Only the core goroutine (Server.loop) touches it;
-// connections and HTTP handlers hand it work through Server.inbox and Server.ctl.
+// core is the server's state: tokens, sessions, which connection serves which
+// session, the epoch. Only the core's owner of the moment (the goroutine holding
+// Server.coreMu) touches it; connections, HTTP handlers and timers post it work
+// (Server.post).
 type core struct {
 	s        *Server
 	tokens   *token.Table
@@ -77,10 +78,13 @@ type tokenInstruments struct {
 }
 
 func newCore(s *Server, ttl time.Duration) *core {
-	return &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: map[token.SessionID]*session{},
+	c := &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: map[token.SessionID]*session{},
 		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
 		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
-		expiryTimer: time.NewTimer(time.Hour), graceTimer: time.NewTimer(time.Hour)}
+	}
+	c.expiryTimer = time.AfterFunc(time.Hour, func() { s.post(work{fn: c.expire}) })
+	c.graceTimer = time.AfterFunc(time.Hour, func() { s.post(work{fn: func(now time.Time) { c.tokens.Unblock(now, c.granted) }}) })
+	return c
 }
 
 // restore loads the durable state and starts a new epoch. After a crash the old

@@ -2,10 +2,13 @@
 // FIFO queue, shared record), serves the token protocol over TCP, joins the memberlist
 // cluster and serves HTTP (metrics, health, status, admin).
 //
-// All token and session state belongs to one goroutine, loop. Connection readers hand
-// it frames through inbox; everything else (handshakes, HTTP, membership, restarts)
-// hands it closures through ctl. Replies are queued during a batch and sent after the
-// batch's state is durable (see core.commit).
+// All token and session state belongs to the core, and one goroutine at a time owns
+// it: whoever holds coreMu. Connection readers post frames, everything else
+// (handshakes, HTTP, membership, timers, restarts) posts closures, to one queue; the
+// poster then tries to take the core and serve the queue itself, so that an
+// uncontended frame is handled on the goroutine that read it, with no hand-off.
+// Replies are queued during a batch and sent after the batch's state is durable (see
+// core.commit).
 package server
 
 import (
@@ -59,9 +62,13 @@ type Server struct {
 	node     *cluster.Node
 	parker   *parker // nil where connections cannot be parked
 	core     *core
-	inbox    chan inbound
-	batch    []*conn // connections of the frames in the loop's current batch; loop-owned
-	ctl      chan func(now time.Time)
+	coreMu   sync.Mutex // held by the core's owner of the moment
+	batch    []*conn    // connections of the frames in the current batch; the owner's
+	qmu      sync.Mutex // guards queue, spare, stopped
+	queue    []work     // posted, not yet served
+	spare    []work     // the other half of a double buffer for queue
+	stopped  bool       // Close has served the last of the queue; posts are refused
+	kick     chan struct{}
 	stop     chan struct{}
 	loopDone chan struct{}
 	wg       sync.WaitGroup // accept loop and every connection's goroutines
@@ -97,7 +104,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	var boot [8]byte
 	_, _ = rand.Read(boot[:])
 	s := &Server{cfg: cfg, log: opts.Logger, level: opts.Level, reg: opts.Registry, reload: opts.Reload, key: key,
-		bootID: hex.EncodeToString(boot[:]), inbox: make(chan inbound, 1024), ctl: make(chan func(time.Time), 64),
+		bootID: hex.EncodeToString(boot[:]), kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), loopDone: make(chan struct{}), conns: map[*conn]struct{}{}}
 	s.adminToken.Store(&cfg.AdminToken)
 	s.metrics = newMetrics(s.reg)
@@ -212,9 +219,18 @@ func (s *Server) Close() error {
 		if s.loopStarted {
 			_ = s.do(func(time.Time) { s.core.closeAll(); s.core.commit() })
 		}
-		close(s.stop) // also releases a membership report waiting for the loop
+		close(s.stop)
 		if s.loopStarted {
 			<-s.loopDone
+			// The last of the queue is served here: nothing posted waits forever.
+			s.coreMu.Lock()
+			s.qmu.Lock()
+			s.stopped = true
+			s.qmu.Unlock()
+			s.serveQueue()
+			s.core.expiryTimer.Stop()
+			s.core.graceTimer.Stop()
+			s.coreMu.Unlock()
 		}
 		if s.node != nil {
 			_ = s.node.Close()
@@ -229,20 +245,14 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// do runs fn on the core goroutine and waits for it.
+// do runs fn as the core's owner and waits for it.
 func (s *Server) do(fn func(now time.Time)) error {
 	done := make(chan struct{})
-	select {
-	case s.ctl <- func(now time.Time) { fn(now); close(done) }:
-	case <-s.stop:
+	if !s.post(work{fn: func(now time.Time) { fn(now); close(done) }}) {
 		return errors.New("server stopped")
 	}
-	select {
-	case <-done:
-		return nil
-	case <-s.loopDone:
-		return errors.New("server stopped")
-	}
+	<-done
+	return nil
 }
 
 // Restart restarts the server in place: re-reads its configuration, bumps the epoch,
@@ -293,52 +303,102 @@ func (s *Server) Status() (Status, error) {
 }
 
 func (s *Server) membersChanged(members []cluster.Member) {
+	s.post(work{fn: func(now time.Time) { s.core.membersChanged(members, now) }})
+}
+
+// work is an item for the core: a frame or the end of a connection from its reader,
+// or a closure from anything else.
+type work struct {
+	in inbound
+	fn func(now time.Time)
+}
+
+// post queues w for the core and serves the queue if the core is free; false once
+// the server has stopped. It never waits for another owner.
+func (s *Server) post(w work) bool {
+	s.qmu.Lock()
+	if s.stopped {
+		s.qmu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, w)
+	s.qmu.Unlock()
+	if s.coreMu.TryLock() {
+		s.serveQueue()
+		s.coreMu.Unlock()
+		// What was posted while this goroutine served (its poster found the core
+		// taken) goes to the core goroutine: a reader goes back to its connection.
+		if s.pending() {
+			s.wake()
+		}
+	}
+	return true
+}
+
+func (s *Server) pending() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue) > 0
+}
+
+func (s *Server) wake() {
 	select {
-	case s.ctl <- func(now time.Time) { s.core.membersChanged(members, now) }:
-	case <-s.stop:
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
-// loop is the core goroutine: the only one that touches s.core.
+// loop is the core goroutine: it serves the queue whenever a poster left work behind,
+// and until it is empty.
 func (s *Server) loop() {
 	defer close(s.loopDone)
-	c := s.core
-	defer c.expiryTimer.Stop()
-	defer c.graceTimer.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
-		case in := <-s.inbox:
-			now := time.Now()
-			s.handle(in, now)
-			// Take what else has arrived, so that one commit serves the whole batch.
-			for i := 0; i < 128; i++ {
-				select {
-				case in = <-s.inbox:
-					s.handle(in, now)
-					continue
-				default:
-				}
-				break
-			}
-		case fn := <-s.ctl:
-			fn(time.Now())
-		case now := <-c.expiryTimer.C:
-			c.expire(now)
-		case now := <-c.graceTimer.C:
-			c.tokens.Unblock(now, c.granted)
+		case <-s.kick:
 		}
-		c.commit()
-		// Only now are the batch's replies in their connections' queues: a frame stops
-		// counting against its reader's backpressure once its answer is queued.
-		for i, cn := range s.batch {
-			cn.inflight.Add(-1)
-			cn.room()
-			s.batch[i] = nil
+		for s.pending() {
+			s.coreMu.Lock()
+			s.serveQueue()
+			s.coreMu.Unlock()
 		}
-		s.batch = s.batch[:0]
 	}
+}
+
+// serveQueue handles everything queued, then commits once for the whole batch. With
+// coreMu held.
+func (s *Server) serveQueue() {
+	for {
+		s.qmu.Lock()
+		batch := s.queue
+		s.queue, s.spare = s.spare[:0], nil
+		s.qmu.Unlock()
+		if len(batch) == 0 {
+			break
+		}
+		now := time.Now()
+		for i := range batch {
+			if fn := batch[i].fn; fn != nil {
+				fn(now)
+			} else {
+				s.handle(batch[i].in, now)
+			}
+			batch[i] = work{}
+		}
+		s.qmu.Lock()
+		s.spare = batch[:0]
+		s.qmu.Unlock()
+	}
+	s.core.commit()
+	// Only now are the batch's replies written: a frame stops counting against its
+	// reader's backpressure once its answer is out.
+	for i, cn := range s.batch {
+		cn.inflight.Add(-1)
+		cn.room()
+		s.batch[i] = nil
+	}
+	s.batch = s.batch[:0]
 }
 
 func (s *Server) handle(in inbound, now time.Time) {
