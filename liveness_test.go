@@ -110,40 +110,15 @@ func TestFrozenHolderLosesTokenOnlyAfterTTL(t *testing.T) {
 // the token to anyone else. Its Done closes first; the next grant comes after.
 func TestPartitionedHolderStopsTrustingBeforeRegrant(t *testing.T) {
 	const ttl = 500 * time.Millisecond
-	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = ttl })
-	proxy := testutil.StartProxy(t, srv.TokenAddr())
-	ctx := context.Background()
-	cut, err := baton.Dial(ctx, baton.Config{Addr: proxy.Addr(), Node: "cut-off", Logger: testutil.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cut.Close()
-	l, err := cut.Acquire(ctx, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := testutil.Dial(t, srv, "other")
-	granted := make(chan time.Time, 1)
-	go func() {
-		ol, err := other.Acquire(ctx, "counter")
-		if err != nil {
-			t.Errorf("other: %v", err)
-			return
-		}
-		if ol.Fence != l.Fence+1 {
-			t.Errorf("other got fence %d, want %d", ol.Fence, l.Fence+1)
-		}
-		granted <- time.Now()
-	}()
-	waitQueue(t, srv, 1)
-	proxy.Partition()
+	h := startCutOffHolder(t, ttl)
 	var doneAt, grantAt time.Time
-	done := l.Done()
+	done := h.lease.Done()
 	for doneAt.IsZero() || grantAt.IsZero() {
 		select {
 		case <-done:
 			doneAt, done = time.Now(), nil
-		case grantAt = <-granted:
+		case g := <-h.next:
+			grantAt = g.at
 		case <-time.After(5 * ttl):
 			t.Fatalf("after %s: lease done at %v, next grant at %v", 5*ttl, doneAt, grantAt)
 		}
@@ -152,6 +127,54 @@ func TestPartitionedHolderStopsTrustingBeforeRegrant(t *testing.T) {
 	if !doneAt.Before(grantAt) {
 		t.Fatalf("server re-granted %s before the cut-off holder stopped trusting its lease", doneAt.Sub(grantAt))
 	}
+}
+
+// cutOffHolder is a client that reaches the server through a proxy and holds
+// "counter" when the proxy cuts it off, with another client queued behind it.
+type cutOffHolder struct {
+	srv    *testutil.Server
+	proxy  *testutil.Proxy
+	client *baton.Client
+	lease  *baton.Lease
+	next   chan grantAt // the other client's grant, once its session has expired
+}
+
+type grantAt struct {
+	lease *baton.Lease
+	at    time.Time
+}
+
+// startCutOffHolder sets the scene with a session TTL of ttl and cuts the holder off.
+func startCutOffHolder(t *testing.T, ttl time.Duration) *cutOffHolder {
+	t.Helper()
+	h := &cutOffHolder{next: make(chan grantAt, 1)}
+	h.srv = testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = ttl })
+	h.proxy = testutil.StartProxy(t, h.srv.TokenAddr())
+	ctx := context.Background()
+	var err error
+	h.client, err = baton.Dial(ctx, baton.Config{Addr: h.proxy.Addr(), Node: "cut-off", Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.client.Close() })
+	if h.lease, err = h.client.Acquire(ctx, "counter"); err != nil {
+		t.Fatal(err)
+	}
+	other := testutil.Dial(t, h.srv, "other")
+	go func() {
+		ol, err := other.Acquire(ctx, "counter")
+		if err != nil {
+			t.Errorf("other: %v", err)
+			return
+		}
+		if ol.Fence != h.lease.Fence+1 {
+			t.Errorf("other got fence %d, want %d", ol.Fence, h.lease.Fence+1)
+		}
+		h.next <- grantAt{lease: ol, at: time.Now()}
+	}()
+	waitQueue(t, h.srv, 1)
+	h.proxy.Partition()
+	return h
 }
 
 // The cancel-versus-grant race (x/sync/semaphore's go.dev/issue/63615): a waiter

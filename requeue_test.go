@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton"
-	"github.com/baton-dev/baton/internal/server"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/internal/wire"
 )
@@ -173,50 +172,31 @@ func TestRefusedRequeueQueuesNothing(t *testing.T) {
 // A holder cut off past its TTL lost its lease; Requeue then reports the refusal
 // and queues nothing, and the client can acquire again afterwards.
 func TestRequeueOfALostLeaseIsRefused(t *testing.T) {
-	const ttl = 500 * time.Millisecond
-	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = ttl })
-	proxy := testutil.StartProxy(t, srv.TokenAddr())
+	h := startCutOffHolder(t, 500*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cut, err := baton.Dial(ctx, baton.Config{Addr: proxy.Addr(), Node: "cut-off", Logger: testutil.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
+	var ol *baton.Lease
+	select {
+	case g := <-h.next:
+		ol = g.lease
+	case <-ctx.Done():
+		t.Fatal("the other client never got the token")
 	}
-	defer cut.Close()
-	l, err := cut.Acquire(ctx, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := testutil.Dial(t, srv, "other")
-	taken := make(chan *baton.Lease, 1)
-	go func() {
-		ol, err := other.Acquire(ctx, "counter")
-		if err != nil {
-			t.Errorf("other: %v", err)
-		}
-		taken <- ol
-	}()
-	waitQueue(t, srv, 1)
-	proxy.Partition()
-	ol := <-taken
-	if ol == nil {
-		t.FailNow()
-	}
-	<-l.Done()
-	proxy.Heal()
+	<-h.lease.Done()
+	h.proxy.Heal()
 
-	next, err := l.Requeue(ctx, baton.Record{Counter: 1000})
+	next, err := h.lease.Requeue(ctx, baton.Record{Counter: 1000})
 	if !errors.Is(err, baton.ErrStaleFence) && !errors.Is(err, baton.ErrLeaseLost) {
 		t.Fatalf("requeue of a lost lease: lease %v, err %v; want ErrStaleFence or ErrLeaseLost", next, err)
 	}
-	st, _ := srv.Status()
+	st, _ := h.srv.Status()
 	if tok := st.Tokens[0]; tok.Holder != "other" || len(tok.Queue) != 0 || tok.Counter == 1000 {
 		t.Fatalf("after the refused requeue: holder %q queue %v counter %d; want other, empty, untouched", tok.Holder, tok.Queue, tok.Counter)
 	}
 	if err := ol.Release(ctx, ol.Record); err != nil {
 		t.Fatal(err)
 	}
-	again, err := cut.Acquire(ctx, "counter")
+	again, err := h.client.Acquire(ctx, "counter")
 	if err != nil {
 		t.Fatalf("acquire after the refused requeue: %v", err)
 	}

@@ -28,9 +28,9 @@ type runState struct {
 	session  uint64
 	epoch    uint64
 	ttl      time.Duration
-	deadline time.Time   // the session is trusted until then, by this clock
-	trust    *time.Timer // fires at deadline
-	ka       *time.Timer // fires every third of the TTL while connected
+	deadline time.Time            // the session is trusted until then, by this clock
+	trust    *time.Timer          // fires at deadline
+	ka       *time.Timer          // fires every third of the TTL while connected
 	kaSent   map[uint64]time.Time // keepalive seq → when it was sent
 
 	seq      uint64
@@ -208,12 +208,19 @@ func dial(cfg Config, resume uint64) dialResult {
 
 // read handles the connection's frames as they come, each under the lock, until the
 // connection ends or is no longer the current one. The server answers a keepalive
-// every third of the TTL; a connection silent for a whole TTL is dead.
+// every third of the TTL; a connection silent for about a TTL is dead.
 func (c *Client) read(cc *clientConn, r *wire.Reader, ttl time.Duration) {
 	defer c.wg.Done()
 	var f wire.Frame
+	var deadline time.Time
 	for {
-		_ = cc.nc.SetReadDeadline(time.Now().Add(ttl))
+		// Moved only once a quarter of it is used up: arming a deadline for every
+		// frame costs a timer update per grant. A silent connection is dead after
+		// three quarters of a TTL at the earliest; keepalives are answered every third.
+		if now := time.Now(); deadline.Sub(now) < ttl*3/4 {
+			deadline = now.Add(ttl)
+			_ = cc.nc.SetReadDeadline(deadline)
+		}
 		err := r.Read(&f)
 		c.mu.Lock()
 		st := c.st

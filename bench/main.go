@@ -60,44 +60,7 @@ func main() {
 	flag.Parse()
 
 	if *serve != "" {
-		// BENCH_CPUPROFILE profiles a server child (pprof), for finding its hot path.
-		if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
-			f, err := os.Create(path)
-			if err != nil {
-				fail(err)
-			}
-			_ = pprof.StartCPUProfile(f)
-			defer pprof.StopCPUProfile()
-		}
-		// BENCH_SERVER_PROCS sets a server child's GOMAXPROCS, apart from this process's.
-		if n, err := strconv.Atoi(os.Getenv("BENCH_SERVER_PROCS")); err == nil && n > 0 {
-			runtime.GOMAXPROCS(n)
-		}
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-		// BENCH_MEMPROFILE writes a server child's heap profile on SIGUSR1 (the idle shape
-		// sends it at the end of its watch).
-		memProfile := func() {}
-		if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
-			runtime.MemProfileRate = 4096
-			memProfile = func() {
-				runtime.GC() // the profile shows the heap as of the last GC
-				if f, err := os.Create(path); err == nil {
-					_ = pprof.Lookup("heap").WriteTo(f, 0)
-					f.Close()
-				}
-			}
-		}
-		usr1 := make(chan os.Signal, 1)
-		signal.Notify(usr1, syscall.SIGUSR1)
-		go func() {
-			for range usr1 {
-				memProfile()
-			}
-		}()
-		if err := serveChild(*serve, func() { <-sig }); err != nil {
-			fail(err)
-		}
+		runServer(*serve)
 		return
 	}
 	if *hold != "" {
@@ -105,14 +68,7 @@ func main() {
 		return
 	}
 	// BENCH_CLIENT_CPUPROFILE profiles this process: the client sessions' side.
-	if path := os.Getenv("BENCH_CLIENT_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			fail(err)
-		}
-		_ = pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
+	defer cpuProfile("BENCH_CLIENT_CPUPROFILE")()
 	o := options{systems: strings.Split(*systemsFlag, ","), tokens: *tokens, idle: *idle, idleFor: *idleFor,
 		duration: *duration, warmup: *warmup, reps: *reps, kills: *kills}
 	for _, f := range strings.Split(*clientsFlag, ",") {
@@ -146,6 +102,51 @@ func main() {
 	if rep.Overlaps > 0 {
 		fail(fmt.Errorf("%d overlapping critical sections", rep.Overlaps))
 	}
+}
+
+// runServer runs a system's server as a child process until SIGINT or SIGTERM, with
+// the profiling knobs: BENCH_CPUPROFILE (CPU profile of the run), BENCH_MEMPROFILE
+// (heap profile on SIGUSR1; the idle shape sends it at the end of its watch) and
+// BENCH_SERVER_PROCS (GOMAXPROCS, apart from the benchmark process's).
+func runServer(kind string) {
+	defer cpuProfile("BENCH_CPUPROFILE")()
+	if n, err := strconv.Atoi(os.Getenv("BENCH_SERVER_PROCS")); err == nil && n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
+	if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
+		runtime.MemProfileRate = 4096
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				runtime.GC() // the profile shows the heap as of the last GC
+				if f, err := os.Create(path); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
+			}
+		}()
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	if err := serveChild(kind, func() { <-sig }); err != nil {
+		fail(err)
+	}
+}
+
+// cpuProfile starts a CPU profile into the file the environment variable env names,
+// if it is set; the result stops it.
+func cpuProfile(env string) (stop func()) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fail(err)
+	}
+	_ = pprof.StartCPUProfile(f)
+	return pprof.StopCPUProfile
 }
 
 func fail(err error) {

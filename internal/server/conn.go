@@ -256,8 +256,10 @@ func (c *conn) readLoop() readEnd {
 		}
 		// A live client sends a keepalive every third of its TTL; a connection silent
 		// for twice that is dead or frozen. The session's own TTL decides about its
-		// tokens.
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.idleLimit()))
+		// tokens. A frame already buffered needs no deadline (the common case).
+		if !r.Complete() {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.idleLimit()))
+		}
 		var in inbound
 		in.c = c
 		if err := r.Read(&in.f); err != nil {

@@ -77,8 +77,13 @@ func (t *Token) Waiters() []SessionID {
 }
 
 func (t *Token) push(w waiter) {
-	if t.head > 0 && t.head == len(t.queue) {
-		t.queue, t.head = t.queue[:0], 0 // empty: reuse the array from its start
+	if t.head > 0 && len(t.queue) == cap(t.queue) && t.head >= len(t.queue)/2 {
+		// Full at the back, at least half of it popped: slide the waiters down. A
+		// queue that never empties (clients that requeue) would otherwise have append
+		// copy the popped prefix into ever larger arrays.
+		n := copy(t.queue, t.queue[t.head:])
+		clear(t.queue[n:])
+		t.queue, t.head = t.queue[:n], 0
 	}
 	t.queue = append(t.queue, w)
 }

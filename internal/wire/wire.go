@@ -337,6 +337,16 @@ func (r *Reader) Buffered() int {
 	return r.r.Buffered()
 }
 
+// Complete reports whether a whole frame is buffered, so that Read will not touch
+// the stream: a caller can skip arming a read deadline.
+func (r *Reader) Complete() bool {
+	if r.r == nil || r.r.Buffered() < 4 {
+		return false
+	}
+	hdr, _ := r.r.Peek(4)
+	return r.r.Buffered()-4 >= int(binary.BigEndian.Uint32(hdr))
+}
+
 // Wait returns once a byte of the next frame has arrived, without consuming it: a
 // timeout here (a read deadline) leaves the Reader at a frame boundary.
 func (r *Reader) Wait() error {
