@@ -91,6 +91,7 @@ type Client struct {
 	slots   map[string]chan struct{}
 
 	firstSession chan struct{}
+	turnFreed    chan struct{} // a caller waiting for the turn to read may take it
 }
 
 // Dial starts a client and waits for its first session, or for ctx.
@@ -116,7 +117,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, doneC: make(chan struct{}), slots: map[string]chan struct{}{},
-		firstSession: make(chan struct{})}
+		firstSession: make(chan struct{}), turnFreed: make(chan struct{}, 1)}
 	c.st = newRunState(c)
 	c.event(func(st *runState) { st.startDial() })
 	select {
@@ -207,12 +208,11 @@ func (l *Lease) Release(ctx context.Context, rec Record) error {
 	if !l.c.submit(op) {
 		return ErrClosed
 	}
-	select {
-	case err := <-op.res:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	err, waitErr := answer(l.c, ctx, op.res)
+	if waitErr != nil {
+		return waitErr
 	}
+	return err
 }
 
 // Acquire waits in the token's FIFO queue until this client holds it, then returns
@@ -278,11 +278,11 @@ var errNotRequeued = errors.New("baton: lease ended before requeue")
 
 // await waits for op's answer; when ctx ends first, it withdraws the request.
 func (c *Client) await(ctx context.Context, op *acquireOp) (*Lease, error) {
-	select {
-	case r := <-op.res:
+	r, err := answer(c, ctx, op.res)
+	switch {
+	case err == nil:
 		return r.lease, r.err
-	case <-ctx.Done():
-	case <-c.doneC:
+	case errors.Is(err, ErrClosed):
 		return nil, ErrClosed
 	}
 	// Withdraw. Once submit returns the server has been told, and nothing more will

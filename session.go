@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/baton-dev/baton/internal/wire"
@@ -33,6 +34,11 @@ type runState struct {
 	ka       *time.Timer          // fires every third of the TTL while connected
 	kaSent   map[uint64]time.Time // keepalive seq → when it was sent
 
+	turnWaiters int         // callers waiting for the turn to read (turn.go)
+	turnFreedAt time.Time   // when the turn was last given up
+	idleTurn    *time.Timer // gives a turn left free to the background reader
+	idleArmed   bool        // idleTurn is set to fire
+
 	seq      uint64
 	ops      map[uint64]*acquireOp  // acquire seq → request, waiting or holding
 	releases map[uint64]*releaseReq // release seq → request awaiting its answer
@@ -52,6 +58,12 @@ type clientConn struct {
 	w         *wire.Writer
 	announced bool // the server said Closing: our session lives on, resume it
 	server    string
+
+	rd        connReader
+	turn      turnHolder    // who reads it now (see turn.go); guarded by Client.mu
+	bgWake    chan struct{} // the background reader's turn has come
+	done      chan struct{} // closed with the connection
+	closeOnce sync.Once
 }
 
 type dialResult struct {
@@ -68,6 +80,8 @@ func newRunState(c *Client) *runState {
 	st.redial = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.startDial() }) })
 	st.trust = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.checkTrust(time.Now()) }) })
 	st.ka = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.keepalive() }) })
+	st.idleTurn = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.idleTurnDue() }) })
+	st.idleTurn.Stop()
 	st.redial.Stop()
 	st.trust.Stop()
 	st.ka.Stop()
@@ -203,45 +217,16 @@ func dial(cfg Config, resume uint64) dialResult {
 		return fail(fmt.Errorf("expected welcome from %s, got %s", addr, wel.Op))
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return dialResult{conn: &clientConn{nc: nc, w: w, server: addr}, r: r, welcome: wel, sentAt: sentAt}
+	cc := &clientConn{nc: nc, w: w, server: addr, bgWake: make(chan struct{}, 1), done: make(chan struct{})}
+	return dialResult{conn: cc, r: r, welcome: wel, sentAt: sentAt}
 }
 
-// read handles the connection's frames as they come, each under the lock, until the
-// connection ends or is no longer the current one. The server answers a keepalive
-// every third of the TTL; a connection silent for about a TTL is dead.
-func (c *Client) read(cc *clientConn, r *wire.Reader, ttl time.Duration) {
-	defer c.wg.Done()
-	var f wire.Frame
-	var deadline time.Time
-	for {
-		// Moved only once a quarter of it is used up: arming a deadline for every
-		// frame costs a timer update per grant. A silent connection is dead after
-		// three quarters of a TTL at the earliest; keepalives are answered every third.
-		if now := time.Now(); deadline.Sub(now) < ttl*3/4 {
-			deadline = now.Add(ttl)
-			_ = cc.nc.SetReadDeadline(deadline)
-		}
-		err := r.Read(&f)
-		c.mu.Lock()
-		st := c.st
-		if st.conn != cc { // closed or replaced meanwhile
-			c.mu.Unlock()
-			return
-		}
-		if err != nil {
-			st.lost(err)
-		} else {
-			st.frame(&f)
-		}
-		st.flush()
-		c.mu.Unlock()
-		if err != nil {
-			return
-		}
-	}
+func (cc *clientConn) close() {
+	cc.closeOnce.Do(func() {
+		close(cc.done)
+		cc.nc.Close()
+	})
 }
-
-func (cc *clientConn) close() { cc.nc.Close() }
 
 func (st *runState) dialed(r dialResult) {
 	st.dialing = false
@@ -263,8 +248,11 @@ func (st *runState) dialed(r dialResult) {
 	st.session, st.epoch = w.Session, w.Epoch
 	st.ttl = time.Duration(w.TTLms) * time.Millisecond
 	st.ka.Reset(st.ttl / 3)
+	// The background reader has the turn first; a waiting caller asks for it.
+	r.conn.rd = connReader{r: r.r, ttl: st.ttl}
 	st.c.wg.Add(1)
-	go st.c.read(r.conn, r.r, st.ttl)
+	go st.c.background(r.conn)
+	st.turnToBackground()
 	st.extend(r.sentAt)
 	st.c.log.Info("session", "server", r.conn.server, "session", fmt.Sprintf("%x", st.session), "resumed", resumed,
 		"epoch", st.epoch, "ttl", st.ttl, "held", len(w.Held), "waiting", len(w.Waiting))
@@ -624,6 +612,7 @@ func (st *runState) release(r releaseOp, next *acquireOp) {
 // goodbye the moment it reads it.
 func (st *runState) shutdown() {
 	st.closed = true
+	st.idleTurn.Stop()
 	st.redial.Stop()
 	st.trust.Stop()
 	st.ka.Stop()
