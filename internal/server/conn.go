@@ -70,6 +70,7 @@ type conn struct {
 	// Used by whichever goroutine reads the connection now (one at a time: a reader
 	// parks the connection before the parker can start the next).
 	r          *wire.Reader
+	deadline   time.Time    // the read deadline armed now
 	allowance  float64      // the frame rate limit's bucket
 	lastRefill time.Time    // when the bucket was last topped up
 	lastFrame  atomic.Int64 // unix nanoseconds of the last frame read
@@ -258,7 +259,8 @@ func (c *conn) readLoop() readEnd {
 		// for twice that is dead or frozen. The session's own TTL decides about its
 		// tokens. A frame already buffered needs no deadline (the common case).
 		if !r.Complete() {
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.idleLimit()))
+			c.deadline = time.Now().Add(c.idleLimit())
+			_ = c.nc.SetReadDeadline(c.deadline)
 		}
 		var in inbound
 		in.c = c
@@ -294,27 +296,42 @@ func (c *conn) readLoop() readEnd {
 	}
 }
 
-// awaitFrame waits up to parkAfter for the next frame to start; if none does, it
-// parks the connection. ok means a frame is arriving (or the parker could not take
-// the connection, and the caller's read waits as usual).
+// awaitFrame waits for the next frame to start; if none has for parkAfter, it parks
+// the connection. ok means a frame is arriving (or the parker could not take the
+// connection, and the caller's read waits as usual). The read deadline moves only
+// when it passes, not with every frame: arming it costs a timer update, and at
+// times a thread wake-up, per frame.
 func (c *conn) awaitFrame() (end readEnd, ok bool) {
 	if c.s.parker == nil || c.r.Buffered() > 0 {
 		return 0, true
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(parkAfter))
-	err := c.r.Wait()
-	var ne net.Error
-	switch {
-	case err == nil:
-		return 0, true
-	case !errors.As(err, &ne) || !ne.Timeout():
-		return c.readFailed(err), false
-	case time.Now().UnixNano()-c.lastFrame.Load() > int64(c.idleLimit()):
-		return c.readFailed(err), false
-	case c.s.parker.park(c):
-		return endParked, false
+	for {
+		if now := time.Now(); !c.deadline.After(now) {
+			c.deadline = time.Unix(0, c.lastFrame.Load()).Add(parkAfter)
+			if soonest := now.Add(time.Millisecond); c.deadline.Before(soonest) {
+				c.deadline = soonest
+			}
+			_ = c.nc.SetReadDeadline(c.deadline)
+		}
+		err := c.r.Wait()
+		var ne net.Error
+		switch {
+		case err == nil:
+			return 0, true
+		case !errors.As(err, &ne) || !ne.Timeout():
+			return c.readFailed(err), false
+		}
+		quiet := time.Since(time.Unix(0, c.lastFrame.Load()))
+		switch {
+		case quiet < parkAfter: // frames came after the deadline was set: wait the rest
+		case quiet > c.idleLimit():
+			return c.readFailed(err), false
+		case c.s.parker.park(c):
+			return endParked, false
+		default:
+			return 0, true
+		}
 	}
-	return 0, true
 }
 
 // readFailed classifies a read error and says how the connection ends.
