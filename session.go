@@ -13,9 +13,11 @@ import (
 
 // runState is the client's state: the connection, the session, the outstanding
 // requests and the leases. It is guarded by Client.mu, and whoever has an event
-// handles it under that lock: a caller its request, the reader a frame, a timer its
-// deadline, the dialer its connection. There is no goroutine in between, so a grant
-// reaches the waiting caller with one wake-up and a request leaves with none.
+// handles it under that lock: a caller its request, whoever reads the connection a
+// frame (a waiting caller or the background reader, see turn.go), a timer its
+// deadline, the dialer its connection. There is no goroutine in between: a request
+// leaves from the caller's goroutine, and a grant usually reaches a caller that
+// read it itself.
 type runState struct {
 	c *Client
 
@@ -34,10 +36,7 @@ type runState struct {
 	ka       *time.Timer          // fires every third of the TTL while connected
 	kaSent   map[uint64]time.Time // keepalive seq → when it was sent
 
-	turnWaiters int         // callers waiting for the turn to read (turn.go)
-	turnFreedAt time.Time   // when the turn was last given up
-	idleTurn    *time.Timer // gives a turn left free to the background reader
-	idleArmed   bool        // idleTurn is set to fire
+	turnWaiters int // callers waiting for the turn to read (turn.go)
 
 	seq      uint64
 	ops      map[uint64]*acquireOp  // acquire seq → request, waiting or holding
@@ -80,8 +79,6 @@ func newRunState(c *Client) *runState {
 	st.redial = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.startDial() }) })
 	st.trust = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.checkTrust(time.Now()) }) })
 	st.ka = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.keepalive() }) })
-	st.idleTurn = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.idleTurnDue() }) })
-	st.idleTurn.Stop()
 	st.redial.Stop()
 	st.trust.Stop()
 	st.ka.Stop()
@@ -612,7 +609,7 @@ func (st *runState) release(r releaseOp, next *acquireOp) {
 // goodbye the moment it reads it.
 func (st *runState) shutdown() {
 	st.closed = true
-	st.idleTurn.Stop()
+	idleTurns.remove(st.c)
 	st.redial.Stop()
 	st.trust.Stop()
 	st.ka.Stop()

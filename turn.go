@@ -13,12 +13,67 @@ import (
 // waiting for the server's answer takes the turn when it is free and reads the
 // frames itself, so that its grant wakes it straight from the socket, the way a
 // blocking client would be woken, with no hand-off from a reader goroutine. When no
-// caller has taken the turn for turnIdle, the connection's background reader takes
-// it, so that keepalive answers, revocations and closing notices are always read
-// within a few milliseconds; it hands the turn back to the first caller that asks.
-// One timer serves many turns: arming a timer per turn would cost a thread wake-up
-// per grant, which is what the turn saves.
+// caller has taken a free turn for turnIdle, the connection's background reader
+// takes it, so that keepalive answers, revocations and closing notices are always
+// read within a few milliseconds; it hands the turn back to the first caller that
+// asks. One watcher with one timer serves every client of the process: a timer
+// armed per turn would cost a thread wake-up per grant, which is what the turn
+// saves.
 const turnIdle = 2 * time.Millisecond
+
+// idleTurns is the process's watcher of free turns.
+var idleTurns = &turnWatcher{free: map[*Client]time.Time{}}
+
+// turnWatcher gives every turn left free for turnIdle to its background reader.
+type turnWatcher struct {
+	mu      sync.Mutex // guards free, running
+	free    map[*Client]time.Time
+	running bool // the watching goroutine exists; it ends when free is empty
+}
+
+// add notes that c's turn is free from now; with c.mu held (c.mu before w.mu).
+func (w *turnWatcher) add(c *Client, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.free[c] = now
+	if !w.running {
+		w.running = true
+		go w.watch()
+	}
+}
+
+// remove notes that c's turn is taken; with c.mu held.
+func (w *turnWatcher) remove(c *Client) {
+	w.mu.Lock()
+	delete(w.free, c)
+	w.mu.Unlock()
+}
+
+func (w *turnWatcher) watch() {
+	var due []*Client
+	for {
+		time.Sleep(turnIdle) // the watcher's period, not a synchronisation
+		now := time.Now()
+		w.mu.Lock()
+		for c, since := range w.free {
+			if now.Sub(since) >= turnIdle {
+				due = append(due, c)
+				delete(w.free, c)
+			}
+		}
+		if len(w.free) == 0 && len(due) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		for i, c := range due {
+			c.event(func(st *runState) { st.turnToBackground() })
+			due[i] = nil
+		}
+		due = due[:0]
+	}
+}
 
 type turnHolder int
 
@@ -107,40 +162,20 @@ func (cc *clientConn) interrupt() {
 // reader takes it if nobody has within turnIdle. With c.mu held.
 func (st *runState) freeTurn(cc *clientConn) {
 	cc.turn = turnFree
-	st.turnFreedAt = time.Now()
 	if st.turnWaiters > 0 {
 		select {
 		case st.c.turnFreed <- struct{}{}:
 		default:
 		}
 	}
-	if !st.idleArmed {
-		st.idleArmed = true
-		st.idleTurn.Reset(turnIdle)
-	}
-}
-
-// idleTurnDue runs when the idle timer fires: a turn free for turnIdle goes to the
-// background reader; one freed since waits the rest of it; one held needs nothing
-// until it is freed again. With c.mu held.
-func (st *runState) idleTurnDue() {
-	st.idleArmed = false
-	cc := st.conn
-	if cc == nil || cc.turn != turnFree {
-		return
-	}
-	if since := time.Since(st.turnFreedAt); since < turnIdle {
-		st.idleArmed = true
-		st.idleTurn.Reset(turnIdle - since)
-		return
-	}
-	st.turnToBackground()
+	idleTurns.add(st.c, time.Now())
 }
 
 // turnToBackground gives a free turn to the background reader. With c.mu held.
 func (st *runState) turnToBackground() {
 	if cc := st.conn; cc != nil && cc.turn == turnFree {
 		cc.turn = turnBackground
+		idleTurns.remove(st.c)
 		select {
 		case cc.bgWake <- struct{}{}:
 		default:
@@ -208,7 +243,7 @@ func answer[T any](c *Client, ctx context.Context, res <-chan T) (T, error) {
 		}
 		if cc := st.conn; cc != nil && cc.turn == turnFree {
 			cc.turn = turnCaller
-			st.idleTurn.Stop()
+			idleTurns.remove(c)
 			c.mu.Unlock()
 			c.readFor(ctx, cc, func() bool { return len(res) > 0 })
 			continue

@@ -6,13 +6,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-dev/baton"
 	"github.com/baton-dev/baton/internal/server"
 	"github.com/baton-dev/baton/internal/testutil"
 )
 
 // A caller that waits reads the connection itself (turn.go); when nobody waits, the
-// background reader must still read: here a holder waits for nothing for six TTLs,
-// and only keepalive answers read in the background keep its lease trusted.
+// background reader must still read: here a holder that took the turn for its last
+// requeues then waits for nothing for six TTLs, and only keepalive answers read in
+// the background keep its lease trusted.
 func TestLeaseStaysTrustedWhileNobodyWaits(t *testing.T) {
 	const ttl = 300 * time.Millisecond
 	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = ttl })
@@ -22,6 +24,11 @@ func TestLeaseStaysTrustedWhileNobodyWaits(t *testing.T) {
 	l, err := c.Acquire(ctx, "counter")
 	if err != nil {
 		t.Fatal(err)
+	}
+	for range 10 {
+		if l, err = l.Requeue(ctx, baton.Record{Counter: l.Record.Counter + 1}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	select {
 	case <-l.Done():
