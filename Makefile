@@ -45,7 +45,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/client ./client
 
 # baton beside a raw-TCP floor, etcd and Redis (bench/ is its own module: etcd's
-# dependencies stay out of baton's). The full run takes about 15 minutes.
+# dependencies stay out of baton's). The full run takes about 20 minutes.
 bench: redis
 	cd bench && $(GO) run . -duration 10s -reps 3 -md ../out/bench.md -json ../out/bench.json
 
