@@ -86,3 +86,32 @@ func ExampleClient_Acquire_tryLock() {
 	// while held: context deadline exceeded
 	// after release: <nil> newer fence: true
 }
+
+// A worker that takes the token in a loop gives it back and queues again in one
+// step: one request per turn, answered with the next grant.
+func ExampleLease_Requeue() {
+	srv := startExampleServer()
+	defer srv.Close()
+	ctx := context.Background()
+	c, err := baton.Dial(ctx, baton.Config{Addr: srv.TokenAddr(), Node: "looper"})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	lease, err := c.Acquire(ctx, "counter")
+	for turn := 0; err == nil && turn < 3; turn++ {
+		fmt.Printf("fence %d: counter %d\n", lease.Fence, lease.Record.Counter)
+		lease, err = lease.Requeue(ctx, baton.Record{Counter: lease.Record.Counter + 1})
+	}
+	if err != nil {
+		panic(err)
+	}
+	err = lease.Release(ctx, baton.Record{Counter: lease.Record.Counter + 1})
+	fmt.Println("last release:", err)
+	// Output:
+	// fence 1: counter 0
+	// fence 2: counter 1
+	// fence 3: counter 2
+	// last release: <nil>
+}

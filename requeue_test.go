@@ -265,3 +265,23 @@ func TestRequeueWaitingInLineSurvivesARestart(t *testing.T) {
 		t.Fatal("a's requeue never got its grant after the restart")
 	}
 }
+
+// One session taking a free token in a loop over real TCP, server and client in this
+// process: a turn's round trip, and its allocations (the client's; the server's
+// steady path allocates nothing).
+func BenchmarkRequeueTurn(b *testing.B) {
+	srv := testutil.StartServer(b, nil)
+	c := testutil.Dial(b, srv, "looper")
+	ctx := context.Background()
+	l, err := c.Acquire(ctx, "counter")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if l, err = l.Requeue(ctx, baton.Record{Counter: l.Record.Counter + 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -91,7 +91,10 @@ var errInterrupted = errors.New("baton: read interrupted")
 type connReader struct {
 	r        *wire.Reader
 	ttl      time.Duration
-	deadline time.Time // the read deadline armed now
+	deadline time.Time  // the read deadline armed now
+	frame    wire.Frame // decoded into by a caller with the turn: kept, not allocated per call
+
+	interruptFn func() // cc.interrupt, for context.AfterFunc
 
 	imu         sync.Mutex // guards waiting, interrupted
 	waiting     bool       // between frames, in Wait: an interrupt may cut it short
@@ -270,11 +273,14 @@ func answer[T any](c *Client, ctx context.Context, res <-chan T) (T, error) {
 // readFor reads and handles cc's frames on this goroutine, which has the turn, until
 // answered reports true, ctx ends or cc is gone; then it gives the turn up.
 func (c *Client) readFor(ctx context.Context, cc *clientConn, answered func() bool) {
-	stop := context.AfterFunc(ctx, cc.interrupt)
+	if cc.rd.interruptFn == nil { // made once: a method value per call would allocate
+		cc.rd.interruptFn = cc.interrupt
+	}
+	stop := context.AfterFunc(ctx, cc.rd.interruptFn)
 	defer stop()
-	var f wire.Frame
+	f := &cc.rd.frame
 	for !answered() && ctx.Err() == nil {
-		err := cc.readFrame(&f, true)
+		err := cc.readFrame(f, true)
 		c.mu.Lock()
 		st := c.st
 		if st.conn != cc { // lost or replaced: the turn went with it
@@ -289,7 +295,7 @@ func (c *Client) readFor(ctx context.Context, cc *clientConn, answered func() bo
 			c.mu.Unlock()
 			return
 		default:
-			st.frame(&f)
+			st.frame(f)
 			st.flush()
 		}
 		gone := st.conn != cc

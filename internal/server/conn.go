@@ -134,8 +134,7 @@ func (c *conn) serve() {
 	hello, err := c.handshake(r)
 	if err != nil {
 		reason := wire.Reason(err)
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if isTimeout(err) {
 			reason = "handshake_timeout"
 		} else if errors.Is(err, errAuth) {
 			reason = "auth"
@@ -314,11 +313,10 @@ func (c *conn) awaitFrame() (end readEnd, ok bool) {
 			_ = c.nc.SetReadDeadline(c.deadline)
 		}
 		err := c.r.Wait()
-		var ne net.Error
 		switch {
 		case err == nil:
 			return 0, true
-		case !errors.As(err, &ne) || !ne.Timeout():
+		case !isTimeout(err):
 			return c.readFailed(err), false
 		}
 		quiet := time.Since(time.Unix(0, c.lastFrame.Load()))
@@ -342,8 +340,7 @@ func (c *conn) readFailed(err error) readEnd {
 	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 		return endPeer
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		c.s.log.Info("connection idle, closed; its session waits for its TTL", "remote", c.remote)
 		return endServer
 	}
@@ -352,6 +349,14 @@ func (c *conn) readFailed(err error) readEnd {
 	c.s.log.Warn("bad frame, connection closed", "remote", c.remote, "reason", reason, "err", err)
 	c.sendError(codeFor(err), err)
 	return endHangup
+}
+
+// isTimeout reports whether err is a deadline's. A function of its own: the target
+// errors.As needs escapes, and declared in a caller it would cost an allocation
+// on every call, not only on errors.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // idleLimit is how long the connection may stay silent.
