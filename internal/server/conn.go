@@ -52,10 +52,11 @@ type conn struct {
 	inflight atomic.Int32
 	space    chan struct{}
 
-	wmu        sync.Mutex // guards backlog, flushing, closeAfter and writeNow's state
+	wmu        sync.Mutex // guards backlog, flushing, closeAfter, peerGone and writeNow's state
 	backlog    []byte     // encoded replies the socket did not take yet
 	flushing   bool       // a flusher goroutine owns the socket's writes
 	closeAfter bool       // close once the backlog is written (Closing, hang-up)
+	peerGone   bool       // a write failed: replies are dropped, the reader finds the end
 	writeSome  func(fd uintptr) bool
 	wb         []byte // writeSome's input and results
 	wn         int
@@ -398,13 +399,17 @@ func (c *conn) backlogged() bool {
 func (c *conn) write(b []byte, closeAfter bool) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if !c.flushing && c.raw != nil {
+	if c.peerGone {
+		b = nil
+	}
+	if !c.flushing && c.raw != nil && len(b) > 0 {
 		n, err := c.writeNow(b)
 		if err != nil {
-			c.closeNow()
-			return
+			c.lostPeer()
+			b = nil
+		} else {
+			b = b[n:]
 		}
-		b = b[n:]
 	}
 	if len(b) > 0 {
 		if len(c.backlog)+len(b) > maxBacklog {
@@ -430,6 +435,17 @@ func (c *conn) write(b []byte, closeAfter bool) {
 			c.closeNow()
 		}
 	}
+}
+
+// lostPeer notes that a write failed (the peer reset or closed the connection):
+// later replies are dropped, but the socket stays open for the reader, which still
+// reads the frames that arrived before the failure (a goodbye, a cancel, a release)
+// and then the end of the stream. Closing it here, or marking it closing, would lose
+// those frames and leave the session holding what it gave back until its TTL.
+// With c.wmu held.
+func (c *conn) lostPeer() {
+	c.peerGone = true
+	c.backlog = nil
 }
 
 // writeNow writes what the socket takes without waiting: the descriptor is in
@@ -487,8 +503,13 @@ func (c *conn) flush() {
 		if _, err := c.nc.Write(buf); err != nil {
 			c.wmu.Lock()
 			c.flushing, c.backlog = false, nil
-			c.closeNow()
+			if isTimeout(err) || c.closeAfter {
+				c.closeNow() // five seconds without taking a byte: a slow consumer
+			} else {
+				c.lostPeer()
+			}
 			c.wmu.Unlock()
+			c.room()
 			return
 		}
 	}

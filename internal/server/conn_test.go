@@ -86,3 +86,34 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 	}
 	s.wg.Wait()
 }
+
+// A reply that cannot be written because the peer has gone does not make the server
+// let go of the connection: the frames the peer sent before it went (a goodbye, a
+// cancel, a release) are still to be read and must count, or a session could keep
+// a token it gave back until its TTL.
+func TestFailedWriteKeepsThePeersLastFrames(t *testing.T) {
+	s, c, peer := testConn(t)
+	peer.Close()
+	c.write([]byte("grant"), false)
+	s.wg.Wait() // the flusher has met the closed pipe
+	c.wmu.Lock()
+	gone := c.peerGone
+	c.wmu.Unlock()
+	if !gone {
+		t.Fatal("a failed write was not noted")
+	}
+	if c.closing.Load() {
+		t.Fatal("a failed write marked the connection closing: the frames read before it would be dropped")
+	}
+	select {
+	case <-c.quit:
+		t.Fatal("a failed write closed the connection under its reader")
+	default:
+	}
+	c.write([]byte("more"), false) // dropped, not queued
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.backlog) != 0 || c.flushing {
+		t.Fatalf("replies queued for a peer that has gone: backlog %d, flushing %v", len(c.backlog), c.flushing)
+	}
+}
