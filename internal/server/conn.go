@@ -79,8 +79,8 @@ type conn struct {
 	inEpoll    bool         // registered with the parker's epoll set; guarded by the parker's mu
 }
 
-// opHangup is an internal pseudo-frame: the writer flushes what is queued before it,
-// then closes the connection without a notice.
+// opHangup is an internal pseudo-frame: the replies queued before it are written,
+// then the connection closes without a notice.
 const opHangup wire.Op = 254
 
 func (s *Server) acceptLoop() {
@@ -522,7 +522,7 @@ func (c *conn) closeNow() {
 	c.shut()
 }
 
-// shut closes the socket and stops the writer. Idempotent.
+// shut closes the socket and wakes whatever waits on the connection. Idempotent.
 func (c *conn) shut() {
 	c.once.Do(func() {
 		close(c.quit)

@@ -143,8 +143,8 @@ func (s *Server) Open() (err error) {
 	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("BATON_HTTP_ADDR %s: %w", s.cfg.HTTPAddr, err)
 	}
-	// Membership first: the core reads s.node. Its change reports wait in ctl until
-	// the loop runs.
+	// Membership first: the core reads s.node. Its change reports are posted to the
+	// core's queue like any other work.
 	s.node, err = cluster.Start(cluster.Config{
 		Name: s.cfg.nodeName(), BindAddr: s.cfg.GossipBind, Port: s.cfg.GossipPort, Advertise: s.cfg.Advertise,
 		Join: s.cfg.Join, Key: s.key, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
