@@ -131,7 +131,7 @@ func (s *Server) acceptLoop() {
 func (c *conn) serve() {
 	defer c.s.wg.Done()
 	// Client frames are small; a larger one passes through into the frame buffer.
-	r := wire.NewReaderSize(c.nc, 512)
+	r := wire.NewReaderSize(c.nc, wire.SmallReaderSize)
 	hello, err := c.handshake(r)
 	if err != nil {
 		reason := wire.Reason(err)

@@ -359,7 +359,7 @@ func (r *Reader) Wait() error {
 // connection then holds none. Only at a frame boundary with nothing buffered; the
 // next Read or Wait takes a buffer again.
 func (r *Reader) Detach() {
-	if r.r == nil || r.r.Buffered() != 0 || r.r.Size() != pooledSize {
+	if r.r == nil || r.r.Buffered() != 0 || r.r.Size() != SmallReaderSize {
 		return
 	}
 	r.r.Reset(nil)
@@ -374,10 +374,11 @@ func (r *Reader) attach() {
 	}
 }
 
-// pooledSize is the buffer size whose readers Detach pools (the server's).
-const pooledSize = 512
+// SmallReaderSize is the read buffer a server with many mostly idle connections
+// uses; Detach pools readers of this size.
+const SmallReaderSize = 512
 
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, pooledSize) }}
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, SmallReaderSize) }}
 
 // Read decodes the next frame into f, overwriting it. Token names are interned so
 // that a steady stream of frames for the same tokens allocates nothing.
