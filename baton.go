@@ -170,13 +170,26 @@ type Lease struct {
 
 	c     *Client
 	seq   uint64
-	done  chan struct{}
-	errMu sync.Mutex // guards err
+	errMu sync.Mutex // guards err, done
 	err   error
+	done  chan struct{} // made when first asked for: most leases end unwatched
 }
 
+// closedDone is the Done of a lease that ended before anyone asked.
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // Done closes when the lease can no longer be trusted: check Err for why.
-func (l *Lease) Done() <-chan struct{} { return l.done }
+func (l *Lease) Done() <-chan struct{} {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	if l.done == nil {
+		if l.err != nil {
+			return closedDone
+		}
+		l.done = make(chan struct{})
+	}
+	return l.done
+}
 
 // Err is nil while the lease is trusted, then says why it ended.
 func (l *Lease) Err() error {
@@ -193,7 +206,9 @@ func (l *Lease) end(err error) bool {
 		return false
 	}
 	l.err = err
-	close(l.done)
+	if l.done != nil {
+		close(l.done)
+	}
 	return true
 }
 
@@ -248,13 +263,15 @@ func (c *Client) Acquire(ctx context.Context, token string) (*Lease, error) {
 // error is returned. If ctx ends first, the new request is withdrawn; the release
 // stands or falls as it would with Release.
 func (l *Lease) Requeue(ctx context.Context, rec Record) (*Lease, error) {
-	c := l.c
-	op := &acquireOp{token: l.Token, res: make(chan acquireResult, 1)}
-	rq := requeueOp{releaseOp: releaseOp{lease: l, rec: rec, res: make(chan error, 1)}, next: op}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !c.submit(rq) {
+	// One allocation per turn: the new request carries its release and, once
+	// granted, its lease; its answer channel is the old request's (see release).
+	c := l.c
+	op := &acquireOp{token: l.Token}
+	op.requeued = releaseReq{releaseOp: releaseOp{lease: l, rec: rec}}
+	if !c.submit(requeueOp{next: op}) {
 		return nil, ErrClosed
 	}
 	next, err := c.await(ctx, op)
@@ -262,7 +279,7 @@ func (l *Lease) Requeue(ctx context.Context, rec Record) (*Lease, error) {
 		return next, err
 	}
 	select { // the release went out alone: its answer, then an ordinary acquire
-	case err = <-rq.res:
+	case err = <-op.requeued.res:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -307,9 +324,12 @@ type acquireOp struct {
 	seq       uint64
 	sent      bool
 	cancelled bool
-	res       chan acquireResult
+	res       chan acquireResult // one answer: the lease or why not
 	slot      chan struct{}
-	lease     *Lease // set once granted, until it ends
+	lease     *Lease // &granted once granted, until it ends
+	granted   Lease
+	// requeued is the release that goes out in the same frame, for a requeue.
+	requeued releaseReq
 }
 
 type acquireResult struct {
@@ -325,10 +345,8 @@ type releaseOp struct {
 	res   chan error
 }
 
-// requeueOp is a release whose request to hold the token again, next, goes with it.
-type requeueOp struct {
-	releaseOp
-	next *acquireOp
-}
+// requeueOp is a release, next.requeued, with the request to hold the token again,
+// next, that goes with it. One pointer: boxing it in submit's argument is free.
+type requeueOp struct{ next *acquireOp }
 
 type infoOp struct{ res chan Info }

@@ -52,11 +52,15 @@ type releaseReq struct {
 	then *acquireOp
 }
 
+// writeTimeout bounds a write to the server: between half of it and all of it.
+const writeTimeout = time.Second
+
 type clientConn struct {
-	nc        net.Conn
-	w         *wire.Writer
-	announced bool // the server said Closing: our session lives on, resume it
-	server    string
+	nc            net.Conn
+	w             *wire.Writer
+	writeDeadline time.Time // armed now; written under Client.mu
+	announced     bool      // the server said Closing: our session lives on, resume it
+	server        string
 
 	rd        connReader
 	turn      turnHolder    // who reads it now (see turn.go); guarded by Client.mu
@@ -126,7 +130,13 @@ func (st *runState) flush() {
 	if st.conn == nil || st.conn.w.Buffered() == 0 {
 		return
 	}
-	_ = st.conn.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	// A write blocked for writeTimeout means the server has stopped reading. The
+	// deadline is moved once half of it is used up, not for every write: moving it
+	// costs a timer update, once per turn in a loop of requeues.
+	if cc, now := st.conn, time.Now(); cc.writeDeadline.Sub(now) < writeTimeout/2 {
+		cc.writeDeadline = now.Add(writeTimeout)
+		_ = cc.nc.SetWriteDeadline(cc.writeDeadline)
+	}
 	if err := st.conn.w.Flush(); err != nil {
 		st.lost(err)
 	}
@@ -221,6 +231,7 @@ func dial(cfg Config, resume uint64) dialResult {
 func (cc *clientConn) close() {
 	cc.closeOnce.Do(func() {
 		close(cc.done)
+		cc.unwatch()
 		cc.nc.Close()
 	})
 }
@@ -380,8 +391,9 @@ func (st *runState) loseLeases(why error) {
 }
 
 func (st *runState) deliver(op *acquireOp, fence uint64, rec wire.Record) {
-	op.lease = &Lease{Token: op.token, Fence: fence, Record: Record{Counter: rec.Counter, Waits: rec.Waits},
-		c: st.c, seq: op.seq, done: make(chan struct{})}
+	op.granted = Lease{Token: op.token, Fence: fence, Record: Record{Counter: rec.Counter, Waits: rec.Waits},
+		c: st.c, seq: op.seq}
+	op.lease = &op.granted
 	op.res <- acquireResult{lease: op.lease}
 	if !time.Now().Before(st.deadline) {
 		st.finish(op, ErrSessionExpired)
@@ -474,7 +486,9 @@ func (st *runState) serverError(f *wire.Frame) {
 
 func (st *runState) resolveRelease(seq uint64, r *releaseReq, err error) {
 	delete(st.releases, seq)
-	r.res <- err
+	if r.res != nil { // a requeue's release is answered through its acquire
+		r.res <- err
+	}
 	if op := st.ops[r.lease.seq]; op != nil && op.lease == r.lease {
 		st.finish(op, ErrReleased)
 	} else {
@@ -561,7 +575,7 @@ func (st *runState) request(req any) {
 	case releaseOp:
 		st.release(r, nil)
 	case requeueOp:
-		st.release(r.releaseOp, r.next)
+		st.release(r.next.requeued.releaseOp, r.next)
 	case infoOp:
 		info := Info{Connected: st.conn != nil, Session: st.session, Epoch: st.epoch, TTL: st.ttl, Deadline: st.deadline}
 		if st.conn != nil {
@@ -572,32 +586,48 @@ func (st *runState) request(req any) {
 }
 
 // release sends a lease's release, with next as the acquire that goes in the same
-// frame for a requeue. The release is sent even when the lease is lost, now or once
-// reconnected: the server's fence decides, and refuses it if anyone else may have
-// written since. The lease ends now: the server may pass the token on the moment it
-// reads the frame.
+// frame for a requeue (r is then next.requeued's). The release is sent even when the
+// lease is lost, now or once reconnected: the server's fence decides, and refuses it
+// if anyone else may have written since. The lease ends now: the server may pass the
+// token on the moment it reads the frame.
 func (st *runState) release(r releaseOp, next *acquireOp) {
 	l := r.lease
+	if next != nil {
+		// A requeue: its acquire answers for it. The old request's answer channel
+		// has been read (its caller holds the lease) and gets nothing more: reuse it.
+		if old := st.ops[l.seq]; old != nil && old.lease == l && old.res != nil {
+			next.res, old.res = old.res, nil
+		} else {
+			next.res = make(chan acquireResult, 1)
+		}
+	}
 	if err := l.Err(); errors.Is(err, ErrReleased) || errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("baton: release of %q fence %d: %w", l.Token, l.Fence, err)
-		r.res <- err
 		if next != nil {
 			next.res <- acquireResult{err: err}
+		} else {
+			r.res <- err
 		}
 		return
 	}
 	seq := st.nextSeq()
-	rr := &releaseReq{releaseOp: r}
+	var rr *releaseReq
 	if old := st.ops[l.seq]; next != nil && (old == nil || old.lease != l) {
 		// The lease ended here already and its request with it: there is no place in
-		// line to pass on. Requeue falls back to a release and then an acquire.
+		// line to pass on. Requeue falls back to a release and then an acquire, and
+		// reads the release's answer itself.
+		rr = &next.requeued
+		rr.res = make(chan error, 1)
 		next.res <- acquireResult{err: errNotRequeued}
 	} else if next != nil {
 		// Same seq: the server queues the acquire under the release's. The token's
 		// slot passes from the old request to the new one.
 		next.seq, next.slot, old.slot = seq, old.slot, nil
+		rr = &next.requeued
 		rr.then = next
 		st.ops[seq] = next
+	} else {
+		rr = &releaseReq{releaseOp: r}
 	}
 	st.releases[seq] = rr
 	l.end(ErrReleased)

@@ -94,11 +94,18 @@ type connReader struct {
 	deadline time.Time  // the read deadline armed now
 	frame    wire.Frame // decoded into by a caller with the turn: kept, not allocated per call
 
-	interruptFn func() // cc.interrupt, for context.AfterFunc
+	// A caller's context interrupts its read through one context.AfterFunc per
+	// context, kept while the same context comes back, as it does in a loop of
+	// turns: registering a callback with the context and removing it again cost
+	// three allocations and two locks of the context's parent per turn.
+	afterDone <-chan struct{} // the Done of the context the callback watches
 
-	imu         sync.Mutex // guards waiting, interrupted
+	imu         sync.Mutex // guards the fields below
 	waiting     bool       // between frames, in Wait: an interrupt may cut it short
 	interrupted bool
+	readingFor  <-chan struct{} // the Done of the context of the read in progress
+	stopAfter   func() bool     // removes the callback
+	closed      bool            // the connection is closed: register nothing more
 }
 
 // readFrame reads the next frame. An interruptible read gives up between frames when
@@ -151,13 +158,52 @@ func (cc *clientConn) armDeadline() {
 	}
 }
 
-// interrupt cuts short an interruptible read that waits between frames.
-func (cc *clientConn) interrupt() {
+// interrupt cuts short an interruptible read that waits between frames, if it reads
+// for the context whose Done is done.
+func (cc *clientConn) interrupt(done <-chan struct{}) {
 	cc.rd.imu.Lock()
 	defer cc.rd.imu.Unlock()
+	if cc.rd.readingFor != done {
+		return // that context's reader has gone; another reads for its own
+	}
 	cc.rd.interrupted = true
 	if cc.rd.waiting {
 		_ = cc.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// watch makes ctx's end interrupt reads for it, in place of the context watched so far.
+func (cc *clientConn) watch(ctx context.Context) {
+	done := ctx.Done()
+	rd := &cc.rd
+	rd.imu.Lock()
+	defer rd.imu.Unlock()
+	if rd.closed {
+		return
+	}
+	if rd.stopAfter != nil {
+		rd.stopAfter() // does not wait for a callback under way; it finds another reader
+	}
+	rd.afterDone = done
+	rd.stopAfter = context.AfterFunc(ctx, func() { cc.interrupt(done) })
+}
+
+// readingFor marks the start (done non-nil or nil) and the end (nil) of a caller's reads.
+func (cc *clientConn) readingFor(done <-chan struct{}) {
+	cc.rd.imu.Lock()
+	cc.rd.readingFor = done
+	cc.rd.interrupted = false
+	cc.rd.imu.Unlock()
+}
+
+// unwatch removes the context callback for good: the connection is closed.
+func (cc *clientConn) unwatch() {
+	cc.rd.imu.Lock()
+	stop := cc.rd.stopAfter
+	cc.rd.stopAfter, cc.rd.closed = nil, true
+	cc.rd.imu.Unlock()
+	if stop != nil {
+		stop()
 	}
 }
 
@@ -273,11 +319,13 @@ func answer[T any](c *Client, ctx context.Context, res <-chan T) (T, error) {
 // readFor reads and handles cc's frames on this goroutine, which has the turn, until
 // answered reports true, ctx ends or cc is gone; then it gives the turn up.
 func (c *Client) readFor(ctx context.Context, cc *clientConn, answered func() bool) {
-	if cc.rd.interruptFn == nil { // made once: a method value per call would allocate
-		cc.rd.interruptFn = cc.interrupt
+	if done := ctx.Done(); done != nil {
+		if done != cc.rd.afterDone {
+			cc.watch(ctx)
+		}
+		cc.readingFor(done)
+		defer cc.readingFor(nil)
 	}
-	stop := context.AfterFunc(ctx, cc.rd.interruptFn)
-	defer stop()
 	f := &cc.rd.frame
 	for !answered() && ctx.Err() == nil {
 		err := cc.readFrame(f, true)
