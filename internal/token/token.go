@@ -62,7 +62,15 @@ type Token struct {
 
 	queue []waiter // FIFO; queue[head:] are waiting
 	head  int
+	// queued indexes the waiting sessions while the queue is long, so that the
+	// duplicate check on every acquire does not scan hundreds of waiters; a short
+	// queue is scanned, which costs less than keeping a map.
+	queued map[SessionID]struct{}
 }
+
+// indexFrom is the queue length from which waiters are indexed; the index goes when
+// the queue empties.
+const indexFrom = 32
 
 // QueueLen is the number of sessions waiting.
 func (t *Token) QueueLen() int { return len(t.queue) - t.head }
@@ -86,19 +94,35 @@ func (t *Token) push(w waiter) {
 		t.queue, t.head = t.queue[:n], 0
 	}
 	t.queue = append(t.queue, w)
+	switch {
+	case t.queued != nil:
+		t.queued[w.session] = struct{}{}
+	case t.QueueLen() > indexFrom:
+		t.queued = make(map[SessionID]struct{}, 2*t.QueueLen())
+		for _, w := range t.queue[t.head:] {
+			t.queued[w.session] = struct{}{}
+		}
+	}
 }
 
 func (t *Token) pop() waiter {
 	w := t.queue[t.head]
 	t.queue[t.head] = waiter{}
 	t.head++
+	if t.queued != nil {
+		delete(t.queued, w.session)
+	}
 	if t.head == len(t.queue) {
-		t.queue, t.head = t.queue[:0], 0
+		t.queue, t.head, t.queued = t.queue[:0], 0, nil
 	}
 	return w
 }
 
 func (t *Token) waiting(s SessionID) bool {
+	if t.queued != nil {
+		_, ok := t.queued[s]
+		return ok
+	}
 	for _, w := range t.queue[t.head:] {
 		if w.session == s {
 			return true
@@ -241,6 +265,12 @@ func (tb *Table) Drop(s SessionID, seq uint64, name string, now time.Time) (d Dr
 			copy(t.queue[i:], t.queue[i+1:])
 			t.queue[len(t.queue)-1] = waiter{}
 			t.queue = t.queue[:len(t.queue)-1]
+			if t.queued != nil {
+				delete(t.queued, s)
+			}
+			if t.head == len(t.queue) {
+				t.queue, t.head, t.queued = t.queue[:0], 0, nil
+			}
 			d.Found = true
 			return d
 		}

@@ -2,6 +2,7 @@ package token
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -120,41 +121,90 @@ func TestNotBeforeHoldsGrantsUntilUnblock(t *testing.T) {
 
 // The hot path, release then the next waiter's acquire, allocates nothing once the
 // token and its queue exist, and a queue that never empties (every holder queues
-// again at once, as Requeue does) keeps its size.
+// again at once, as Requeue does) keeps its size: with a short queue, scanned, and a
+// long one, indexed.
 func TestHandoffDoesNotAllocate(t *testing.T) {
-	tb := NewTable(10)
-	const sessions = 4
-	for s := SessionID(1); s <= sessions; s++ {
-		tb.Acquire(s, 1, "x", t0)
-	}
-	holder, fence, seq := SessionID(1), uint64(1), uint64(1)
-	allocs := testing.AllocsPerRun(100000, func() {
-		seq++
-		_, next, _, err := tb.Release(holder, "x", fence, wire.Record{}, t0)
-		if err != nil {
-			t.Fatal(err)
+	for _, sessions := range []SessionID{4, 512} {
+		tb := NewTable(10)
+		for s := SessionID(1); s <= sessions; s++ {
+			tb.Acquire(s, 1, "x", t0)
 		}
-		tb.Acquire(holder, seq, "x", t0)
-		holder, fence = next.Session, next.Fence
-	})
-	if allocs != 0 {
-		t.Errorf("%.3f allocations per handoff, want 0", allocs)
+		holder, fence, seq := SessionID(1), uint64(1), uint64(1)
+		allocs := testing.AllocsPerRun(100000, func() {
+			seq++
+			_, next, _, err := tb.Release(holder, "x", fence, wire.Record{}, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb.Acquire(holder, seq, "x", t0)
+			holder, fence = next.Session, next.Fence
+		})
+		if allocs != 0 {
+			t.Errorf("%d sessions: %.3f allocations per handoff, want 0", sessions, allocs)
+		}
+		if tok := tb.Get("x"); cap(tok.queue) > 4*int(sessions) {
+			t.Errorf("queue array of %d for %d waiters after 100000 handoffs: the popped prefix is kept", cap(tok.queue), tok.QueueLen())
+		}
 	}
-	if tok := tb.Get("x"); cap(tok.queue) > 4*sessions {
-		t.Errorf("queue array of %d for %d waiters after 100000 handoffs: the popped prefix is kept", cap(tok.queue), tok.QueueLen())
+}
+
+// A long queue is indexed: duplicates are still refused, a waiter dropped from the
+// middle may queue again (at the back), order holds, and the index goes with the
+// queue.
+func TestLongQueueRefusesDuplicatesAndKeepsOrder(t *testing.T) {
+	tb := NewTable(10)
+	const n = 3 * indexFrom
+	for s := SessionID(1); s <= n; s++ {
+		tb.Acquire(s, uint64(s), "x", t0)
+	}
+	for _, s := range []SessionID{1, 2, n / 2, n} {
+		if _, _, _, err := tb.Acquire(s, 1000, "x", t0); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("session %d acquired again while holding or waiting: %v, want ErrDuplicate", s, err)
+		}
+	}
+	if d := tb.Drop(n/2, n/2, "x", t0); !d.Found || d.WasHolder {
+		t.Fatalf("drop of waiter %d: %+v", n/2, d)
+	}
+	if _, _, pos, err := tb.Acquire(n/2, 1000, "x", t0); err != nil || pos != n-1 {
+		t.Fatalf("dropped waiter queues again: pos %d err %v, want pos %d", pos, err, n-1)
+	}
+	want := []SessionID{}
+	for s := SessionID(2); s <= n; s++ {
+		if s != n/2 {
+			want = append(want, s)
+		}
+	}
+	want = append(want, n/2)
+	holder, fence := SessionID(1), uint64(1)
+	for i, w := range want {
+		_, next, ok, err := tb.Release(holder, "x", fence, wire.Record{}, t0)
+		if err != nil || !ok || next.Session != w {
+			t.Fatalf("grant %d went to %d (ok %v, err %v), want %d", i, next.Session, ok, err, w)
+		}
+		holder, fence = next.Session, next.Fence
+	}
+	if tok := tb.Get("x"); tok.QueueLen() != 0 || tok.queued != nil {
+		t.Errorf("emptied queue: %d waiting, index %v, want none", tok.QueueLen(), tok.queued)
+	}
+	if _, _, _, err := tb.Acquire(holder, 2000, "x", t0); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("holder acquired again: %v, want ErrDuplicate", err)
 	}
 }
 
 func BenchmarkHandoff(b *testing.B) {
-	tb := NewTable(10)
-	for s := SessionID(1); s <= 8; s++ {
-		tb.Acquire(s, 1, "x", t0)
-	}
-	holder, fence := SessionID(1), uint64(1)
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		_, next, _, _ := tb.Release(holder, "x", fence, wire.Record{}, t0)
-		tb.Acquire(holder, uint64(i+2), "x", t0)
-		holder, fence = next.Session, next.Fence
+	for _, sessions := range []SessionID{8, 512} {
+		b.Run(fmt.Sprintf("waiters=%d", sessions-1), func(b *testing.B) {
+			tb := NewTable(10)
+			for s := SessionID(1); s <= sessions; s++ {
+				tb.Acquire(s, 1, "x", t0)
+			}
+			holder, fence := SessionID(1), uint64(1)
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				_, next, _, _ := tb.Release(holder, "x", fence, wire.Record{}, t0)
+				tb.Acquire(holder, uint64(i+2), "x", t0)
+				holder, fence = next.Session, next.Fence
+			}
+		})
 	}
 }
