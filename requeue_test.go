@@ -266,6 +266,59 @@ func TestRequeueWaitingInLineSurvivesARestart(t *testing.T) {
 	}
 }
 
+// Close while a requeue waits in line (its release answer is deferred by the server,
+// so the release is still outstanding here): Close returns, the requeue returns
+// ErrClosed, and the session's place passes on.
+func TestCloseWhileRequeueWaitsInLine(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := testutil.Dial(t, srv, "a")
+	b := testutil.Dial(t, srv, "b")
+	la, err := a.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := make(chan *baton.Lease, 1)
+	go func() {
+		lb, err := b.Acquire(ctx, "counter")
+		if err != nil {
+			t.Errorf("b: %v", err)
+		}
+		taken <- lb
+	}()
+	waitQueue(t, srv, 1)
+	requeued := make(chan error, 1)
+	go func() {
+		_, err := la.Requeue(ctx, baton.Record{Counter: 1})
+		requeued <- err
+	}()
+	lb := <-taken
+	waitQueue(t, srv, 1) // a waits behind b, its release not yet answered
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Close did not return while a requeue waited in line")
+	}
+	select {
+	case err := <-requeued:
+		if !errors.Is(err, baton.ErrClosed) {
+			t.Fatalf("requeue after Close: %v, want ErrClosed", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the requeue never returned after Close")
+	}
+	waitQueue(t, srv, 0)
+	if err := lb.Release(ctx, baton.Record{Counter: 2}); err != nil {
+		t.Fatalf("b release: %v", err)
+	}
+}
+
 // One session taking a free token in a loop over real TCP, server and client in this
 // process: a turn's round trip, and its allocations (the client's; the server's
 // steady path allocates nothing).

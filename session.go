@@ -52,6 +52,14 @@ type releaseReq struct {
 	then *acquireOp
 }
 
+// answer tells the caller how the release went. A requeue's release has no channel
+// of its own (nil res): its acquire's answer says it.
+func (r *releaseReq) answer(err error) {
+	if r.res != nil {
+		r.res <- err
+	}
+}
+
 // writeTimeout bounds a write to the server: between half of it and all of it.
 const writeTimeout = time.Second
 
@@ -486,9 +494,7 @@ func (st *runState) serverError(f *wire.Frame) {
 
 func (st *runState) resolveRelease(seq uint64, r *releaseReq, err error) {
 	delete(st.releases, seq)
-	if r.res != nil { // a requeue's release is answered through its acquire
-		r.res <- err
-	}
+	r.answer(err)
 	if op := st.ops[r.lease.seq]; op != nil && op.lease == r.lease {
 		st.finish(op, ErrReleased)
 	} else {
@@ -651,7 +657,7 @@ func (st *runState) shutdown() {
 	}
 	for seq, r := range st.releases {
 		delete(st.releases, seq)
-		r.res <- ErrClosed
+		r.answer(ErrClosed)
 		r.lease.end(ErrClosed)
 	}
 	if st.conn != nil {
