@@ -270,6 +270,7 @@ func (c *conn) readLoop() readEnd {
 		// Token bucket: MaxFrameRate frames a second, bursts of a second's worth. On
 		// the connection, not the goroutine: parking does not refill it.
 		now := time.Now()
+		in.at = now
 		c.lastFrame.Store(now.UnixNano())
 		c.allowance = min(rate, c.allowance+now.Sub(c.lastRefill).Seconds()*rate)
 		c.lastRefill = now
@@ -305,8 +306,12 @@ func (c *conn) awaitFrame() (end readEnd, ok bool) {
 	if c.s.parker == nil || c.r.Buffered() > 0 {
 		return 0, true
 	}
+	// The first check uses the last frame's arrival, not the clock: if the deadline
+	// has passed meanwhile (a connection back from parking), the read says so at once
+	// and the clock decides from there.
+	now, fresh := c.lastRefill, false
 	for {
-		if now := time.Now(); !c.deadline.After(now) {
+		if !c.deadline.After(now) {
 			c.deadline = time.Unix(0, c.lastFrame.Load()).Add(parkAfter)
 			if soonest := now.Add(time.Millisecond); c.deadline.Before(soonest) {
 				c.deadline = soonest
@@ -320,7 +325,12 @@ func (c *conn) awaitFrame() (end readEnd, ok bool) {
 		case !isTimeout(err):
 			return c.readFailed(err), false
 		}
-		quiet := time.Since(time.Unix(0, c.lastFrame.Load()))
+		now = time.Now()
+		if !fresh {
+			fresh = true
+			continue
+		}
+		quiet := now.Sub(time.Unix(0, c.lastFrame.Load()))
 		switch {
 		case quiet < parkAfter: // frames came after the deadline was set: wait the rest
 		case quiet > c.idleLimit():

@@ -83,7 +83,9 @@ func newCore(s *Server, ttl time.Duration) *core {
 		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
 	}
 	c.expiryTimer = time.AfterFunc(time.Hour, func() { s.post(work{fn: c.expire}) })
-	c.graceTimer = time.AfterFunc(time.Hour, func() { s.post(work{fn: func(now time.Time) { c.tokens.Unblock(now, c.granted) }}) })
+	c.graceTimer = time.AfterFunc(time.Hour, func() {
+		s.post(work{fn: func(now time.Time) { c.tokens.Unblock(now, func(g token.Grant) { c.granted(g, now) }) }})
+	})
 	return c
 }
 
@@ -200,7 +202,7 @@ func (c *core) instruments(name string) *tokenInstruments {
 }
 
 // granted tells the new holder, whichever way the grant came about.
-func (c *core) granted(g token.Grant) {
+func (c *core) granted(g token.Grant, now time.Time) {
 	c.dirty = true
 	ti := c.instruments(g.Token)
 	ti.grants.Inc()
@@ -212,7 +214,7 @@ func (c *core) granted(g token.Grant) {
 		return
 	}
 	s.grants++
-	e := Event{Time: time.Now(), Kind: "grant", Token: g.Token, Node: s.node, Fence: g.Fence}
+	e := Event{Time: now, Kind: "grant", Token: g.Token, Node: s.node, Fence: g.Fence}
 	if len(c.grantLog) < cap(c.grantLog) {
 		c.grantLog = append(c.grantLog, e)
 	} else {
@@ -262,7 +264,7 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 			c.reclaimed(s, f.Token, "cancel", d)
 		}
 		if d.Granted {
-			c.granted(d.Next)
+			c.granted(d.Next, now)
 		}
 		c.reply(cn, wire.Frame{Op: wire.OpCancelled, Seq: f.Seq, Token: f.Token})
 	case wire.OpKeepalive:
@@ -300,7 +302,7 @@ func (c *core) acquire(s *session, cn *conn, f *wire.Frame, now time.Time) {
 		c.fail(cn, f.Seq, wire.CodeInternal, "internal", err)
 	case ok:
 		s.requests[f.Token] = f.Seq
-		c.granted(g)
+		c.granted(g, now)
 	default:
 		s.requests[f.Token] = f.Seq
 		s.waited++
@@ -335,7 +337,7 @@ func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
 		cn.deferred = append(cn.deferred, released)
 	}
 	if ok {
-		c.granted(next)
+		c.granted(next, now)
 	}
 	if f.Op == wire.OpRequeue {
 		// After the handoff: the requester goes to the back of the queue.
@@ -445,7 +447,7 @@ func (c *core) endSession(s *session, reason string, now time.Time) {
 			c.reply(s.conn, wire.Frame{Op: wire.OpRevoked, Token: name, Fence: d.Fence, Text: reason})
 		}
 		if d.Granted {
-			c.granted(d.Next)
+			c.granted(d.Next, now)
 		}
 	}
 	s.requests = nil

@@ -67,6 +67,7 @@ type Server struct {
 	qmu      sync.Mutex // guards queue, spare, stopped
 	queue    []work     // posted, not yet served
 	spare    []work     // the other half of a double buffer for queue
+	lastNow  time.Time  // the time of the last batch served; with coreMu held
 	stopped  bool       // Close has served the last of the queue; posts are refused
 	kick     chan struct{}
 	stop     chan struct{}
@@ -85,8 +86,9 @@ type Server struct {
 type inbound struct {
 	c          *conn
 	f          wire.Frame
-	closed     bool // the connection ended; f is empty
-	peerClosed bool // with closed: the peer closed it (EOF or reset), not the server
+	at         time.Time // when the reader read it
+	closed     bool      // the connection ended; f is empty
+	peerClosed bool      // with closed: the peer closed it (EOF or reset), not the server
 }
 
 // New checks cfg and prepares a server; nothing listens until Open.
@@ -227,7 +229,7 @@ func (s *Server) Close() error {
 			s.qmu.Lock()
 			s.stopped = true
 			s.qmu.Unlock()
-			s.serveQueue()
+			s.serveQueue(time.Now())
 			s.core.expiryTimer.Stop()
 			s.core.graceTimer.Stop()
 			s.coreMu.Unlock()
@@ -324,7 +326,11 @@ func (s *Server) post(w work) bool {
 	s.queue = append(s.queue, w)
 	s.qmu.Unlock()
 	if s.coreMu.TryLock() {
-		s.serveQueue()
+		now := w.in.at // a reader read its frame a moment ago: one clock reading less
+		if now.IsZero() {
+			now = time.Now()
+		}
+		s.serveQueue(now)
 		s.coreMu.Unlock()
 		// What was posted while this goroutine served (its poster found the core
 		// taken) goes to the core goroutine: a reader goes back to its connection.
@@ -360,24 +366,29 @@ func (s *Server) loop() {
 		}
 		for s.pending() {
 			s.coreMu.Lock()
-			s.serveQueue()
+			s.serveQueue(time.Now())
 			s.coreMu.Unlock()
 		}
 	}
 }
 
-// serveQueue handles everything queued, then commits once for the whole batch. With
-// coreMu held.
-func (s *Server) serveQueue() {
-	for {
-		s.qmu.Lock()
+// serveQueue handles everything queued, then commits once for the whole batch; now
+// is the time of its first round. With coreMu held.
+func (s *Server) serveQueue(now time.Time) {
+	s.qmu.Lock()
+	for round := 0; len(s.queue) > 0; round++ {
 		batch := s.queue
 		s.queue, s.spare = s.spare[:0], nil
 		s.qmu.Unlock()
-		if len(batch) == 0 {
-			break
+		if round > 0 {
+			now = time.Now()
 		}
-		now := time.Now()
+		// The core's clock never runs back: a reader's reading may be a moment older
+		// than one a batch has already used.
+		if now.Before(s.lastNow) {
+			now = s.lastNow
+		}
+		s.lastNow = now
 		for i := range batch {
 			if fn := batch[i].fn; fn != nil {
 				fn(now)
@@ -388,8 +399,8 @@ func (s *Server) serveQueue() {
 		}
 		s.qmu.Lock()
 		s.spare = batch[:0]
-		s.qmu.Unlock()
 	}
+	s.qmu.Unlock()
 	s.core.commit()
 	// Only now are the batch's replies written: a frame stops counting against its
 	// reader's backpressure once its answer is out.
