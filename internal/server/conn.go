@@ -299,9 +299,10 @@ func (c *conn) readLoop() readEnd {
 
 // awaitFrame waits for the next frame to start; if none has for parkAfter, it parks
 // the connection. ok means a frame is arriving (or the parker could not take the
-// connection, and the caller's read waits as usual). The read deadline moves only
-// when it passes, not with every frame: arming it costs a timer update, and at
-// times a thread wake-up, per frame.
+// connection, and the caller's read waits as usual). The read deadline moves once
+// less than half of parkAfter is left, not with every frame (that costs a timer
+// update per frame), nor only once it has passed (that wakes every busy reader
+// each parkAfter for nothing: 2,500 wake-ups a second with 512 sessions trading).
 func (c *conn) awaitFrame() (end readEnd, ok bool) {
 	if c.s.parker == nil || c.r.Buffered() > 0 {
 		return 0, true
@@ -311,7 +312,7 @@ func (c *conn) awaitFrame() (end readEnd, ok bool) {
 	// and the clock decides from there.
 	now, fresh := c.lastRefill, false
 	for {
-		if !c.deadline.After(now) {
+		if c.deadline.Sub(now) < parkAfter/2 {
 			c.deadline = time.Unix(0, c.lastFrame.Load()).Add(parkAfter)
 			if soonest := now.Add(time.Millisecond); c.deadline.Before(soonest) {
 				c.deadline = soonest
