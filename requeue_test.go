@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -316,6 +317,41 @@ func TestCloseWhileRequeueWaitsInLine(t *testing.T) {
 	waitQueue(t, srv, 0)
 	if err := lb.Release(ctx, baton.Record{Counter: 2}); err != nil {
 		t.Fatalf("b release: %v", err)
+	}
+}
+
+// A loop of requeues keeps its memory flat: each turn's request holds the lease it
+// gives back until the server answers the release, and no longer, so the turns do
+// not chain into a list the collector cannot free.
+func TestRequeueLoopKeepsMemoryFlat(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	c := testutil.Dial(t, srv, "looper")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := c.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	turns := func(n int) {
+		for range n {
+			if l, err = l.Requeue(ctx, baton.Record{Counter: l.Record.Counter + 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	turns(2000)
+	before := heap()
+	turns(20000)
+	after := heap()
+	// A leak of one request per turn would be 20,000 × 192 B, about 4 MB.
+	if after > before+1<<20 {
+		t.Fatalf("heap grew from %d to %d bytes over 20,000 requeues", before, after)
 	}
 }
 

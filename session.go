@@ -505,6 +505,9 @@ func (st *runState) resolveRelease(seq uint64, r *releaseReq, err error) {
 		next.res <- acquireResult{err: err}
 		st.finish(next, err)
 	}
+	// A requeue's release lives in the next request, and the lease it gave back in
+	// the request before: let go of it, or a loop of requeues chains every turn.
+	r.lease = nil
 }
 
 func (st *runState) sendRelease(seq uint64, r *releaseReq) {
