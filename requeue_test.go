@@ -206,13 +206,24 @@ func TestRequeueOfALostLeaseIsRefused(t *testing.T) {
 	}
 }
 
-// A requeue waiting in line survives an in-place restart: the client resumes its
-// session, learns from the welcome that its release was applied and that it is
-// still in line, and gets the next grant.
-func TestRequeueWaitingInLineSurvivesARestart(t *testing.T) {
-	srv := testutil.StartServer(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+// requeueLine is a requeue waiting in line: a held the token and requeued it with
+// the record's counter set; b holds it now.
+type requeueLine struct {
+	requeuer *baton.Client // a
+	holder   *baton.Lease  // b's lease
+	requeued chan requeueResult
+}
+
+type requeueResult struct {
+	lease *baton.Lease
+	err   error
+}
+
+// requeueBehind has client a take the token, b queue for it, and a requeue with
+// counter, so that b holds the token and a waits behind it, its release's answer
+// still to come (the server sends it with a's next grant).
+func requeueBehind(t *testing.T, ctx context.Context, srv *testutil.Server, counter uint64) requeueLine {
+	t.Helper()
 	a := testutil.Dial(t, srv, "a")
 	b := testutil.Dial(t, srv, "b")
 	la, err := a.Acquire(ctx, "counter")
@@ -228,19 +239,28 @@ func TestRequeueWaitingInLineSurvivesARestart(t *testing.T) {
 		taken <- lb
 	}()
 	waitQueue(t, srv, 1)
-	requeued := make(chan *baton.Lease, 1)
+	line := requeueLine{requeuer: a, requeued: make(chan requeueResult, 1)}
 	go func() {
-		next, err := la.Requeue(ctx, baton.Record{Counter: 41})
-		if err != nil {
-			t.Errorf("requeue: %v", err)
-		}
-		requeued <- next
+		next, err := la.Requeue(ctx, baton.Record{Counter: counter})
+		line.requeued <- requeueResult{next, err}
 	}()
-	lb := <-taken
+	line.holder = <-taken
+	waitQueue(t, srv, 1) // a waits behind b
+	return line
+}
+
+// A requeue waiting in line survives an in-place restart: the client resumes its
+// session, learns from the welcome that its release was applied and that it is
+// still in line, and gets the next grant.
+func TestRequeueWaitingInLineSurvivesARestart(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	line := requeueBehind(t, ctx, srv, 41)
+	lb := line.holder
 	if lb == nil || lb.Record.Counter != 41 {
 		t.Fatalf("b got %+v, want the record a left (counter 41)", lb)
 	}
-	waitQueue(t, srv, 1) // a is in line behind b
 	if _, err := srv.Restart("test"); err != nil {
 		t.Fatal(err)
 	}
@@ -258,9 +278,9 @@ func TestRequeueWaitingInLineSurvivesARestart(t *testing.T) {
 		t.Fatalf("b release after the restart: %v", err)
 	}
 	select {
-	case next := <-requeued:
-		if next == nil || next.Fence != lb.Fence+1 || next.Record.Counter != 42 {
-			t.Fatalf("a's requeue gave %+v, want fence %d counter 42", next, lb.Fence+1)
+	case r := <-line.requeued:
+		if next := r.lease; r.err != nil || next == nil || next.Fence != lb.Fence+1 || next.Record.Counter != 42 {
+			t.Fatalf("a's requeue gave %+v (err %v), want fence %d counter 42", r.lease, r.err, lb.Fence+1)
 		}
 	case <-ctx.Done():
 		t.Fatal("a's requeue never got its grant after the restart")
@@ -274,28 +294,8 @@ func TestCloseWhileRequeueWaitsInLine(t *testing.T) {
 	srv := testutil.StartServer(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a := testutil.Dial(t, srv, "a")
-	b := testutil.Dial(t, srv, "b")
-	la, err := a.Acquire(ctx, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	taken := make(chan *baton.Lease, 1)
-	go func() {
-		lb, err := b.Acquire(ctx, "counter")
-		if err != nil {
-			t.Errorf("b: %v", err)
-		}
-		taken <- lb
-	}()
-	waitQueue(t, srv, 1)
-	requeued := make(chan error, 1)
-	go func() {
-		_, err := la.Requeue(ctx, baton.Record{Counter: 1})
-		requeued <- err
-	}()
-	lb := <-taken
-	waitQueue(t, srv, 1) // a waits behind b, its release not yet answered
+	line := requeueBehind(t, ctx, srv, 1)
+	a, lb := line.requeuer, line.holder
 	closed := make(chan error, 1)
 	go func() { closed <- a.Close() }()
 	select {
@@ -307,9 +307,9 @@ func TestCloseWhileRequeueWaitsInLine(t *testing.T) {
 		t.Fatal("Close did not return while a requeue waited in line")
 	}
 	select {
-	case err := <-requeued:
-		if !errors.Is(err, baton.ErrClosed) {
-			t.Fatalf("requeue after Close: %v, want ErrClosed", err)
+	case r := <-line.requeued:
+		if !errors.Is(r.err, baton.ErrClosed) {
+			t.Fatalf("requeue after Close: %v, want ErrClosed", r.err)
 		}
 	case <-ctx.Done():
 		t.Fatal("the requeue never returned after Close")
