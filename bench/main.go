@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -58,6 +59,14 @@ func main() {
 	jsonOut := flag.String("json", "", "write the results as JSON here")
 	mdOut := flag.String("md", "", "write the markdown table here too")
 	flag.Parse()
+	// Made before the run, not after it: a missing folder must not cost 20 minutes.
+	for _, path := range []string{*mdOut, *jsonOut} {
+		if path != "" {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				fail(err)
+			}
+		}
+	}
 
 	if *serve != "" {
 		runServer(*serve)
