@@ -198,7 +198,7 @@ func (l *Lease) Err() error {
 	return l.err
 }
 
-// end closes Done with err; only the client's run goroutine calls it.
+// end closes Done, if anyone asked for it, with err; called under Client.mu.
 func (l *Lease) end(err error) bool {
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
