@@ -97,7 +97,7 @@ type connReader struct {
 	// A caller's context interrupts its read through one context.AfterFunc per
 	// context, kept while the same context comes back, as it does in a loop of
 	// turns: registering a callback with the context and removing it again cost
-	// three allocations and two locks of the context's parent per turn.
+	// two allocations and two locks of the context's parent per turn.
 	afterDone <-chan struct{} // the Done of the context the callback watches
 
 	imu         sync.Mutex // guards the fields below
@@ -232,6 +232,22 @@ func (st *runState) turnToBackground() {
 	}
 }
 
+// took handles what the reader of cc got, frame f or err; with c.mu held. It
+// reports whether cc is still the connection: if not (lost, closed or replaced), the
+// turn went with it and the reader stops.
+func (st *runState) took(cc *clientConn, f *wire.Frame, err error) bool {
+	if st.conn != cc {
+		return false
+	}
+	if err != nil {
+		st.lost(err)
+	} else {
+		st.frame(f)
+	}
+	st.flush()
+	return st.conn == cc
+}
+
 // background reads cc whenever it has the turn, until cc is no longer the current
 // connection.
 func (c *Client) background(cc *clientConn) {
@@ -247,19 +263,11 @@ func (c *Client) background(cc *clientConn) {
 			err := cc.readFrame(&f, false)
 			c.mu.Lock()
 			st := c.st
-			if st.conn != cc { // closed or replaced meanwhile
+			if !st.took(cc, &f, err) {
 				c.mu.Unlock()
 				return
 			}
-			if err != nil {
-				st.lost(err)
-				st.flush()
-				c.mu.Unlock()
-				return
-			}
-			st.frame(&f)
-			st.flush()
-			handOver := st.conn == cc && st.turnWaiters > 0
+			handOver := st.turnWaiters > 0
 			if handOver {
 				st.freeTurn(cc)
 			}
@@ -329,26 +337,13 @@ func (c *Client) readFor(ctx context.Context, cc *clientConn, answered func() bo
 	f := &cc.rd.frame
 	for !answered() && ctx.Err() == nil {
 		err := cc.readFrame(f, true)
+		if errors.Is(err, errInterrupted) {
+			continue // ctx has ended: the loop's test says so
+		}
 		c.mu.Lock()
-		st := c.st
-		if st.conn != cc { // lost or replaced: the turn went with it
-			c.mu.Unlock()
-			return
-		}
-		switch {
-		case errors.Is(err, errInterrupted):
-		case err != nil:
-			st.lost(err)
-			st.flush()
-			c.mu.Unlock()
-			return
-		default:
-			st.frame(f)
-			st.flush()
-		}
-		gone := st.conn != cc
+		kept := c.st.took(cc, f, err)
 		c.mu.Unlock()
-		if gone {
+		if !kept {
 			return
 		}
 	}

@@ -251,8 +251,9 @@ const (
 func (c *conn) readLoop() readEnd {
 	r := c.r
 	rate := float64(c.s.cfg.MaxFrameRate)
+	now := time.Now() // then each frame's arrival: awaitFrame needs no clock of its own
 	for {
-		if end, ok := c.awaitFrame(); !ok {
+		if end, ok := c.awaitFrame(now); !ok {
 			return end
 		}
 		// A live client sends a keepalive every third of its TTL; a connection silent
@@ -269,7 +270,7 @@ func (c *conn) readLoop() readEnd {
 		}
 		// Token bucket: MaxFrameRate frames a second, bursts of a second's worth. On
 		// the connection, not the goroutine: parking does not refill it.
-		now := time.Now()
+		now = time.Now()
 		in.at = now
 		c.lastFrame.Store(now.UnixNano())
 		c.allowance = min(rate, c.allowance+now.Sub(c.lastRefill).Seconds()*rate)
@@ -303,14 +304,11 @@ func (c *conn) readLoop() readEnd {
 // less than half of parkAfter is left, not with every frame (that costs a timer
 // update per frame), nor only once it has passed (that wakes every busy reader
 // each parkAfter for nothing: 2,500 wake-ups a second with 512 sessions trading).
-func (c *conn) awaitFrame() (end readEnd, ok bool) {
+// now is a moment ago: the last frame's arrival, or the reader's start.
+func (c *conn) awaitFrame(now time.Time) (end readEnd, ok bool) {
 	if c.s.parker == nil || c.r.Buffered() > 0 {
 		return 0, true
 	}
-	// The first check uses the last frame's arrival, not the clock: if the deadline
-	// has passed meanwhile (a connection back from parking), the read says so at once
-	// and the clock decides from there.
-	now, fresh := c.lastRefill, false
 	for {
 		if c.deadline.Sub(now) < parkAfter/2 {
 			c.deadline = time.Unix(0, c.lastFrame.Load()).Add(parkAfter)
@@ -327,10 +325,6 @@ func (c *conn) awaitFrame() (end readEnd, ok bool) {
 			return c.readFailed(err), false
 		}
 		now = time.Now()
-		if !fresh {
-			fresh = true
-			continue
-		}
 		quiet := now.Sub(time.Unix(0, c.lastFrame.Load()))
 		switch {
 		case quiet < parkAfter: // frames came after the deadline was set: wait the rest
