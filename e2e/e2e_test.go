@@ -54,7 +54,8 @@ func TestDeployment(t *testing.T) {
 }
 
 // 1. All 8 clients become members and get the token; the counter grows; grants are
-// fair; no two critical sections overlap; no stale release was accepted.
+// fair once all are in line; no two critical sections overlap; no stale release was
+// accepted.
 func scenarioUp(d *deployment, up time.Time) {
 	d.eventually(90*time.Second, "8 alive client members with sessions", func() bool {
 		st, err := d.status()
@@ -64,17 +65,33 @@ func scenarioUp(d *deployment, up time.Time) {
 		m, s := aliveClients(st)
 		return m == 8 && s == 8
 	})
-	d.t.Logf("full membership %s after up began", time.Since(up).Round(time.Millisecond))
+	full := time.Now()
+	d.t.Logf("full membership %s after up began", full.Sub(up).Round(time.Millisecond))
 	clients := d.containers("client")
 	if len(clients) != 8 {
 		d.t.Fatalf("%d client containers running, want 8", len(clients))
 	}
+	// Fairness is judged on the sections that began once all 8 had sessions: before
+	// that, the containers start seconds apart and the first ones take turns alone
+	// (CI once saw one client 5 sections ahead of the last to start). The clients'
+	// clocks are this host's clock.
+	const rounds = 3
 	var sts []worker.Status
-	d.eventually(90*time.Second, "every client to complete 4 critical sections", func() bool {
+	sinceFull := make([]int, len(clients))
+	d.eventually(90*time.Second, fmt.Sprintf("every client to complete %d critical sections after full membership", rounds), func() bool {
 		sts = sts[:0]
-		for _, c := range clients {
+		for i, c := range clients {
 			st, err := d.workerStatus(c)
-			if err != nil || st.Done < 4 {
+			if err != nil {
+				return false
+			}
+			sinceFull[i] = 0
+			for _, iv := range st.Recent {
+				if iv.Start.After(full) {
+					sinceFull[i]++
+				}
+			}
+			if sinceFull[i] < rounds {
 				return false
 			}
 			sts = append(sts, st)
@@ -87,10 +104,12 @@ func scenarioUp(d *deployment, up time.Time) {
 		done = append(done, st.Done)
 		intervals = append(intervals, st.Recent...)
 	}
-	lo, hi := slices.Min(done), slices.Max(done)
-	d.t.Logf("critical sections per client: %v", done)
-	if hi-lo > 3 {
-		d.t.Errorf("unfair: one client did %d critical sections, another %d (FIFO keeps them within 3)", hi, lo)
+	d.t.Logf("critical sections per client: %v in all, %v since full membership", done, sinceFull)
+	// In a FIFO queue where every client is back in line before its next turn (a
+	// round takes 8 × BATON_WORK, think time is BATON_THINK), grants go round robin:
+	// one more for those queued ahead of the last to join, one for the window's end.
+	if lo, hi := slices.Min(sinceFull), slices.Max(sinceFull); hi-lo > 2 {
+		d.t.Errorf("unfair: since full membership one client did %d critical sections, another %d (FIFO keeps them within 2)", hi, lo)
 	}
 	slices.SortFunc(intervals, func(a, b worker.Interval) int { return a.Start.Compare(b.Start) })
 	for i := 1; i < len(intervals); i++ {
