@@ -183,21 +183,22 @@ func Reason(err error) string {
 
 // Writer encodes frames into a buffered stream. Not safe for concurrent use.
 type Writer struct {
-	w   *bufio.Writer
-	buf []byte
+	w *bufio.Writer
 }
 
 // NewWriter returns a Writer on w.
 func NewWriter(w io.Writer) *Writer {
 	// 4 KiB: a burst of small frames still leaves in one write, and ten thousand idle
 	// connections do not each hold 32 KiB. A larger frame passes through bufio.
-	return &Writer{w: bufio.NewWriterSize(w, 4<<10), buf: make([]byte, 0, 256)}
+	return &Writer{w: bufio.NewWriterSize(w, 4<<10)}
 }
 
 // Write buffers f. Call Flush to send.
 func (w *Writer) Write(f *Frame) error {
-	w.buf = Append(w.buf[:0], f)
-	_, err := w.w.Write(w.buf)
+	// Encoded straight into the buffer's free space when it fits (bufio's
+	// documented way), not into a scratch buffer and copied.
+	b := Append(w.w.AvailableBuffer(), f)
+	_, err := w.w.Write(b)
 	return err
 }
 
@@ -211,6 +212,38 @@ func (w *Writer) Buffered() int { return w.w.Buffered() }
 func Append(b []byte, f *Frame) []byte {
 	start := len(b)
 	b = append(b, 0, 0, 0, 0, byte(f.Op))
+	switch f.Op {
+	case OpAcquire:
+		b = binary.AppendUvarint(b, f.Seq)
+		b = appendString(b, f.Token)
+	case OpGrant:
+		b = binary.AppendUvarint(b, f.Seq)
+		b = appendString(b, f.Token)
+		b = binary.AppendUvarint(b, f.Fence)
+		b = appendRecord(b, f.Rec)
+	case OpRelease, OpRequeue:
+		b = binary.AppendUvarint(b, f.Seq)
+		b = appendString(b, f.Token)
+		b = binary.AppendUvarint(b, f.Fence)
+		b = appendRecord(b, f.Rec)
+	case OpReleased:
+		b = binary.AppendUvarint(b, f.Seq)
+		b = appendString(b, f.Token)
+		b = binary.AppendUvarint(b, f.Fence)
+	default:
+		b = appendOther(b, f)
+	}
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
+	return b
+}
+
+// appendOther encodes the body of the frames that are not on the hot path. Apart,
+// and not inlined, so that Append's stack frame stays small: the server encodes
+// grants on a reader's goroutine whose stack is cold when many connections take
+// turns.
+//
+//go:noinline
+func appendOther(b []byte, f *Frame) []byte {
 	switch f.Op {
 	case OpChallenge:
 		b = append(b, Magic...)
@@ -242,27 +275,10 @@ func Append(b []byte, f *Frame) []byte {
 			b = binary.AppendUvarint(b, w.Seq)
 			b = appendString(b, w.Token)
 		}
-	case OpAcquire:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
 	case OpQueued:
 		b = binary.AppendUvarint(b, f.Seq)
 		b = appendString(b, f.Token)
 		b = binary.AppendUvarint(b, f.Pos)
-	case OpGrant:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
-		b = binary.AppendUvarint(b, f.Fence)
-		b = appendRecord(b, f.Rec)
-	case OpRelease, OpRequeue:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
-		b = binary.AppendUvarint(b, f.Fence)
-		b = appendRecord(b, f.Rec)
-	case OpReleased:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
-		b = binary.AppendUvarint(b, f.Fence)
 	case OpCancel:
 		b = binary.AppendUvarint(b, f.Seq)
 		b = appendString(b, f.Token)
@@ -285,7 +301,6 @@ func Append(b []byte, f *Frame) []byte {
 		b = appendString(b, f.Text)
 	case OpGoodbye, OpClosing:
 	}
-	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
 	return b
 }
 
@@ -384,6 +399,17 @@ var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, SmallR
 // that a steady stream of frames for the same tokens allocates nothing.
 func (r *Reader) Read(f *Frame) error {
 	r.attach()
+	if r.r.Buffered() >= 4 {
+		// The usual case, a whole frame already buffered: decode it where it lies,
+		// without copying it out first (the copy touched one more buffer per frame).
+		hdr, _ := r.r.Peek(4)
+		if n := binary.BigEndian.Uint32(hdr); n != 0 && n <= MaxFrame && r.r.Buffered()-4 >= int(n) {
+			whole, _ := r.r.Peek(4 + int(n))
+			err := decode(whole[4:], f, &r.names)
+			_, _ = r.r.Discard(4 + int(n))
+			return err
+		}
+	}
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
 		return err
 	}
