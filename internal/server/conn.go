@@ -34,49 +34,65 @@ const (
 // bytes. The reader and any flusher belong to the server's WaitGroup; the core
 // decides when the connection closes.
 type conn struct {
-	s      *Server
-	nc     net.Conn
-	raw    syscall.RawConn // nil if nc is not a syscall.Conn: then every write goes through a flusher
-	remote string
-	quit   chan struct{}
-	once   sync.Once
+	// What the reader touches for every frame comes first, then what the core and a
+	// write touch for a reply, then the rest: with hundreds of sessions taking turns,
+	// a connection's state is cold in the cache when its turn comes, and fields a
+	// turn uses together should share cache lines.
 
+	// Used by whichever goroutine reads the connection now (one at a time: a reader
+	// parks the connection before the parker can start the next).
+	s          *Server
+	r          *wire.Reader
+	lastFrame  atomic.Int64 // unix nanoseconds of the last frame read
+	allowance  float64      // the frame rate limit's bucket
+	lastRefill time.Time    // when the bucket was last topped up
+	deadline   time.Time    // the read deadline armed now
+	// inflight counts frames handed to the core whose replies are not yet written
+	// (the core writes them when its batch commits). space wakes the reader when the
+	// core or a flusher make room, but only while it waits for room (waitingRoom):
+	// a send on every reply touched a channel per handoff that nobody read.
+	inflight    atomic.Int32
+	backlogLen  atomic.Int32 // len(backlog), for the reader's check without wmu
+	waitingRoom atomic.Bool
 	// closing is set when the server lets go of the connection (restart, close-
 	// connections, protocol error, slow consumer): its end is then not the client's
 	// doing and must not end the session.
 	closing atomic.Bool
 
-	// inflight counts frames handed to the core whose replies are not yet written
-	// (the core writes them when its batch commits). space wakes the reader when the
-	// core or a flusher make room.
-	inflight atomic.Int32
+	session *session // set and read by the core goroutine only
+	// Released answers to requeues, sent before the next reply; core only. Kept
+	// small and, for the usual one, inside the conn (deferredBuf): a separate array
+	// was a cache miss when the answer was stored and another when it left, a turn
+	// later.
+	deferred    []deferredRelease
+	deferredBuf [1]deferredRelease
+	obuf        []byte          // the core's encoding buffer for this connection's replies; core only
+	hangup      bool            // the core has queued this connection's last frame; core only
+	flushing    bool            // a flusher goroutine owns the socket's writes
+	closeAfter  bool            // close once the backlog is written (Closing, hang-up)
+	peerGone    bool            // a write failed: replies are dropped, the reader finds the end
+	wmu         sync.Mutex      // guards backlog, flushing, closeAfter, peerGone and writeNow's state
+	raw         syscall.RawConn // nil if nc is not a syscall.Conn: then every write goes through a flusher
+	writeSome   func(fd uintptr) bool
+	wb          []byte // writeSome's input and results
+	wn          int
+	werr        error
+	backlog     []byte // encoded replies the socket did not take yet
+
+	nc       net.Conn
+	remote   string
+	quit     chan struct{}
+	once     sync.Once
 	space    chan struct{}
-
-	wmu        sync.Mutex // guards backlog, flushing, closeAfter, peerGone and writeNow's state
-	backlog    []byte     // encoded replies the socket did not take yet
-	flushing   bool       // a flusher goroutine owns the socket's writes
-	closeAfter bool       // close once the backlog is written (Closing, hang-up)
-	peerGone   bool       // a write failed: replies are dropped, the reader finds the end
-	writeSome  func(fd uintptr) bool
-	wb         []byte // writeSome's input and results
-	wn         int
-	werr       error
-
-	session  *session      // set and read by the core goroutine only
-	deferred []wire.Frame  // Released answers to requeues, sent before the next reply; core only
-	obuf     []byte        // the core's encoding buffer for this connection's replies; core only
-	hangup   bool          // the core has queued this connection's last frame; core only
 	ttl      time.Duration // the session's TTL, set by the core during hello, read by the reader after it
+	parkedFD int32         // the descriptor while parked, else -1; guarded by the parker's mu
+	inEpoll  bool          // registered with the parker's epoll set; guarded by the parker's mu
+}
 
-	// Used by whichever goroutine reads the connection now (one at a time: a reader
-	// parks the connection before the parker can start the next).
-	r          *wire.Reader
-	deadline   time.Time    // the read deadline armed now
-	allowance  float64      // the frame rate limit's bucket
-	lastRefill time.Time    // when the bucket was last topped up
-	lastFrame  atomic.Int64 // unix nanoseconds of the last frame read
-	parkedFD   int32        // the descriptor while parked, else -1; guarded by the parker's mu
-	inEpoll    bool         // registered with the parker's epoll set; guarded by the parker's mu
+// deferredRelease is a Released answer held back for a requeue (see core.release).
+type deferredRelease struct {
+	seq, fence uint64
+	token      string
 }
 
 // opHangup is an internal pseudo-frame: the replies queued before it are written,
@@ -105,6 +121,7 @@ func (s *Server) acceptLoop() {
 		backoff = 5 * time.Millisecond
 		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), quit: make(chan struct{}), space: make(chan struct{}, 1),
 			parkedFD: -1}
+		c.deferred = c.deferredBuf[:0]
 		if sc, ok := nc.(syscall.Conn); ok {
 			c.raw, _ = sc.SyscallConn()
 		}
@@ -180,7 +197,7 @@ func (c *conn) serveFrames() {
 		return
 	}
 	defer c.forget()
-	c.s.post(work{in: inbound{c: c, closed: true, peerClosed: end == endPeer}})
+	c.s.post(&work{in: inbound{c: c, closed: true, peerClosed: end == endPeer}})
 	if end == endHangup { // the connection closes once the error frame is out; give it a moment
 		select {
 		case <-c.quit:
@@ -263,39 +280,42 @@ func (c *conn) readLoop() readEnd {
 			c.deadline = time.Now().Add(c.idleLimit())
 			_ = c.nc.SetReadDeadline(c.deadline)
 		}
-		var in inbound
-		in.c = c
-		if err := r.Read(&in.f); err != nil {
+		// Decoded straight into the work that post copies into the queue.
+		var w work
+		w.in.c = c
+		if err := r.Read(&w.in.f); err != nil {
 			return c.readFailed(err)
 		}
 		// Token bucket: MaxFrameRate frames a second, bursts of a second's worth. On
 		// the connection, not the goroutine: parking does not refill it.
 		now = time.Now()
-		in.at = now
+		w.in.at = now
 		c.lastFrame.Store(now.UnixNano())
 		c.allowance = min(rate, c.allowance+now.Sub(c.lastRefill).Seconds()*rate)
 		c.lastRefill = now
 		if c.allowance < 1 {
-			c.s.metrics.protocolErrors.WithLabelValues("rate").Inc()
-			c.s.log.Warn("frame rate over limit, connection closed", "remote", c.remote, "limit", c.s.cfg.MaxFrameRate)
-			c.sendError(wire.CodeTooMany, fmt.Errorf("more than %d frames per second", c.s.cfg.MaxFrameRate))
+			c.overRate()
 			return endHangup
 		}
 		c.allowance--
-		for c.inflight.Load() >= maxInflight || c.backlogged() {
-			select {
-			case <-c.space:
-			case <-c.quit:
-				return endServer
-			case <-c.s.stop:
-				return endServer
-			}
+		if c.mustWait() && !c.awaitRoom() {
+			return endServer
 		}
 		c.inflight.Add(1)
-		if !c.s.post(work{in: in}) {
+		if !c.s.post(&w) {
 			return endServer
 		}
 	}
+}
+
+// overRate refuses a connection over the frame rate limit. Apart, and not inlined,
+// so that its locals do not widen readLoop's stack frame (see Server.post).
+//
+//go:noinline
+func (c *conn) overRate() {
+	c.s.metrics.protocolErrors.WithLabelValues("rate").Inc()
+	c.s.log.Warn("frame rate over limit, connection closed", "remote", c.remote, "limit", c.s.cfg.MaxFrameRate)
+	c.sendError(wire.CodeTooMany, fmt.Errorf("more than %d frames per second", c.s.cfg.MaxFrameRate))
 }
 
 // awaitFrame waits for the next frame to start; if none has for parkAfter, it parks
@@ -374,8 +394,35 @@ func (c *conn) resume() {
 	go c.serveFrames()
 }
 
+// mustWait reports whether the reader must stop reading: too many of its frames
+// await the core, or its unwritten replies exceed backlogPause.
+func (c *conn) mustWait() bool {
+	return c.inflight.Load() >= maxInflight || c.backlogLen.Load() > backlogPause
+}
+
+// awaitRoom waits until the reader may read again; false if the connection or the
+// server closes first. The flag is set before the condition is checked again, and
+// room checks the flag after making room, so one of the two sees the other.
+func (c *conn) awaitRoom() bool {
+	c.waitingRoom.Store(true)
+	defer c.waitingRoom.Store(false)
+	for c.mustWait() {
+		select {
+		case <-c.space:
+		case <-c.quit:
+			return false
+		case <-c.s.stop:
+			return false
+		}
+	}
+	return true
+}
+
 // room wakes the reader if it waits for the reply queue to drain.
 func (c *conn) room() {
+	if !c.waitingRoom.Load() {
+		return
+	}
 	select {
 	case c.space <- struct{}{}:
 	default:
@@ -387,13 +434,6 @@ func (c *conn) room() {
 func (c *conn) sendError(code wire.Code, err error) {
 	c.closing.Store(true)
 	c.write(wire.Append(nil, &wire.Frame{Op: wire.OpError, Code: code, Text: err.Error()}), true)
-}
-
-// backlogged reports whether replies wait for the socket beyond backlogPause.
-func (c *conn) backlogged() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return len(c.backlog) > backlogPause
 }
 
 // write sends b, then closes the connection if closeAfter. It never blocks on the
@@ -426,6 +466,7 @@ func (c *conn) write(b []byte, closeAfter bool) {
 			return
 		}
 		c.backlog = append(c.backlog, b...)
+		c.backlogLen.Store(int32(len(c.backlog)))
 		if !c.flushing {
 			c.flushing = true
 			c.s.wg.Add(1)
@@ -451,6 +492,7 @@ func (c *conn) write(b []byte, closeAfter bool) {
 func (c *conn) lostPeer() {
 	c.peerGone = true
 	c.backlog = nil
+	c.backlogLen.Store(0)
 }
 
 // writeNow writes what the socket takes without waiting: the descriptor is in
@@ -502,12 +544,14 @@ func (c *conn) flush() {
 			return
 		}
 		buf, c.backlog = c.backlog, buf[:0]
+		c.backlogLen.Store(0)
 		c.wmu.Unlock()
 		c.room()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.nc.Write(buf); err != nil {
 			c.wmu.Lock()
 			c.flushing, c.backlog = false, nil
+			c.backlogLen.Store(0)
 			if isTimeout(err) || c.closeAfter {
 				c.closeNow() // five seconds without taking a byte: a slow consumer
 			} else {

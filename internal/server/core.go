@@ -54,16 +54,18 @@ type core struct {
 // time resumes it) and ends on Goodbye, on its TTL, when its connection is closed by
 // its peer (the process died), or when its node reboots.
 type session struct {
+	// What a grant, a release or a requeue touches first, in one cache line.
 	id       token.SessionID
+	conn     *conn             // nil while detached
+	requests map[string]uint64 // token → seq of this session's acquire, held or waiting
+	grants   uint64            // tokens granted to this session
+	waited   uint64            // acquires that had to queue
+	ended    bool
 	node     string
+
 	bootID   string
 	ttl      time.Duration
 	deadline time.Time
-	conn     *conn             // nil while detached
-	requests map[string]uint64 // token → seq of this session's acquire, held or waiting
-	ended    bool
-	grants   uint64 // tokens granted to this session
-	waited   uint64 // acquires that had to queue
 }
 
 type outFrame struct {
@@ -82,9 +84,9 @@ func newCore(s *Server, ttl time.Duration) *core {
 		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
 		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
 	}
-	c.expiryTimer = time.AfterFunc(time.Hour, func() { s.post(work{fn: c.expire}) })
+	c.expiryTimer = time.AfterFunc(time.Hour, func() { s.post(&work{fn: c.expire}) })
 	c.graceTimer = time.AfterFunc(time.Hour, func() {
-		s.post(work{fn: func(now time.Time) { c.tokens.Unblock(now, func(g token.Grant) { c.granted(g, now) }) }})
+		s.post(&work{fn: func(now time.Time) { c.tokens.Unblock(now, func(g token.Grant) { c.granted(&g, now) }) }})
 	})
 	return c
 }
@@ -174,16 +176,40 @@ func (c *core) commit() {
 
 // reply queues f for cn, after the answers deferred for it (see wire.OpRequeue).
 func (c *core) reply(cn *conn, f wire.Frame) {
-	if cn == nil {
-		return
+	if cn != nil {
+		*c.replyTo(cn) = f
 	}
-	for i := range cn.deferred {
-		c.out = append(c.out, outFrame{c: cn, f: cn.deferred[i]})
-	}
-	cn.deferred = cn.deferred[:0]
-	c.out = append(c.out, outFrame{c: cn, f: f})
 }
 
+// replyTo queues a reply for cn, after the answers deferred for it, and returns it
+// zeroed to be filled in where it will be encoded from: the hot paths build no frame
+// on the stack to copy (see Server.post).
+func (c *core) replyTo(cn *conn) *wire.Frame {
+	for _, d := range cn.deferred {
+		f := c.outSlot(cn)
+		f.Op, f.Seq, f.Token, f.Fence = wire.OpReleased, d.seq, d.token, d.fence
+	}
+	clear(cn.deferred)
+	cn.deferred = cn.deferred[:0]
+	return c.outSlot(cn)
+}
+
+// outSlot appends a zero reply for cn to the batch and returns its frame.
+func (c *core) outSlot(cn *conn) *wire.Frame {
+	if len(c.out) < cap(c.out) {
+		c.out = c.out[:len(c.out)+1] // commit left the slot zeroed
+	} else {
+		c.out = append(c.out, outFrame{})
+	}
+	o := &c.out[len(c.out)-1]
+	o.c = cn
+	return &o.f
+}
+
+// fail refuses a request. Not inlined, like the other refusals: their locals
+// (formatting, labels) would widen the hot paths' stack frames.
+//
+//go:noinline
 func (c *core) fail(cn *conn, seq uint64, code wire.Code, reason string, err error) {
 	c.s.metrics.protocolErrors.WithLabelValues(reason).Inc()
 	c.s.log.Debug("request refused", "conn", cn.remote, "reason", reason, "err", err)
@@ -191,37 +217,55 @@ func (c *core) fail(cn *conn, seq uint64, code wire.Code, reason string, err err
 }
 
 func (c *core) instruments(name string) *tokenInstruments {
-	ti := c.perToken[name]
-	if ti == nil {
-		m := c.s.metrics
-		ti = &tokenInstruments{grants: m.grants.WithLabelValues(name), wait: m.wait.WithLabelValues(name),
-			hold: m.hold.WithLabelValues(name), staleReleases: m.staleReleases.WithLabelValues(name)}
-		c.perToken[name] = ti
+	if ti := c.perToken[name]; ti != nil {
+		return ti
 	}
+	return c.newInstruments(name)
+}
+
+//go:noinline
+func (c *core) newInstruments(name string) *tokenInstruments {
+	m := c.s.metrics
+	ti := &tokenInstruments{grants: m.grants.WithLabelValues(name), wait: m.wait.WithLabelValues(name),
+		hold: m.hold.WithLabelValues(name), staleReleases: m.staleReleases.WithLabelValues(name)}
+	c.perToken[name] = ti
 	return ti
 }
 
 // granted tells the new holder, whichever way the grant came about.
-func (c *core) granted(g token.Grant, now time.Time) {
+func (c *core) granted(g *token.Grant, now time.Time) {
 	c.dirty = true
 	ti := c.instruments(g.Token)
 	ti.grants.Inc()
 	ti.wait.Observe(g.Waited.Seconds())
 	s := c.sessions[token.SessionID(g.Session)]
 	if s == nil {
-		// The table holds only live sessions' requests; a grant to anyone else is a bug.
-		c.s.log.Error("grant to unknown session", "token", g.Token, "session", g.Session)
+		c.grantToNobody(g)
 		return
 	}
 	s.grants++
-	e := Event{Time: now, Kind: "grant", Token: g.Token, Node: s.node, Fence: g.Fence}
+	var e *Event
 	if len(c.grantLog) < cap(c.grantLog) {
-		c.grantLog = append(c.grantLog, e)
+		c.grantLog = c.grantLog[:len(c.grantLog)+1]
+		e = &c.grantLog[len(c.grantLog)-1]
 	} else {
-		c.grantLog[c.grantAt] = e
+		e = &c.grantLog[c.grantAt]
 		c.grantAt = (c.grantAt + 1) % len(c.grantLog)
 	}
-	c.reply(s.conn, wire.Frame{Op: wire.OpGrant, Seq: g.Seq, Token: g.Token, Fence: g.Fence, Rec: g.Rec})
+	*e = Event{}
+	e.Time, e.Kind, e.Token, e.Node, e.Fence = now, "grant", g.Token, s.node, g.Fence
+	if s.conn != nil {
+		f := c.replyTo(s.conn)
+		f.Op, f.Seq, f.Token, f.Fence, f.Rec = wire.OpGrant, g.Seq, g.Token, g.Fence, g.Rec
+	}
+}
+
+// grantToNobody logs a grant to a session the core does not know: the table holds
+// only live sessions' requests, so this is a bug.
+//
+//go:noinline
+func (c *core) grantToNobody(g *token.Grant) {
+	c.s.log.Error("grant to unknown session", "token", g.Token, "session", g.Session)
 }
 
 func (c *core) event(e Event) {
@@ -234,25 +278,39 @@ func (c *core) event(e Event) {
 	c.eventAt = (c.eventAt + 1) % len(c.events)
 }
 
-// handle applies one frame from an established connection.
+// handle applies one frame from an established connection. The hot requests are
+// handled here, the rest apart (see fail).
 func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 	s := cn.session
-	if s == nil || s.ended {
-		// The session is gone (expired while its client was frozen or cut off). A late
-		// release is answered as stale and counted; it changes nothing.
-		if f.Op == wire.OpRelease || f.Op == wire.OpRequeue {
-			c.staleRelease(cn, f)
-			return
-		}
-		c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeSessionExpired, Text: "session expired"})
-		c.closeConn(cn, false)
+	switch {
+	case s == nil || s.ended:
+		c.sessionGone(cn, f)
+	case f.Op == wire.OpAcquire:
+		c.acquire(s, cn, f.Seq, f.Token, now)
+	case f.Op == wire.OpRelease || f.Op == wire.OpRequeue:
+		c.release(s, cn, f, now)
+	default:
+		c.handleOther(s, cn, f, now)
+	}
+}
+
+// sessionGone answers a frame whose session is gone (expired while its client was
+// frozen or cut off). A late release is answered as stale and counted; it changes
+// nothing.
+//
+//go:noinline
+func (c *core) sessionGone(cn *conn, f *wire.Frame) {
+	if f.Op == wire.OpRelease || f.Op == wire.OpRequeue {
+		c.staleRelease(cn, f)
 		return
 	}
+	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeSessionExpired, Text: "session expired"})
+	c.closeConn(cn, false)
+}
+
+//go:noinline
+func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	switch f.Op {
-	case wire.OpAcquire:
-		c.acquire(s, cn, f, now)
-	case wire.OpRelease, wire.OpRequeue:
-		c.release(s, cn, f, now)
 	case wire.OpCancel:
 		d := c.tokens.Drop(s.id, f.Seq, f.Token, now)
 		if d.Found {
@@ -264,7 +322,7 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 			c.reclaimed(s, f.Token, "cancel", d)
 		}
 		if d.Granted {
-			c.granted(d.Next, now)
+			c.granted(&d.Next, now)
 		}
 		c.reply(cn, wire.Frame{Op: wire.OpCancelled, Seq: f.Seq, Token: f.Token})
 	case wire.OpKeepalive:
@@ -289,22 +347,17 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 	}
 }
 
-func (c *core) acquire(s *session, cn *conn, f *wire.Frame, now time.Time) {
-	g, ok, pos, err := c.tokens.Acquire(s.id, f.Seq, f.Token, now)
+// acquire queues session s's request seq for the token name, or grants it.
+func (c *core) acquire(s *session, cn *conn, seq uint64, name string, now time.Time) {
+	g, ok, pos, err := c.tokens.Acquire(s.id, seq, name, now)
 	switch {
-	case errors.Is(err, token.ErrDuplicate):
-		c.fail(cn, f.Seq, wire.CodeDuplicate, "duplicate", err)
-	case errors.Is(err, token.ErrTooMany):
-		c.fail(cn, f.Seq, wire.CodeTooMany, "too_many_tokens", err)
-	case errors.Is(err, token.ErrBadName):
-		c.fail(cn, f.Seq, wire.CodeBadName, "bad_name", err)
 	case err != nil:
-		c.fail(cn, f.Seq, wire.CodeInternal, "internal", err)
+		c.refuseAcquire(cn, seq, err)
 	case ok:
-		s.requests[f.Token] = f.Seq
-		c.granted(g, now)
+		s.requests[name] = seq
+		c.granted(&g, now)
 	default:
-		s.requests[f.Token] = f.Seq
+		s.requests[name] = seq
 		s.waited++
 		c.dirty = true // waits changed
 		// No Queued reply: nobody reads the position, and on the hot path it was one
@@ -315,34 +368,53 @@ func (c *core) acquire(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	}
 }
 
+//go:noinline
+func (c *core) refuseAcquire(cn *conn, seq uint64, err error) {
+	switch {
+	case errors.Is(err, token.ErrDuplicate):
+		c.fail(cn, seq, wire.CodeDuplicate, "duplicate", err)
+	case errors.Is(err, token.ErrTooMany):
+		c.fail(cn, seq, wire.CodeTooMany, "too_many_tokens", err)
+	case errors.Is(err, token.ErrBadName):
+		c.fail(cn, seq, wire.CodeBadName, "bad_name", err)
+	default:
+		c.fail(cn, seq, wire.CodeInternal, "internal", err)
+	}
+}
+
 func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	held, next, ok, err := c.tokens.Release(s.id, f.Token, f.Fence, f.Rec, now)
-	switch {
-	case errors.Is(err, token.ErrStaleFence):
-		c.staleRelease(cn, f)
-		return
-	case err != nil:
-		c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of %q: %w", f.Token, err))
+	if err != nil {
+		c.refuseRelease(cn, f, err)
 		return
 	}
 	delete(s.requests, f.Token)
 	c.dirty = true
 	c.instruments(f.Token).hold.Observe(held.Seconds())
-	released := wire.Frame{Op: wire.OpReleased, Seq: f.Seq, Token: f.Token, Fence: f.Fence}
 	if f.Op == wire.OpRelease {
-		c.reply(cn, released)
+		r := c.replyTo(cn)
+		r.Op, r.Seq, r.Token, r.Fence = wire.OpReleased, f.Seq, f.Token, f.Fence
 	} else {
 		// Requeue: the answer waits for the next frame this connection gets, normally
 		// the grant below or a later one, so that a turn costs the server one write.
-		cn.deferred = append(cn.deferred, released)
+		cn.deferred = append(cn.deferred, deferredRelease{seq: f.Seq, fence: f.Fence, token: f.Token})
 	}
 	if ok {
-		c.granted(next, now)
+		c.granted(&next, now)
 	}
 	if f.Op == wire.OpRequeue {
 		// After the handoff: the requester goes to the back of the queue.
-		c.acquire(s, cn, &wire.Frame{Op: wire.OpAcquire, Seq: f.Seq, Token: f.Token}, now)
+		c.acquire(s, cn, f.Seq, f.Token, now)
 	}
+}
+
+//go:noinline
+func (c *core) refuseRelease(cn *conn, f *wire.Frame, err error) {
+	if errors.Is(err, token.ErrStaleFence) {
+		c.staleRelease(cn, f)
+		return
+	}
+	c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of %q: %w", f.Token, err))
 }
 
 func (c *core) staleRelease(cn *conn, f *wire.Frame) {
@@ -447,7 +519,7 @@ func (c *core) endSession(s *session, reason string, now time.Time) {
 			c.reply(s.conn, wire.Frame{Op: wire.OpRevoked, Token: name, Fence: d.Fence, Text: reason})
 		}
 		if d.Granted {
-			c.granted(d.Next, now)
+			c.granted(&d.Next, now)
 		}
 	}
 	s.requests = nil
