@@ -125,11 +125,14 @@ func (st *runState) nextSeq() uint64 {
 	return st.seq
 }
 
-func (st *runState) send(f wire.Frame) {
+// send buffers f for the connection, if any; flush sends it. f is a pointer, and
+// the hot paths keep their stack frames small, because a goroutine of a process
+// with hundreds of sessions finds its stack cold in the cache when its turn comes.
+func (st *runState) send(f *wire.Frame) {
 	if st.conn == nil {
 		return
 	}
-	if err := st.conn.w.Write(&f); err != nil {
+	if err := st.conn.w.Write(f); err != nil {
 		st.lost(err)
 	}
 }
@@ -325,7 +328,7 @@ func (st *runState) reconcile(w *wire.Frame, resumed bool) {
 		switch {
 		case op.cancelled:
 			if isHeld || waiting[seq] {
-				st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
+				st.send(&wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
 			}
 			delete(st.ops, seq)
 		case op.lease != nil:
@@ -344,12 +347,12 @@ func (st *runState) reconcile(w *wire.Frame, resumed bool) {
 	}
 	for seq, h := range held { // granted to a request nobody waits for any more
 		if !releasing[seq] {
-			st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: h.Token})
+			st.send(&wire.Frame{Op: wire.OpCancel, Seq: seq, Token: h.Token})
 		}
 	}
 	for _, q := range w.Waiting {
 		if waiting[q.Seq] {
-			st.send(wire.Frame{Op: wire.OpCancel, Seq: q.Seq, Token: q.Token})
+			st.send(&wire.Frame{Op: wire.OpCancel, Seq: q.Seq, Token: q.Token})
 		}
 	}
 	for seq, r := range st.releases {
@@ -358,7 +361,7 @@ func (st *runState) reconcile(w *wire.Frame, resumed bool) {
 	for seq, op := range st.ops {
 		if !op.sent && op.lease == nil {
 			op.sent = true
-			st.send(wire.Frame{Op: wire.OpAcquire, Seq: seq, Token: op.token})
+			st.send(&wire.Frame{Op: wire.OpAcquire, Seq: seq, Token: op.token})
 		}
 	}
 }
@@ -420,17 +423,27 @@ func (st *runState) finish(op *acquireOp, why error) {
 	}
 }
 
+// frame handles a frame from the server: grants and release answers here, the rest
+// apart, so that the hot path's stack frame stays small (see send).
 func (st *runState) frame(f *wire.Frame) {
 	switch f.Op {
 	case wire.OpGrant:
 		if op := st.ops[f.Seq]; op != nil && !op.cancelled && op.lease == nil {
 			st.deliver(op, f.Fence, f.Rec)
 		}
-	case wire.OpQueued:
 	case wire.OpReleased:
 		if r := st.releases[f.Seq]; r != nil {
 			st.resolveRelease(f.Seq, r, nil)
 		}
+	default:
+		st.frameOther(f)
+	}
+}
+
+//go:noinline
+func (st *runState) frameOther(f *wire.Frame) {
+	switch f.Op {
+	case wire.OpQueued:
 	case wire.OpCancelled:
 		op := st.ops[f.Seq]
 		switch {
@@ -440,7 +453,7 @@ func (st *runState) frame(f *wire.Frame) {
 		case op.lease == nil && f.Text != "":
 			// The server dropped our request (it thought our node dead): ask again.
 			st.c.log.Info("request dropped by the server; asking again", "token", op.token, "reason", f.Text)
-			st.send(wire.Frame{Op: wire.OpAcquire, Seq: f.Seq, Token: op.token})
+			st.send(&wire.Frame{Op: wire.OpAcquire, Seq: f.Seq, Token: op.token})
 		}
 	case wire.OpKeepaliveAck:
 		if at, ok := st.kaSent[f.Seq]; ok {
@@ -519,7 +532,7 @@ func (st *runState) sendRelease(seq uint64, r *releaseReq) {
 	if next := r.then; next != nil && st.ops[next.seq] == next && !next.sent && !next.cancelled {
 		op, next.sent = wire.OpRequeue, true
 	}
-	st.send(wire.Frame{Op: op, Seq: seq, Token: r.lease.Token, Fence: r.lease.Fence,
+	st.send(&wire.Frame{Op: op, Seq: seq, Token: r.lease.Token, Fence: r.lease.Fence,
 		Rec: wire.Record{Counter: r.rec.Counter, Waits: r.rec.Waits}})
 }
 
@@ -536,7 +549,7 @@ func (st *runState) keepalive() {
 			delete(st.kaSent, s)
 		}
 	}
-	st.send(wire.Frame{Op: wire.OpKeepalive, Seq: seq})
+	st.send(&wire.Frame{Op: wire.OpKeepalive, Seq: seq})
 }
 
 // checkTrust ends every lease once the session's deadline has passed by this clock,
@@ -550,7 +563,7 @@ func (st *runState) checkTrust(now time.Time) {
 		if op.lease != nil {
 			st.c.log.Warn("lease expired by the local clock", "token", op.token, "fence", op.lease.Fence)
 			st.finish(op, ErrSessionExpired) // before the cancel that lets the server pass it on
-			st.send(wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
+			st.send(&wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
 		}
 	}
 }
@@ -562,8 +575,22 @@ func (st *runState) request(req any) {
 		st.ops[r.seq] = r
 		if st.conn != nil {
 			r.sent = true
-			st.send(wire.Frame{Op: wire.OpAcquire, Seq: r.seq, Token: r.token})
+			st.send(&wire.Frame{Op: wire.OpAcquire, Seq: r.seq, Token: r.token})
 		}
+	case releaseOp:
+		st.release(r, nil)
+	case requeueOp:
+		st.release(r.next.requeued.releaseOp, r.next)
+	default:
+		st.requestOther(req)
+	}
+}
+
+// requestOther handles the requests that are not on the hot path (see frame).
+//
+//go:noinline
+func (st *runState) requestOther(req any) {
+	switch r := req.(type) {
 	case cancelOp:
 		op := r.op
 		if cur := st.ops[op.seq]; cur == op && !op.cancelled {
@@ -576,15 +603,11 @@ func (st *runState) request(req any) {
 				op.slot = nil
 			}
 			if op.sent && st.conn != nil {
-				st.send(wire.Frame{Op: wire.OpCancel, Seq: op.seq, Token: op.token})
+				st.send(&wire.Frame{Op: wire.OpCancel, Seq: op.seq, Token: op.token})
 			} else if !op.sent {
 				delete(st.ops, op.seq)
 			}
 		}
-	case releaseOp:
-		st.release(r, nil)
-	case requeueOp:
-		st.release(r.next.requeued.releaseOp, r.next)
 	case infoOp:
 		info := Info{Connected: st.conn != nil, Session: st.session, Epoch: st.epoch, TTL: st.ttl, Deadline: st.deadline}
 		if st.conn != nil {
@@ -611,12 +634,7 @@ func (st *runState) release(r releaseOp, next *acquireOp) {
 		}
 	}
 	if err := l.Err(); errors.Is(err, ErrReleased) || errors.Is(err, context.Canceled) {
-		err = fmt.Errorf("baton: release of %q fence %d: %w", l.Token, l.Fence, err)
-		if next != nil {
-			next.res <- acquireResult{err: err}
-		} else {
-			r.res <- err
-		}
+		releasedTwice(r, next, err)
 		return
 	}
 	seq := st.nextSeq()
@@ -643,6 +661,18 @@ func (st *runState) release(r releaseOp, next *acquireOp) {
 	st.sendRelease(seq, rr)
 }
 
+// releasedTwice refuses a release of a lease already given back or withdrawn.
+//
+//go:noinline
+func releasedTwice(r releaseOp, next *acquireOp, err error) {
+	err = fmt.Errorf("baton: release of %q fence %d: %w", r.lease.Token, r.lease.Fence, err)
+	if next != nil {
+		next.res <- acquireResult{err: err}
+	} else {
+		r.res <- err
+	}
+}
+
 // shutdown ends everything still outstanding, then says goodbye so that the server
 // passes on at once whatever we held. Leases end first: the server acts on the
 // goodbye the moment it reads it.
@@ -664,7 +694,7 @@ func (st *runState) shutdown() {
 		r.lease.end(ErrClosed)
 	}
 	if st.conn != nil {
-		st.send(wire.Frame{Op: wire.OpGoodbye})
+		st.send(&wire.Frame{Op: wire.OpGoodbye})
 		st.flush()
 		if st.conn != nil {
 			st.conn.close()
