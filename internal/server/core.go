@@ -183,7 +183,8 @@ func (c *core) reply(cn *conn, f wire.Frame) {
 
 // replyTo queues a reply for cn, after the answers deferred for it, and returns it
 // zeroed to be filled in where it will be encoded from: the hot paths build no frame
-// on the stack to copy (see Server.post).
+// on the stack to copy (see Server.post). The pointer is good until the next reply
+// is queued (the batch may grow and move): fill it in at once.
 func (c *core) replyTo(cn *conn) *wire.Frame {
 	for _, d := range cn.deferred {
 		f := c.outSlot(cn)

@@ -214,21 +214,13 @@ func Append(b []byte, f *Frame) []byte {
 	b = append(b, 0, 0, 0, 0, byte(f.Op))
 	switch f.Op {
 	case OpAcquire:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
-	case OpGrant:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
-		b = binary.AppendUvarint(b, f.Fence)
-		b = appendRecord(b, f.Rec)
-	case OpRelease, OpRequeue:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
+		b = appendSeqToken(b, f)
+	case OpGrant, OpRelease, OpRequeue:
+		b = appendSeqToken(b, f)
 		b = binary.AppendUvarint(b, f.Fence)
 		b = appendRecord(b, f.Rec)
 	case OpReleased:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
+		b = appendSeqToken(b, f)
 		b = binary.AppendUvarint(b, f.Fence)
 	default:
 		b = appendOther(b, f)
@@ -276,15 +268,12 @@ func appendOther(b []byte, f *Frame) []byte {
 			b = appendString(b, w.Token)
 		}
 	case OpQueued:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
+		b = appendSeqToken(b, f)
 		b = binary.AppendUvarint(b, f.Pos)
 	case OpCancel:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
+		b = appendSeqToken(b, f)
 	case OpCancelled:
-		b = binary.AppendUvarint(b, f.Seq)
-		b = appendString(b, f.Token)
+		b = appendSeqToken(b, f)
 		b = appendString(b, f.Text)
 	case OpKeepalive:
 		b = binary.AppendUvarint(b, f.Seq)
@@ -302,6 +291,12 @@ func appendOther(b []byte, f *Frame) []byte {
 	case OpGoodbye, OpClosing:
 	}
 	return b
+}
+
+// appendSeqToken encodes the request a frame is about, which most ops start with.
+func appendSeqToken(b []byte, f *Frame) []byte {
+	b = binary.AppendUvarint(b, f.Seq)
+	return appendString(b, f.Token)
 }
 
 func appendString(b []byte, s string) []byte {
