@@ -69,7 +69,7 @@ func scenarioUp(d *deployment, up time.Time) {
 	d.t.Logf("full membership %s after up began", full.Sub(up).Round(time.Millisecond))
 	clients := d.containers("client")
 	if len(clients) != 8 {
-		d.t.Fatalf("%d client containers running, want 8", len(clients))
+		d.fatalf("%d client containers running, want 8", len(clients))
 	}
 	// Fairness is judged on the sections that began once all 8 had sessions: before
 	// that, the containers start seconds apart and the first ones take turns alone
@@ -109,12 +109,12 @@ func scenarioUp(d *deployment, up time.Time) {
 	// round takes 8 × BATON_WORK, think time is BATON_THINK), grants go round robin:
 	// one more for those queued ahead of the last to join, one for the window's end.
 	if lo, hi := slices.Min(sinceFull), slices.Max(sinceFull); hi-lo > 2 {
-		d.t.Errorf("unfair: since full membership one client did %d critical sections, another %d (FIFO keeps them within 2)", hi, lo)
+		d.errorf("unfair: since full membership one client did %d critical sections, another %d (FIFO keeps them within 2)", hi, lo)
 	}
 	slices.SortFunc(intervals, func(a, b worker.Interval) int { return a.Start.Compare(b.Start) })
 	for i := 1; i < len(intervals); i++ {
 		if intervals[i].Start.Before(intervals[i-1].End) {
-			d.t.Errorf("overlapping critical sections: fence %d [%s, %s] and fence %d starting %s",
+			d.errorf("overlapping critical sections: fence %d [%s, %s] and fence %d starting %s",
 				intervals[i-1].Fence, intervals[i-1].Start.Format(time.StampMicro), intervals[i-1].End.Format(time.StampMicro),
 				intervals[i].Fence, intervals[i].Start.Format(time.StampMicro))
 		}
@@ -122,17 +122,17 @@ func scenarioUp(d *deployment, up time.Time) {
 	d.t.Logf("%d client-reported critical sections checked for overlap", len(intervals))
 	tk := d.token()
 	if tk.Counter != tk.Releases {
-		d.t.Errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
+		d.errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
 	}
 	table := d.do("exec", "-T", "server", "/server", "status")
 	for _, want := range []string{"TOKEN", "HOLDER", "FENCE", "counter", "MEMBER", "GRANTS", "WAITS", "client"} {
 		if !strings.Contains(table, want) {
-			d.t.Errorf("`exec server /server status` lacks %q:\n%s", want, table)
+			d.errorf("`exec server /server status` lacks %q:\n%s", want, table)
 		}
 	}
 	d.t.Logf("status table:\n%s", table)
 	if n := d.metric("baton_stale_releases_total"); n != 0 {
-		d.t.Errorf("%v stale releases in a healthy run", n)
+		d.errorf("%v stale releases in a healthy run", n)
 	}
 }
 
@@ -165,10 +165,10 @@ func scenarioScale(d *deployment, _ time.Time) {
 	})
 	d.t.Logf("scaled down to 4 in %s", took.Round(time.Millisecond))
 	if n := d.metric("baton_members", `state="left"`); n < 8 {
-		d.t.Errorf("baton_members{state=left} = %v, want >= 8", n)
+		d.errorf("baton_members{state=left} = %v, want >= 8", n)
 	}
 	if n := d.metric("baton_reclaims_total", `reason="disconnect"`) + d.metric("baton_reclaims_total", `reason="expired"`); n != reclaims {
-		d.t.Errorf("graceful scale-down caused %v reclaims: stopping workers must release first", n-reclaims)
+		d.errorf("graceful scale-down caused %v reclaims: stopping workers must release first", n-reclaims)
 	}
 	d.eventually(20*time.Second, "the counter to keep growing with 4 clients", func() bool { return d.token().Counter > before+8 })
 	d.do(append([]string{"up", "-d", "--no-recreate", "--scale", "client=8"}, d.services...)...)
@@ -228,16 +228,16 @@ func scenarioHUP(d *deployment, _ time.Time) {
 		d.t.Logf("HUP %d: clients resumed %s after the signal", i, time.Since(at).Round(time.Millisecond))
 		now := d.token()
 		if now.Fence < last.Fence || now.Counter < last.Counter {
-			d.t.Fatalf("HUP %d went back: fence %d→%d counter %d→%d", i, last.Fence, now.Fence, last.Counter, now.Counter)
+			d.fatalf("HUP %d went back: fence %d→%d counter %d→%d", i, last.Fence, now.Fence, last.Counter, now.Counter)
 		}
 		last = now
 	}
 	state := d.docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}} {{.Id}}", id)
 	if f := strings.Fields(state); f[0] != "true" || f[1] != "0" || !strings.HasPrefix(f[2], id) {
-		d.t.Errorf("server container after HUPs: %s, want the same container running, never restarted", state)
+		d.errorf("server container after HUPs: %s, want the same container running, never restarted", state)
 	}
 	if n := d.metric("baton_restarts_total"); n != restarts0+3 {
-		d.t.Errorf("baton_restarts_total %v, want %v", n, restarts0+3)
+		d.errorf("baton_restarts_total %v, want %v", n, restarts0+3)
 	}
 }
 
@@ -257,11 +257,11 @@ func scenarioKillHolder(d *deployment, _ time.Time) {
 		d.t.Logf("killed holder %s (fence %d): next grant %s after docker kill returned, %s after it was issued",
 			hc.Node, tk.Fence, took.Round(time.Millisecond), time.Since(issued).Round(time.Millisecond))
 		if took > time.Second {
-			d.t.Errorf("next grant %s after the holder was killed, want < 1s", took)
+			d.errorf("next grant %s after the holder was killed, want < 1s", took)
 		}
 		return
 	}
-	d.t.Fatal("no kill landed while the token was held in 5 attempts")
+	d.fatalf("no kill landed while the token was held in 5 attempts")
 }
 
 func (d *deployment) sessionExpiry(node string) time.Time {
@@ -275,7 +275,7 @@ func (d *deployment) sessionExpiry(node string) time.Time {
 			}
 		}
 	}
-	d.t.Fatalf("no session for %s", node)
+	d.fatalf("no session for %s", node)
 	return time.Time{}
 }
 
@@ -302,7 +302,7 @@ func (d *deployment) cutHolder(what string, cut, heal func(container)) (containe
 		d.t.Logf("attempt %d: %s released before the %s landed; again", attempt, hc.Node, what)
 		heal(hc)
 	}
-	d.t.Fatalf("no %s landed during a hold in 8 attempts", what)
+	d.fatalf("no %s landed during a hold in 8 attempts", what)
 	return container{}, 0, time.Time{}, time.Time{}, time.Time{}
 }
 
@@ -316,7 +316,7 @@ func scenarioDisconnect(d *deployment, _ time.Time) {
 		func(c container) { d.docker("network", "disconnect", network, c.ID) }, connect)
 	d.t.Logf("holder %s (fence %d) cut off: next grant %s after the cut (TTL %s)", hc.Node, fence, granted.Sub(cut).Round(time.Millisecond), d.ttl)
 	if early := expiresAt.Sub(granted); early > 50*time.Millisecond {
-		d.t.Errorf("token re-granted %s before the cut-off holder's session expired", early)
+		d.errorf("token re-granted %s before the cut-off holder's session expired", early)
 	}
 	connect(hc)
 	took := d.eventually(60*time.Second, "the cut-off client to rejoin with a new session", func() bool {
@@ -334,7 +334,7 @@ func scenarioDisconnect(d *deployment, _ time.Time) {
 	d.t.Logf("rejoined %s after reconnecting", took.Round(time.Millisecond))
 	d.eventually(30*time.Second, "its late release to be rejected", func() bool { return d.metric("baton_stale_releases_total") > stale })
 	if tk := d.token(); tk.Counter != tk.Releases {
-		d.t.Errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
+		d.errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
 	}
 }
 
@@ -350,7 +350,7 @@ func scenarioPause(d *deployment, _ time.Time) {
 		return d.metric("baton_stale_releases_total") > stale
 	})
 	if tk := d.token(); tk.Counter != tk.Releases {
-		d.t.Errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
+		d.errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
 	}
 }
 
@@ -378,7 +378,7 @@ func scenarioRecreateServer(d *deployment, _ time.Time) {
 		}
 		last = fmt.Sprintf("epoch %d sessions %+v members %+v", st.Epoch, st.Sessions, st.Members)
 		if tk := tokenOf(st.Tokens); tk.Fence < before.Fence {
-			d.t.Fatalf("fence went back: %d after recreate, %d before", tk.Fence, before.Fence)
+			d.fatalf("fence went back: %d after recreate, %d before", tk.Fence, before.Fence)
 		}
 		return st.Epoch > st0.Epoch && len(st.Sessions) == clients
 	})
@@ -387,6 +387,6 @@ func scenarioRecreateServer(d *deployment, _ time.Time) {
 		oldIP, d.containers("server")[0].IP, took.Round(time.Millisecond), time.Since(at).Round(time.Millisecond))
 	after := d.token()
 	if after.Fence <= before.Fence || after.Counter < before.Counter {
-		d.t.Errorf("after recreate fence %d counter %d; before %d and %d", after.Fence, after.Counter, before.Fence, before.Counter)
+		d.errorf("after recreate fence %d counter %d; before %d and %d", after.Fence, after.Counter, before.Fence, before.Counter)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +39,40 @@ type deployment struct {
 	ttl      time.Duration
 	services []string             // what `up` starts: no grafana, which cannot be pulled here
 	byNode   map[string]container // client containers by node name, refreshed on a miss
+	failed   *failures            // shared by the scenarios' copies
+}
+
+// failures keeps what the scenarios reported, to repeat it after the containers'
+// logs at the end of a failed run: CI keeps only the tail of the output, and 40
+// lines from each of ten containers pushed the assertion itself out of it.
+type failures struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (f *failures) add(test, msg string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.msgs = append(f.msgs, test+": "+msg)
+}
+
+func (f *failures) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.msgs, "\n")
+}
+
+// errorf reports a failure and keeps going; fatalf reports it and stops the scenario.
+func (d *deployment) errorf(format string, args ...any) {
+	d.t.Helper()
+	d.failed.add(d.t.Name(), fmt.Sprintf(format, args...))
+	d.t.Errorf(format, args...)
+}
+
+func (d *deployment) fatalf(format string, args ...any) {
+	d.t.Helper()
+	d.failed.add(d.t.Name(), fmt.Sprintf(format, args...))
+	d.t.Fatalf(format, args...)
 }
 
 func freePort(t *testing.T) int {
@@ -68,7 +103,7 @@ func composeCommand(t *testing.T) []string {
 func newDeployment(t *testing.T) *deployment {
 	dir, _ := filepath.Abs("..") // the repository, where docker-compose.yml is
 	serverPort, promPort := freePort(t), freePort(t)
-	d := &deployment{t: t, project: fmt.Sprintf("batone2e%d", os.Getpid()), compose: composeCommand(t), dir: dir,
+	d := &deployment{t: t, failed: &failures{}, project: fmt.Sprintf("batone2e%d", os.Getpid()), compose: composeCommand(t), dir: dir,
 		server: fmt.Sprintf("http://127.0.0.1:%d", serverPort), prom: fmt.Sprintf("http://127.0.0.1:%d", promPort),
 		ttl: 3 * time.Second, services: []string{"server", "client", "prometheus"}}
 	d.env = append(os.Environ(),
@@ -86,6 +121,7 @@ func newDeployment(t *testing.T) *deployment {
 		if t.Failed() {
 			logs, _ := d.run(d.compose[0], append(d.compose[1:], "-p", d.project, "logs", "--no-color", "--tail", "40")...)
 			t.Logf("logs at failure:\n%s", logs)
+			t.Logf("what failed (repeated after the logs):\n%s", d.failed)
 		}
 		out, err := d.run(d.compose[0], append(d.compose[1:], "-p", d.project, "down", "-v", "--remove-orphans", "-t", "5")...)
 		if err != nil {
@@ -114,7 +150,7 @@ func (d *deployment) do(args ...string) string {
 	start := time.Now()
 	out, err := d.run(d.compose[0], full...)
 	if err != nil {
-		d.t.Fatalf("%s %s: %v\n%s", strings.Join(d.compose, " "), strings.Join(args, " "), err, out)
+		d.fatalf("%s %s: %v\n%s", strings.Join(d.compose, " "), strings.Join(args, " "), err, out)
 	}
 	d.t.Logf("%s %s (%s)", strings.Join(d.compose, " "), strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
 	return out
@@ -124,7 +160,7 @@ func (d *deployment) docker(args ...string) string {
 	d.t.Helper()
 	out, err := d.run("docker", args...)
 	if err != nil {
-		d.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+		d.fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(out)
 }
@@ -153,7 +189,7 @@ func (d *deployment) mustStatus() server.Status {
 	d.t.Helper()
 	st, err := d.status()
 	if err != nil {
-		d.t.Fatal(err)
+		d.fatalf("%v", err)
 	}
 	return st
 }
@@ -174,7 +210,7 @@ func (d *deployment) eventually(timeout time.Duration, what string, cond func() 
 	start := time.Now()
 	for !cond() {
 		if time.Since(start) > timeout {
-			d.t.Fatalf("timed out after %s waiting for: %s", timeout, what)
+			d.fatalf("timed out after %s waiting for: %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -215,7 +251,7 @@ func (d *deployment) metric(name string, match ...string) float64 {
 	c := http.Client{Timeout: 3 * time.Second}
 	resp, err := c.Get(d.server + "/metrics")
 	if err != nil {
-		d.t.Fatal(err)
+		d.fatalf("%v", err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)

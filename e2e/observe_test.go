@@ -34,7 +34,7 @@ func scenarioDashboardData(d *deployment, _ time.Time) {
 			for _, tg := range p.Targets {
 				res, err := d.promQuery(grafanaVars(tg.Expr), "")
 				if err != nil {
-					d.t.Fatalf("panel %q: %q: %v", p.Title, tg.Expr, err)
+					d.fatalf("panel %q: %q: %v", p.Title, tg.Expr, err)
 				}
 				if len(res) > 0 {
 					has = true
@@ -74,7 +74,7 @@ func chromium() string {
 func scenarioStatusPage(d *deployment, _ time.Time) {
 	path := chromium()
 	if path == "" {
-		d.t.Fatal("no chromium: install Debian's chromium package (make e2e does)")
+		d.fatalf("no chromium: install Debian's chromium package (make e2e does)")
 	}
 	clients := len(d.containers("client"))
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
@@ -88,10 +88,10 @@ func scenarioStatusPage(d *deployment, _ time.Time) {
 
 	start := time.Now()
 	if _, err := chromedp.Run(ctx, chromedp.Navigate(d.server+"/")); err != nil {
-		d.t.Fatalf("load the status page: %v", err)
+		d.fatalf("load the status page: %v", err)
 	}
 	if _, err := chromedp.Run(ctx, chromedp.WaitVisible("#members tbody tr")); err != nil {
-		d.t.Fatalf("status page never listed members: %v", err)
+		d.fatalf("status page never listed members: %v", err)
 	}
 	d.t.Logf("status page loaded in %s", time.Since(start).Round(time.Millisecond))
 	aliveClients := `[...document.querySelectorAll("#members tbody tr")].filter(r => r.cells[1].textContent == "client" && r.cells[2].textContent == "alive").length`
@@ -102,7 +102,7 @@ func scenarioStatusPage(d *deployment, _ time.Time) {
 	holderCell := `document.querySelector("#tokens tbody tr td:nth-child(2)").textContent + " " + document.querySelector("#tokens tbody tr td:nth-child(3)").textContent`
 	first, err := chromedp.Run(ctx, chromedp.Evaluate[string](holderCell))
 	if err != nil {
-		d.t.Fatal(err)
+		d.fatalf("%v", err)
 	}
 	var now string
 	d.eventually(20*time.Second, "the page to show a new holder and fence", func() bool {
@@ -112,12 +112,12 @@ func scenarioStatusPage(d *deployment, _ time.Time) {
 	d.t.Logf("page showed holder/fence %q, then %q", first, now)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives PNG, less JPEG
 	if err != nil {
-		d.t.Fatal(err)
+		d.fatalf("%v", err)
 	}
 	out, _ := filepath.Abs(filepath.Join("out", "status-page.png"))
 	_ = os.MkdirAll(filepath.Dir(out), 0o755)
 	if err := os.WriteFile(out, png, 0o644); err != nil {
-		d.t.Fatal(err)
+		d.fatalf("%v", err)
 	}
 	d.t.Logf("screenshot: %s (%d bytes)", out, len(png))
 }
