@@ -249,10 +249,11 @@ func run(o options) (*report, error) {
 }
 
 // alone runs fn with every server but name's stopped (SIGSTOP), then continues
-// them. An idle server still runs timers and background work (etcd for a while after
-// its own runs: one run of all four systems at N=512 gave the floor and baton 30k
-// handoffs/s, against 38k to 46k with the two alone), and the system measured should
-// have the cores to itself. No client is connected to a stopped server.
+// them. An idle server still runs timers and background work (a freshly started etcd
+// most of all: one pass of all four systems at N=512, just started, gave the floor
+// and baton 30k handoffs/s, against 38k to 46k with the two alone, and 43k and 39k
+// with the others stopped), and the system measured should have the cores to
+// itself. No client is connected to a stopped server.
 func alone(procs map[string]*proc, name string, fn func() error) error {
 	signalOthers := func(sig os.Signal) {
 		for n, p := range procs {
