@@ -15,7 +15,8 @@ import (
 // blocking client would be woken, with no hand-off from a reader goroutine. When no
 // caller has taken a free turn for turnIdle, the connection's background reader
 // takes it, so that keepalive answers, revocations and closing notices are always
-// read within turnIdle; it hands the turn back to the first caller that asks. One
+// read within two turnIdle periods (the watcher looks every turnIdle); it hands the
+// turn back to the first caller that asks. One
 // watcher with one timer serves every client of the process: a timer armed per turn
 // would cost a thread wake-up per grant, which is what the turn saves. The watcher
 // ticks every turnIdle while clients trade tokens, and each tick wakes a thread that
