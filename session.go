@@ -440,6 +440,8 @@ func (st *runState) frame(f *wire.Frame) {
 	}
 }
 
+// frameOther handles the frames that are not on the hot path.
+//
 //go:noinline
 func (st *runState) frameOther(f *wire.Frame) {
 	switch f.Op {

@@ -16,13 +16,12 @@ import (
 // caller has taken a free turn for turnIdle, the connection's background reader
 // takes it, so that keepalive answers, revocations and closing notices are always
 // read within two turnIdle periods (the watcher looks every turnIdle); it hands the
-// turn back to the first caller that asks. One
-// watcher with one timer serves every client of the process: a timer armed per turn
-// would cost a thread wake-up per grant, which is what the turn saves. The watcher
-// ticks every turnIdle while clients trade tokens, and each tick wakes a thread that
-// disturbs the handoff chain: at 2 ms, N=8 ran 5 % slower (eight alternating pairs,
-// medians 52.9k against 55.6k handoffs/s) than at 20 ms, which is still far below
-// any session TTL.
+// turn back to the first caller that asks. One watcher with one timer serves every
+// client of the process: a timer armed per turn would cost a thread wake-up per
+// grant, which is what the turn saves. The watcher ticks every turnIdle while clients
+// trade tokens, and each tick wakes a thread that disturbs the handoff chain: at 2 ms,
+// N=8 ran 5 % slower (eight alternating pairs, medians 52.9k against 55.6k
+// handoffs/s) than at 20 ms, which is still far below any session TTL.
 const turnIdle = 20 * time.Millisecond
 
 // idleTurns is the process's watcher of free turns.

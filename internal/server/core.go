@@ -224,6 +224,8 @@ func (c *core) instruments(name string) *tokenInstruments {
 	return c.newInstruments(name)
 }
 
+// newInstruments makes a token's metric children, once per token.
+//
 //go:noinline
 func (c *core) newInstruments(name string) *tokenInstruments {
 	m := c.s.metrics
@@ -309,6 +311,8 @@ func (c *core) sessionGone(cn *conn, f *wire.Frame) {
 	c.closeConn(cn, false)
 }
 
+// handleOther applies the requests that are not on the hot path.
+//
 //go:noinline
 func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	switch f.Op {
@@ -369,6 +373,8 @@ func (c *core) acquire(s *session, cn *conn, seq uint64, name string, now time.T
 	}
 }
 
+// refuseAcquire answers an acquire the token table refused.
+//
 //go:noinline
 func (c *core) refuseAcquire(cn *conn, seq uint64, err error) {
 	switch {
@@ -409,6 +415,8 @@ func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	}
 }
 
+// refuseRelease answers a release the token table refused: stale, or not held.
+//
 //go:noinline
 func (c *core) refuseRelease(cn *conn, f *wire.Frame, err error) {
 	if errors.Is(err, token.ErrStaleFence) {

@@ -112,10 +112,16 @@ func (t *Token) pop() waiter {
 	if t.queued != nil {
 		delete(t.queued, w.session)
 	}
+	t.resetIfEmpty()
+	return w
+}
+
+// resetIfEmpty starts an emptied queue over at the front of its array, without an
+// index.
+func (t *Token) resetIfEmpty() {
 	if t.head == len(t.queue) {
 		t.queue, t.head, t.queued = t.queue[:0], 0, nil
 	}
-	return w
 }
 
 func (t *Token) waiting(s SessionID) bool {
@@ -268,9 +274,7 @@ func (tb *Table) Drop(s SessionID, seq uint64, name string, now time.Time) (d Dr
 			if t.queued != nil {
 				delete(t.queued, s)
 			}
-			if t.head == len(t.queue) {
-				t.queue, t.head, t.queued = t.queue[:0], 0, nil
-			}
+			t.resetIfEmpty()
 			d.Found = true
 			return d
 		}
