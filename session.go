@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-dev/baton/internal/rawio"
 	"github.com/baton-dev/baton/internal/wire"
 )
 
@@ -201,7 +202,8 @@ func dial(cfg Config, resume uint64) dialResult {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	r, w := wire.NewReader(nc), wire.NewWriter(nc)
+	rw := rawio.Wrap(nc) // see package rawio
+	r, w := wire.NewReader(rw), wire.NewWriter(rw)
 	var ch wire.Frame
 	if err := r.Read(&ch); err != nil {
 		return fail(fmt.Errorf("read challenge from %s: %w", addr, err))

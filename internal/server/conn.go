@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-dev/baton/internal/rawio"
 	"github.com/baton-dev/baton/internal/wire"
 )
 
@@ -148,7 +149,7 @@ func (s *Server) acceptLoop() {
 func (c *conn) serve() {
 	defer c.s.wg.Done()
 	// Client frames are small; a larger one passes through into the frame buffer.
-	r := wire.NewReaderSize(c.nc, wire.SmallReaderSize)
+	r := wire.NewReaderSize(rawio.Wrap(c.nc), wire.SmallReaderSize)
 	hello, err := c.handshake(r)
 	if err != nil {
 		reason := wire.Reason(err)
@@ -502,7 +503,7 @@ func (c *conn) writeNow(b []byte) (int, error) {
 	if c.writeSome == nil { // made once: a closure per write would allocate per write
 		c.writeSome = func(fd uintptr) bool {
 			for c.wn < len(c.wb) {
-				m, err := syscall.Write(int(fd), c.wb[c.wn:])
+				m, err := rawio.Write(fd, c.wb[c.wn:]) // see package rawio
 				if err == syscall.EINTR {
 					continue
 				}

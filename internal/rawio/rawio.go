@@ -1,0 +1,132 @@
+// Package rawio reads and writes a connected socket with raw system calls.
+//
+// Go's net.Conn makes every read and write a runtime "syscall" (entersyscall and
+// exitsyscall around it), and entering one wakes the runtime's monitor thread,
+// sysmon, whenever it has gone into deep sleep because every P was idle. Two
+// processes trading small messages wait on each other, so every P is idle between
+// messages: almost every write woke sysmon with a futex call, and sysmon then polled
+// every 20 µs until the process went idle again, taking a CPU from the threads that
+// carry the token. A read or a write on a non-blocking socket never blocks (it
+// answers EAGAIN), which is the condition for a raw system call; the runtime's
+// poller still does the waiting, and read and write deadlines work as before.
+package rawio
+
+import (
+	"io"
+	"net"
+	"syscall"
+)
+
+// Conn is a net.Conn whose Read and Write use raw system calls. One goroutine at a
+// time may read and one at a time may write, as the net package's connections allow
+// by locking; Conn relies on that same lock (the RawConn's).
+type Conn struct {
+	net.Conn
+	rc syscall.RawConn
+	rd call // the read in progress: the RawConn's read lock guards it
+	wr call // the write in progress: the RawConn's write lock guards it
+}
+
+// call is one Read or Write: its buffer, its progress and its system call, made once
+// per Conn (a closure per call would allocate per call).
+type call struct {
+	p   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+// Wrap returns nc with raw reads and writes, or nc itself where the descriptor is
+// not available or raw calls are not built for this system.
+func Wrap(nc net.Conn) net.Conn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok || !supported {
+		return nc
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nc
+	}
+	c := &Conn{Conn: nc, rc: rc}
+	c.rd.fn = c.readSome
+	c.wr.fn = c.writeSome
+	return c
+}
+
+// Read reads what the socket holds, waiting in the poller while it holds nothing.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r := &c.rd
+	r.p, r.n, r.err = p, 0, nil
+	err := c.rc.Read(r.fn)
+	n := r.n
+	if err == nil {
+		err = r.err
+	}
+	r.p, r.err = nil, nil
+	if err != nil && err != io.EOF {
+		err = c.opError("read", err)
+	}
+	return n, err
+}
+
+func (c *Conn) readSome(fd uintptr) bool {
+	r := &c.rd
+	for {
+		n, err := Read(fd, r.p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false // wait in the poller, then call again
+		case err != nil:
+			r.err = err
+		case n == 0:
+			r.err = io.EOF
+		default:
+			r.n = n
+		}
+		return true
+	}
+}
+
+// Write writes all of p, waiting in the poller while the send buffer is full.
+func (c *Conn) Write(p []byte) (int, error) {
+	w := &c.wr
+	w.p, w.n, w.err = p, 0, nil
+	err := c.rc.Write(w.fn)
+	n := w.n
+	if err == nil {
+		err = w.err
+	}
+	w.p, w.err = nil, nil
+	if err != nil {
+		err = c.opError("write", err)
+	}
+	return n, err
+}
+
+func (c *Conn) writeSome(fd uintptr) bool {
+	w := &c.wr
+	for w.n < len(w.p) {
+		n, err := Write(fd, w.p[w.n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false // wait until the socket takes more, then call again
+		case err != nil:
+			w.err = err
+			return true
+		}
+		w.n += n
+	}
+	return true
+}
+
+// opError says where, as the net package's errors do.
+func (c *Conn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
