@@ -17,14 +17,15 @@ import (
 	"syscall"
 )
 
-// Conn is a net.Conn whose Read and Write use raw system calls. One goroutine at a
-// time may read and one at a time may write, as the net package's connections allow
-// by locking; Conn relies on that same lock (the RawConn's).
+// Conn is a net.Conn whose Read and Write use raw system calls. Unlike a net.Conn,
+// it takes one Read at a time and one Write at a time (a Read and a Write may run
+// together): each keeps its progress in the Conn. baton never does otherwise: a
+// connection has one reader at a time, and its writes are made under a lock.
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
-	rd call // the read in progress: the RawConn's read lock guards it
-	wr call // the write in progress: the RawConn's write lock guards it
+	rd call // the Read in progress
+	wr call // the Write in progress
 }
 
 // call is one Read or Write: its buffer, its progress and its system call, made once
