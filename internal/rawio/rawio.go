@@ -59,18 +59,35 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	r := &c.rd
-	r.p, r.n, r.err = p, 0, nil
-	err := c.rc.Read(r.fn)
-	n := r.n
+	return c.do(&c.rd, p, false)
+}
+
+// Write writes all of p, waiting in the poller while the send buffer is full.
+func (c *Conn) Write(p []byte) (int, error) { return c.do(&c.wr, p, true) }
+
+// do runs one Read or Write: the RawConn calls k.fn until it reports done, waiting in
+// the poller (and minding the deadlines) each time it is not.
+func (c *Conn) do(k *call, p []byte, write bool) (int, error) {
+	k.p, k.n, k.err = p, 0, nil
+	var err error
+	if write {
+		err = c.rc.Write(k.fn)
+	} else {
+		err = c.rc.Read(k.fn)
+	}
+	n := k.n
 	if err == nil {
-		err = r.err
+		err = k.err
 	}
-	r.p, r.err = nil, nil
-	if err != nil && err != io.EOF {
-		err = c.opError("read", err)
+	k.p, k.err = nil, nil
+	switch {
+	case err == nil, err == io.EOF && !write:
+		return n, err
+	case write:
+		return n, c.opError("write", err)
+	default:
+		return n, c.opError("read", err)
 	}
-	return n, err
 }
 
 func (c *Conn) readSome(fd uintptr) bool {
@@ -91,22 +108,6 @@ func (c *Conn) readSome(fd uintptr) bool {
 		}
 		return true
 	}
-}
-
-// Write writes all of p, waiting in the poller while the send buffer is full.
-func (c *Conn) Write(p []byte) (int, error) {
-	w := &c.wr
-	w.p, w.n, w.err = p, 0, nil
-	err := c.rc.Write(w.fn)
-	n := w.n
-	if err == nil {
-		err = w.err
-	}
-	w.p, w.err = nil, nil
-	if err != nil {
-		err = c.opError("write", err)
-	}
-	return n, err
 }
 
 func (c *Conn) writeSome(fd uintptr) bool {
