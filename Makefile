@@ -51,7 +51,7 @@ bench: redis
 
 # The same in seconds, for CI: it must keep working; no timing is asserted.
 bench-short: redis
-	cd bench && $(GO) vet . && $(GO) run . -short
+	cd bench && $(GO) vet . && $(GO) test . && $(GO) run . -short
 
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; (systemctl disable --now redis-server || service redis-server stop) >/dev/null 2>&1 || true; }

@@ -13,6 +13,7 @@
 //
 //	cd bench && go run . -duration 10s -reps 3      # the README's table
 //	cd bench && go run . -short                      # CI: seconds, no timing asserted
+//	cd bench && go run . -chain trace.txt -pids S,C  # where a handoff's time goes (README)
 package main
 
 import (
@@ -58,7 +59,15 @@ func main() {
 	short := flag.Bool("short", false, "a quick pass for CI: 1 s runs, 1 repetition, small shapes")
 	jsonOut := flag.String("json", "", "write the results as JSON here")
 	mdOut := flag.String("md", "", "write the markdown table here too")
+	chain := flag.String("chain", "", "read this system-call trace (perf script) and say where a handoff's time goes; with -pids")
+	pids := flag.String("pids", "", "the traced server and client process ids, SERVER,CLIENT")
 	flag.Parse()
+	if *chain != "" {
+		if err := runChain(*chain, *pids); err != nil {
+			fail(err)
+		}
+		return
+	}
 	// Made before the run, not after it: a missing folder must not cost 20 minutes.
 	for _, path := range []string{*mdOut, *jsonOut} {
 		if path != "" {
