@@ -22,8 +22,6 @@ import (
 //	to read   from that return to the read of the frame, and the read itself
 //	same CPU  handoffs where the reader ran on the CPU the writer had written from
 type chainSide struct {
-	pid int
-
 	dataAt   float64 // the last read that brought data, until the write that answers it
 	sentAt   float64 // the other side's write to this side, until this side reads it
 	sentCPU  int
@@ -79,7 +77,7 @@ func parseTraceLine(line string) (traceEvent, bool) {
 
 // chainReport reads the trace from r; server and client are the two process ids.
 func chainReport(r io.Reader, server, client int) (string, error) {
-	sides := map[int]*chainSide{server: {pid: server}, client: {pid: client}}
+	sides := map[int]*chainSide{server: {}, client: {}}
 	other := map[int]*chainSide{server: sides[client], client: sides[server]}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -139,11 +137,11 @@ func chainReport(r io.Reader, server, client int) (string, error) {
 	var b strings.Builder
 	fmt.Fprintln(&b, "| side | handoffs | turn | write | to sleep | woken | to read | read | same CPU |")
 	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, name := range []string{"server", "client"} {
-		s := sides[server]
-		if name == "client" {
-			s = sides[client]
-		}
+	for _, side := range []struct {
+		name string
+		s    *chainSide
+	}{{"server", sides[server]}, {"client", sides[client]}} {
+		name, s := side.name, side.s
 		same := 0.0
 		if s.handoffs > 0 {
 			same = 100 * float64(s.sameCPU) / float64(s.handoffs)
