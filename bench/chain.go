@@ -17,7 +17,8 @@ import (
 //
 //	turn      from the read that brings a frame to the write that answers it
 //	write     the write call itself (on loopback it delivers and wakes the other side)
-//	to sleep  from the end of that write to the blocking epoll_pwait that follows
+//	to sleep  from the end of that write to the blocking epoll_pwait that follows,
+//	          when no frame came in between
 //	woken     from the other side's write to this side's epoll_pwait returning
 //	to read   from that return to the read of the frame, and the read itself
 //	same CPU  handoffs where the reader ran on the CPU the writer had written from
@@ -116,6 +117,7 @@ func chainReport(r io.Reader, server, client int) (string, error) {
 				s.sentAt = 0
 			}
 			s.dataAt = e.at
+			s.wroteAt = 0 // more work came before sleep: that is not time to sleep
 		case "sys_enter_write":
 			if s.dataAt != 0 {
 				s.turn.add(e.at - s.dataAt)
