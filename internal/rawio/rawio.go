@@ -115,20 +115,31 @@ func (c *Conn) readSome(fd uintptr) bool {
 
 func (c *Conn) writeSome(fd uintptr) bool {
 	w := &c.wr
-	for w.n < len(w.p) {
-		n, err := Write(fd, w.p[w.n:])
+	n, err := WriteNow(fd, w.p[w.n:])
+	w.n += n
+	if err != nil {
+		w.err = err
+		return true
+	}
+	return w.n == len(w.p) // if not, wait until the socket takes more, then call again
+}
+
+// WriteNow writes as much of p as the non-blocking socket fd takes without waiting:
+// n < len(p) with a nil error means its send buffer is full.
+func WriteNow(fd uintptr, p []byte) (n int, err error) {
+	for n < len(p) {
+		m, err := Write(fd, p[n:])
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			return false // wait until the socket takes more, then call again
+			return n, nil
 		case err != nil:
-			w.err = err
-			return true
+			return n, err
 		}
-		w.n += n
+		n += m
 	}
-	return true
+	return n, nil
 }
 
 // opError says where, as the net package's errors do.

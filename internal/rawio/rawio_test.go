@@ -160,3 +160,24 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per read and write; want 0", allocs)
 	}
 }
+
+// WriteNow takes what the socket takes and returns without waiting: a write larger
+// than the socket buffers comes back short, with no error, and the bytes it reports
+// are the ones the peer reads.
+func TestWriteNowStopsWhenFull(t *testing.T) {
+	c, peer := pair(t)
+	want := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB, more than the buffers hold
+	var n int
+	var err error
+	if cerr := c.rc.Write(func(fd uintptr) bool { n, err = WriteNow(fd, want); return true }); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil || n == 0 || n >= len(want) {
+		t.Fatalf("WriteNow of 4 MiB to an unread socket = %d, %v; want a short write and no error", n, err)
+	}
+	c.Close()
+	got, rerr := io.ReadAll(peer)
+	if rerr != nil || !bytes.Equal(got, want[:n]) {
+		t.Fatalf("peer read %d bytes (%v); want the %d WriteNow reported, in order", len(got), rerr, n)
+	}
+}

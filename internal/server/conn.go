@@ -502,20 +502,9 @@ func (c *conn) lostPeer() {
 func (c *conn) writeNow(b []byte) (int, error) {
 	if c.writeSome == nil { // made once: a closure per write would allocate per write
 		c.writeSome = func(fd uintptr) bool {
-			for c.wn < len(c.wb) {
-				m, err := rawio.Write(fd, c.wb[c.wn:]) // see package rawio
-				if err == syscall.EINTR {
-					continue
-				}
-				if err != nil && err != syscall.EAGAIN {
-					c.werr = err
-				}
-				if err != nil {
-					break
-				}
-				c.wn += m
-			}
-			return true // done either way: what is left goes to the flusher
+			// Done either way: what the socket did not take goes to the flusher.
+			c.wn, c.werr = rawio.WriteNow(fd, c.wb) // see package rawio
+			return true
 		}
 	}
 	c.wb, c.wn, c.werr = b, 0, nil
