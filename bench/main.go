@@ -344,6 +344,11 @@ func (rep *report) markdown() string {
 			"connected: %.0f goroutines, %.1f MB of goroutine stacks, %.1f MB of heap in use; at the end: %.1f MB of stacks, %.1f MB of heap\n",
 			ir.Sessions, ir.BeforeMB, ir.ConnectedMB, ir.EndMB, ir.Watched, ir.MaxMB, ir.Goroutines, ir.StackMB, ir.HeapMB,
 			ir.EndStackMB, ir.EndHeapMB)
+		fifths := make([]string, len(ir.FifthsMB))
+		for i, mb := range ir.FifthsMB {
+			fifths[i] = fmt.Sprintf("%.1f", mb)
+		}
+		fmt.Fprintf(&b, "RSS at each fifth of the %s: %s MB\n", ir.Watched, strings.Join(fifths, ", "))
 	}
 	return b.String()
 }

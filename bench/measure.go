@@ -287,6 +287,8 @@ type idleResult struct {
 	EndMB       float64 `json:"rss_end_mb"`
 	MaxMB       float64 `json:"rss_max_mb"`
 	Watched     string  `json:"watched"`
+	// RSS at each fifth of the watch: flat or growing is read here, not from the max.
+	FifthsMB []float64 `json:"rss_fifths_mb"`
 	// From the server's own metrics once connected: where the memory is.
 	StackMB    float64 `json:"go_stack_inuse_mb"`
 	HeapMB     float64 `json:"go_heap_inuse_mb"`
@@ -344,11 +346,16 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	r := &idleResult{Sessions: n, BeforeMB: before, ConnectedMB: connected, MaxMB: connected, Watched: watch.String()}
 	g := serverGauges(p.http, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "go_goroutines")
 	r.StackMB, r.HeapMB, r.Goroutines = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20), g["go_goroutines"]
-	for end := time.Now().Add(watch); time.Now().Before(end); time.Sleep(time.Second) { // sampling interval
+	start := time.Now()
+	for fifth := 1; fifth <= 5; fifth++ {
+		for due := start.Add(watch * time.Duration(fifth) / 5); time.Now().Before(due); time.Sleep(min(time.Second, time.Until(due))) { // sampling interval
+			_, rss := procStat(p.pid())
+			r.MaxMB = max(r.MaxMB, rss)
+		}
 		_, rss := procStat(p.pid())
-		r.MaxMB = max(r.MaxMB, rss)
+		r.FifthsMB = append(r.FifthsMB, rss)
 	}
-	_, r.EndMB = procStat(p.pid())
+	r.EndMB = r.FifthsMB[len(r.FifthsMB)-1]
 	if os.Getenv("BENCH_MEMPROFILE") != "" {
 		_ = p.cmd.Process.Signal(syscall.SIGUSR1)
 	}
