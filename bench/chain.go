@@ -20,7 +20,8 @@ import (
 //	to sleep  from the end of that write to the blocking epoll_pwait that follows,
 //	          when no frame came in between
 //	woken     from the other side's write to this side's epoll_pwait returning
-//	to read   from that return to the read of the frame, and the read itself
+//	to read   from that return to the read of the frame
+//	read      that read itself
 //	same CPU  handoffs where the reader ran on the CPU the writer had written from
 type chainSide struct {
 	dataAt   float64 // the last read that brought data, until the write that answers it

@@ -348,12 +348,16 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	r.StackMB, r.HeapMB, r.Goroutines = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20), g["go_goroutines"]
 	start := time.Now()
 	for fifth := 1; fifth <= 5; fifth++ {
-		for due := start.Add(watch * time.Duration(fifth) / 5); time.Now().Before(due); time.Sleep(min(time.Second, time.Until(due))) { // sampling interval
+		due := start.Add(watch * time.Duration(fifth) / 5)
+		for {
 			_, rss := procStat(p.pid())
 			r.MaxMB = max(r.MaxMB, rss)
+			if !time.Now().Before(due) {
+				r.FifthsMB = append(r.FifthsMB, rss) // the sample at the fifth's end
+				break
+			}
+			time.Sleep(min(time.Second, time.Until(due))) // the sampling interval
 		}
-		_, rss := procStat(p.pid())
-		r.FifthsMB = append(r.FifthsMB, rss)
 	}
 	r.EndMB = r.FifthsMB[len(r.FifthsMB)-1]
 	if os.Getenv("BENCH_MEMPROFILE") != "" {
@@ -361,6 +365,5 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	}
 	g = serverGauges(p.http, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
 	r.EndStackMB, r.EndHeapMB = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20)
-	r.MaxMB = max(r.MaxMB, r.EndMB)
 	return r, nil
 }
