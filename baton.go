@@ -26,21 +26,60 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-dev/baton/internal/wire"
 )
 
-// Errors returned by the client; compare with errors.Is.
+// Errors returned by the client; compare with errors.Is, they come wrapped with
+// detail. Release and Requeue say what the server did with the release:
+//
+//   - nil: applied. The record holds the counter given.
+//   - ErrStaleFence, ErrLeaseLost: refused; nothing changed. Do not retry it.
+//   - ErrOutcomeUnknown: it may or may not have been applied. Do not retry it blindly.
+//
+// Lease.Err says why a lease ended: ErrSessionExpired, ErrConnLost, ErrRevoked,
+// ErrLeaseLost, ErrReleased, ErrClosed, or the context's error for a withdrawn
+// request.
 var (
-	ErrStaleFence     = errors.New("baton: stale fence")
-	ErrLeaseLost      = errors.New("baton: lease lost")
+	// ErrStaleFence: the release was refused because the token has been granted to
+	// someone else since this lease (its fence is no longer the current one). This
+	// lease was lost before the release: anything done under it after that must be
+	// treated as not done, and the fence is what keeps it out of the resource.
+	// Nothing changed; do not retry. Acquire again to go on.
+	ErrStaleFence = errors.New("baton: stale fence")
+	// ErrLeaseLost: the release was refused because the lease had already ended at
+	// the server (its session expired or ended, or it was taken back) although nobody
+	// has been granted since. Nothing changed; do not retry. Also Lease.Err of a lease
+	// that a resumed session no longer holds.
+	ErrLeaseLost = errors.New("baton: lease lost")
+	// ErrOutcomeUnknown: the release was sent, but its answer was lost with the
+	// session (the connection broke and the session could not be resumed: it expired,
+	// or the server restarted without it), or the server no longer remembers it. It
+	// may or may not have been applied, and it will not be applied later. Do not send
+	// the same update again blindly: the next lease's Record shows the counter of the
+	// last release applied, from which the caller can tell.
+	ErrOutcomeUnknown = errors.New("baton: outcome of the release unknown")
+	// ErrSessionExpired: the session is no longer alive by this process's clock (it
+	// was frozen or cut off past its TTL), or the server ended it. Leases end with it;
+	// the client opens a new session by itself.
 	ErrSessionExpired = errors.New("baton: session expired")
-	ErrConnLost       = errors.New("baton: connection lost")
-	ErrRevoked        = errors.New("baton: lease revoked by the server")
-	ErrReleased       = errors.New("baton: lease released")
-	ErrClosed         = errors.New("baton: client closed")
-	ErrRefused        = errors.New("baton: refused by the server")
+	// ErrConnLost: the connection ended without the server's notice, so the server
+	// may take it for this process's death and pass the token on: the lease is no
+	// longer trusted. The client reconnects by itself; Release still tells the truth.
+	ErrConnLost = errors.New("baton: connection lost")
+	// ErrRevoked: the server took the lease back (its session ended there).
+	ErrRevoked = errors.New("baton: lease revoked by the server")
+	// ErrReleased: the lease was given back by Release or Requeue; a second Release
+	// or Requeue of it returns this, wrapped, and sends nothing.
+	ErrReleased = errors.New("baton: lease released")
+	// ErrClosed: the Client was closed. Outstanding calls return it; a release that
+	// was in flight has an unknown outcome.
+	ErrClosed = errors.New("baton: client closed")
+	// ErrRefused: the server refused the request (handshake, or an acquire: bad
+	// name, too many tokens, a duplicate); the wrapped text says why. Fix the request.
+	ErrRefused = errors.New("baton: refused by the server")
 )
 
 // Record is the shared resource a token guards: the original program's counter and
@@ -81,6 +120,12 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
+	// The session is trusted until base + trustUntil by the monotonic clock. Leases
+	// read it without the lock, so that the clock, not a timer's goroutine, decides
+	// (see Lease.Err); written with mu held, whenever the deadline moves.
+	base       time.Time
+	trustUntil atomic.Int64
+
 	mu    sync.Mutex // guards st
 	st    *runState
 	wg    sync.WaitGroup // the reader and the dialer
@@ -116,7 +161,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, doneC: make(chan struct{}), slots: map[string]chan struct{}{},
+	c := &Client{cfg: cfg, log: cfg.Logger, base: time.Now(), doneC: make(chan struct{}), slots: map[string]chan struct{}{},
 		firstSession: make(chan struct{}), turnFreed: make(chan struct{}, 1)}
 	c.st = newRunState(c)
 	c.event(func(st *runState) { st.startDial() })
@@ -178,10 +223,20 @@ type Lease struct {
 // closedDone is the Done of a lease that ended before anyone asked.
 var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// Done closes when the lease can no longer be trusted: check Err for why.
+// trusted reports whether the session is still trusted now by this process's
+// monotonic clock.
+func (c *Client) trusted() bool {
+	return time.Since(c.base) < time.Duration(c.trustUntil.Load())
+}
+
+// Done closes when the lease can no longer be trusted: check Err for why. Once the
+// session's trust deadline has passed by the clock, Done returns a closed channel,
+// even if the timer that closes it has not run yet (after a freeze it runs a moment
+// after the caller wakes). A channel taken earlier closes when that timer runs.
 func (l *Lease) Done() <-chan struct{} {
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
+	l.expireByClock()
 	if l.done == nil {
 		if l.err != nil {
 			return closedDone
@@ -191,17 +246,44 @@ func (l *Lease) Done() <-chan struct{} {
 	return l.done
 }
 
-// Err is nil while the lease is trusted, then says why it ended.
+// Err is nil while the lease is trusted, then says why it ended. The clock decides:
+// once the session's trust deadline has passed, Err is non-nil at once, whatever a
+// timer has or has not done yet.
+//
+// A nil Err is true when Err reads the clock, not after: a process can be frozen
+// between the check and the write it guards (check-then-act). The lease never
+// protects the resource by itself; the fence does. Pass Fence to the resource with
+// every write, and have it refuse a fence lower than one it has seen.
 func (l *Lease) Err() error {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	l.expireByClock()
+	return l.err
+}
+
+// expireByClock ends a lease whose session is no longer trusted by the clock; with
+// errMu held.
+func (l *Lease) expireByClock() {
+	if l.err == nil && !l.c.trusted() {
+		l.endLocked(ErrSessionExpired)
+	}
+}
+
+// ended is why the lease ended, without a look at the clock.
+func (l *Lease) ended() error {
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
 	return l.err
 }
 
-// end closes Done, if anyone asked for it, with err; called under Client.mu.
+// end closes Done, if anyone asked for it, with err; false if it had ended already.
 func (l *Lease) end(err error) bool {
 	l.errMu.Lock()
 	defer l.errMu.Unlock()
+	return l.endLocked(err)
+}
+
+func (l *Lease) endLocked(err error) bool {
 	if l.err != nil {
 		return false
 	}
@@ -213,8 +295,11 @@ func (l *Lease) end(err error) bool {
 }
 
 // Release hands the token back, storing rec.Counter in the record, and returns once
-// the server has answered. A lease that was lost is still sent: the server's fence
-// decides, and a stale one returns ErrStaleFence having changed nothing.
+// the server has answered: nil when it applied the release, ErrStaleFence or
+// ErrLeaseLost when it refused it (nothing changed), ErrOutcomeUnknown when the
+// answer was lost with the session. A lease that was lost is still sent: the server
+// decides. A release sent again after a reconnect that resumed the session is
+// answered as the server first answered it, and never applied twice.
 func (l *Lease) Release(ctx context.Context, rec Record) error {
 	op := releaseOp{lease: l, rec: rec, res: make(chan error, 1)}
 	if err := ctx.Err(); err != nil {
@@ -260,8 +345,9 @@ func (c *Client) Acquire(ctx context.Context, token string) (*Lease, error) {
 // turn instead of two, and the server answers the release together with the next
 // grant, so a handoff costs it one write. The lease ends when Requeue is called. If
 // the release is refused (ErrStaleFence, ErrLeaseLost), nothing is queued and that
-// error is returned. If ctx ends first, the new request is withdrawn; the release
-// stands or falls as it would with Release.
+// error is returned; if its outcome is unknown (ErrOutcomeUnknown), nothing is
+// queued either. If ctx ends first, the new request is withdrawn; the release stands
+// or falls as it would with Release.
 func (l *Lease) Requeue(ctx context.Context, rec Record) (*Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

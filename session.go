@@ -29,13 +29,14 @@ type runState struct {
 	backoff time.Duration
 	failed  int // dial attempts since the last session
 
-	session  uint64
-	epoch    uint64
-	ttl      time.Duration
-	deadline time.Time            // the session is trusted until then, by this clock
-	trust    *time.Timer          // fires at deadline
-	ka       *time.Timer          // fires every third of the TTL while connected
-	kaSent   map[uint64]time.Time // keepalive seq → when it was sent
+	session     uint64
+	lostSession uint64 // the session before the latest welcome, for messages
+	epoch       uint64
+	ttl         time.Duration
+	deadline    time.Time            // the session is trusted until then, by this clock
+	trust       *time.Timer          // fires at deadline
+	ka          *time.Timer          // fires every third of the TTL while connected
+	kaSent      map[uint64]time.Time // keepalive seq → when it was sent
 
 	turnWaiters int // callers waiting for the turn to read (turn.go)
 
@@ -48,6 +49,9 @@ type runState struct {
 type releaseReq struct {
 	releaseOp
 	sent bool
+	// mayApply: it left while its session was alive, so the server may have applied
+	// it. A release sent after the server said the session ended cannot have been.
+	mayApply bool
 	// then is a requeue's acquire: it goes out in the same frame while unsent, and
 	// fails with the release if the server refuses the release.
 	then *acquireOp
@@ -266,6 +270,12 @@ func (st *runState) dialed(r dialResult) {
 	st.conn = r.conn
 	w := &r.welcome
 	resumed := w.Resumed && w.Session == st.session
+	st.lostSession = st.session
+	if !resumed {
+		// Leases of the old session are gone; they end before the new session's
+		// deadline is set, which they could otherwise read as theirs (Lease.Err).
+		st.loseLeases(ErrSessionExpired)
+	}
 	st.session, st.epoch = w.Session, w.Epoch
 	st.ttl = time.Duration(w.TTLms) * time.Millisecond
 	st.ka.Reset(st.ttl / 3)
@@ -292,6 +302,7 @@ func (st *runState) extend(sentAt time.Time) {
 	d := sentAt.Add(st.ttl - margin)
 	if d.After(st.deadline) {
 		st.deadline = d
+		st.c.trustUntil.Store(int64(d.Sub(st.c.base)))
 	}
 	st.trust.Reset(time.Until(st.deadline))
 }
@@ -309,17 +320,17 @@ func (st *runState) reconcile(w *wire.Frame, resumed bool) {
 	for _, q := range w.Waiting {
 		waiting[q.Seq] = true
 	}
-	if !resumed {
-		// Leases of the old session are gone. Releases still pending go out anyway, on
-		// the new session: the server's fence refuses them and counts them.
-		st.loseLeases(ErrSessionExpired)
-	}
-	// Holds with a release pending: the release goes out again below, and the hold
-	// must not be cancelled before it or the release would find the token gone.
+	// Releases still unanswered. On a resumed session each goes out again, and the
+	// server answers one it applied already as it first did (it remembers them per
+	// session). The session's hold must not be cancelled before its release, or the
+	// release would find the token gone. On a new session, a release that never left
+	// goes out too (the server refuses it and counts it: its lease is gone); one that
+	// left cannot be known: its answer went with the old session.
 	releasing := map[uint64]bool{}
 	for seq, r := range st.releases {
-		if _, still := held[r.lease.seq]; r.sent && !still && resumed {
-			st.resolveRelease(seq, r, nil) // the server applied it; its answer was lost
+		if r.sent && r.mayApply && !resumed {
+			st.resolveRelease(seq, r, fmt.Errorf("%w: release of %q fence %d was sent, and session %x ended before its answer came",
+				ErrOutcomeUnknown, r.lease.Token, r.lease.Fence, st.lostSession))
 			continue
 		}
 		r.sent = false
@@ -489,6 +500,8 @@ func (st *runState) serverError(f *wire.Frame) {
 			err = fmt.Errorf("%w: %s", ErrStaleFence, f.Text)
 		case wire.CodeNotHeld, wire.CodeSessionExpired:
 			err = fmt.Errorf("%w: %s", ErrLeaseLost, f.Text)
+		case wire.CodeOutcomeUnknown:
+			err = fmt.Errorf("%w: %s", ErrOutcomeUnknown, f.Text)
 		}
 		st.resolveRelease(f.Seq, r, err)
 		return
@@ -504,6 +517,13 @@ func (st *runState) serverError(f *wire.Frame) {
 		st.c.log.Warn("session expired at the server", "session", fmt.Sprintf("%x", st.session))
 		st.loseLeases(ErrSessionExpired)
 		st.session = 0
+		// The server answers a connection's frames in order, a requeue's deferred
+		// answer included: a release still unanswered now came after the session's
+		// end and was not applied. It goes out again on the next session, to be
+		// refused there.
+		for _, r := range st.releases {
+			r.mayApply = false
+		}
 		return
 	}
 	st.c.log.Warn("server error", "code", f.Code.String(), "text", f.Text)
@@ -532,6 +552,7 @@ func (st *runState) sendRelease(seq uint64, r *releaseReq) {
 		return
 	}
 	r.sent = true
+	r.mayApply = r.mayApply || st.session != 0
 	op := wire.OpRelease
 	if next := r.then; next != nil && st.ops[next.seq] == next && !next.sent && !next.cancelled {
 		op, next.sent = wire.OpRequeue, true
@@ -637,7 +658,7 @@ func (st *runState) release(r releaseOp, next *acquireOp) {
 			next.res = make(chan acquireResult, 1)
 		}
 	}
-	if err := l.Err(); errors.Is(err, ErrReleased) || errors.Is(err, context.Canceled) {
+	if err := l.ended(); errors.Is(err, ErrReleased) || errors.Is(err, context.Canceled) {
 		releasedTwice(r, next, err)
 		return
 	}

@@ -66,6 +66,7 @@ type session struct {
 	bootID   string
 	ttl      time.Duration
 	deadline time.Time
+	answers  answerLog // the releases it applied, for one sent again (answers.go)
 }
 
 type outFrame struct {
@@ -298,13 +299,21 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 }
 
 // sessionGone answers a frame whose session is gone (expired while its client was
-// frozen or cut off). A late release is answered as stale and counted; it changes
-// nothing.
+// frozen or cut off). A late release changes nothing: it is refused as stale if the
+// token was granted since, else as from an expired session; either way counted.
 //
 //go:noinline
 func (c *core) sessionGone(cn *conn, f *wire.Frame) {
 	if f.Op == wire.OpRelease || f.Op == wire.OpRequeue {
-		c.staleRelease(cn, f)
+		switch t := c.tokens.Get(f.Token); {
+		case t == nil:
+			c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of unknown token %q", f.Token))
+		case f.Fence != t.Fence:
+			c.staleRelease(cn, f, t)
+		default:
+			c.refusedRelease(cn, f, wire.CodeSessionExpired, "session_expired",
+				fmt.Sprintf("release of %q fence %d: the session expired and its lease with it; nothing changed", f.Token, f.Fence))
+		}
 		return
 	}
 	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeSessionExpired, Text: "session expired"})
@@ -390,11 +399,15 @@ func (c *core) refuseAcquire(cn *conn, seq uint64, err error) {
 }
 
 func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
+	if !s.answers.isNew(f.Seq) && c.answerAgain(s, cn, f, now) {
+		return
+	}
 	held, next, ok, err := c.tokens.Release(s.id, f.Token, f.Fence, f.Rec, now)
 	if err != nil {
 		c.refuseRelease(cn, f, err)
 		return
 	}
+	s.answers.record(f.Seq, f.Fence)
 	delete(s.requests, f.Token)
 	c.dirty = true
 	c.instruments(f.Token).hold.Observe(held.Seconds())
@@ -415,27 +428,72 @@ func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	}
 }
 
-// refuseRelease answers a release the token table refused: stale, or not held.
+// answerAgain answers a release that is not new: its client lost the connection
+// before the answer came and sent it again on the resumed session. One the session
+// applied gets the answer it had; false means it was never applied, and it is judged
+// as a new one.
+//
+//go:noinline
+func (c *core) answerAgain(s *session, cn *conn, f *wire.Frame, now time.Time) bool {
+	fence, applied, forgotten := s.answers.recall(f.Seq)
+	switch {
+	case applied:
+	case f.Seq != 0 && s.requests[f.Token] == f.Seq:
+		// A requeue's acquire is queued under its release's seq, and only once the
+		// release was applied: its place in line is the proof.
+		fence, applied = f.Fence, true
+	case forgotten:
+		c.refusedRelease(cn, f, wire.CodeOutcomeUnknown, "outcome_unknown",
+			fmt.Sprintf("release %d of %q sent again: it may have been applied, and its answer is no longer remembered; nothing changed now", f.Seq, f.Token))
+		return true
+	default:
+		return false
+	}
+	c.s.log.Info("release sent again: answered as first applied", "token", f.Token, "fence", fence, "seq", f.Seq, "conn", cn.remote)
+	r := c.replyTo(cn)
+	r.Op, r.Seq, r.Token, r.Fence = wire.OpReleased, f.Seq, f.Token, fence
+	if _, queued := s.requests[f.Token]; f.Op == wire.OpRequeue && !queued {
+		c.acquire(s, cn, f.Seq, f.Token, now) // the requeue's place in line was given up since
+	}
+	return true
+}
+
+// refuseRelease answers a release the token table refused: its fence is stale, or
+// its lease was lost under the current fence, or the token does not exist.
 //
 //go:noinline
 func (c *core) refuseRelease(cn *conn, f *wire.Frame, err error) {
-	if errors.Is(err, token.ErrStaleFence) {
-		c.staleRelease(cn, f)
-		return
+	t := c.tokens.Get(f.Token)
+	switch {
+	case t == nil:
+		c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of unknown token %q: %w", f.Token, err))
+	case errors.Is(err, token.ErrStaleFence):
+		c.staleRelease(cn, f, t)
+	default:
+		c.refusedRelease(cn, f, wire.CodeNotHeld, "lease_lost",
+			fmt.Sprintf("release of %q fence %d: the lease was lost (its session no longer holds it) and nobody was granted since; nothing changed", f.Token, f.Fence))
 	}
-	c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of %q: %w", f.Token, err))
 }
 
-func (c *core) staleRelease(cn *conn, f *wire.Frame) {
-	t := c.tokens.Get(f.Token)
-	if t == nil {
-		c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of unknown token %q", f.Token))
-		return
-	}
+// staleRelease refuses a release whose fence is not the token's current one: the
+// token was granted to someone else since. Counted apart (baton_stale_releases_total):
+// it means a holder acted after it lost its lease.
+func (c *core) staleRelease(cn *conn, f *wire.Frame, t *token.Token) {
 	c.instruments(t.Name).staleReleases.Inc()
 	c.s.log.Warn("stale release rejected", "token", t.Name, "fence", f.Fence, "current", t.Fence, "conn", cn.remote)
-	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeStaleFence,
-		Text: fmt.Sprintf("stale fence %d for %q: current is %d", f.Fence, f.Token, t.Fence)})
+	c.refusedRelease(cn, f, wire.CodeStaleFence, "stale_fence",
+		fmt.Sprintf("stale fence %d for %q: current is %d", f.Fence, f.Token, t.Fence))
+}
+
+// refusedRelease answers a release that changed nothing, counted by reason.
+func (c *core) refusedRelease(cn *conn, f *wire.Frame, code wire.Code, reason, text string) {
+	if c.tokens.Get(f.Token) != nil { // the token label stays bounded by the token table
+		c.s.metrics.refusedReleases.WithLabelValues(f.Token, reason).Inc()
+	}
+	if reason != "stale_fence" {
+		c.s.log.Info("release refused", "token", f.Token, "fence", f.Fence, "reason", reason, "conn", cn.remote)
+	}
+	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: code, Text: text})
 }
 
 func (c *core) touch(s *session, now time.Time) {

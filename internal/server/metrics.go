@@ -10,15 +10,18 @@ import (
 // Gauges that describe state (queue length, fence, counter, members) are not here:
 // the stateCollector reads them from the real state at scrape time.
 type metrics struct {
-	grants         *prometheus.CounterVec
-	wait           *prometheus.HistogramVec
-	hold           *prometheus.HistogramVec
-	restarts       prometheus.Counter
-	reclaims       *prometheus.CounterVec
-	staleReleases  *prometheus.CounterVec
-	protocolErrors *prometheus.CounterVec
-	connections    prometheus.Gauge
-	parked         prometheus.Gauge
+	grants        *prometheus.CounterVec
+	wait          *prometheus.HistogramVec
+	hold          *prometheus.HistogramVec
+	restarts      prometheus.Counter
+	reclaims      *prometheus.CounterVec
+	staleReleases *prometheus.CounterVec
+	// refusedReleases counts every release that changed nothing, by reason:
+	// stale_fence, lease_lost, session_expired, outcome_unknown.
+	refusedReleases *prometheus.CounterVec
+	protocolErrors  *prometheus.CounterVec
+	connections     prometheus.Gauge
+	parked          prometheus.Gauge
 }
 
 // latencyBuckets span a handoff on loopback (tens of µs) to a session TTL.
@@ -39,6 +42,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			[]string{"token", "reason"}),
 		staleReleases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_stale_releases_total", Help: "Releases rejected because their fence was not current."}, []string{"token"}),
+		refusedReleases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_refused_releases_total", Help: "Releases that changed nothing, by reason: stale_fence (granted to another since), lease_lost (taken back, nobody granted since), session_expired, outcome_unknown (a resend whose first answer is forgotten)."},
+			[]string{"token", "reason"}),
 		protocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_protocol_errors_total", Help: "Bad input from the network, by reason."}, []string{"reason"}),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -46,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "baton_connections_parked", Help: "Connections quiet for 200 ms or more, watched without a goroutine."}),
 	}
-	reg.MustRegister(m.grants, m.wait, m.hold, m.restarts, m.reclaims, m.staleReleases, m.protocolErrors, m.connections, m.parked)
+	reg.MustRegister(m.grants, m.wait, m.hold, m.restarts, m.reclaims, m.staleReleases, m.refusedReleases, m.protocolErrors, m.connections, m.parked)
 	return m
 }
 

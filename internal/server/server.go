@@ -396,8 +396,13 @@ func (s *Server) serveQueue(now time.Time) {
 		if now.Before(s.lastNow) {
 			now = s.lastNow
 		}
-		s.lastNow = now
 		for i := range batch {
+			// A frame read after the batch's clock reading gets its own: a keepalive's
+			// deadline counts from its arrival, never from an earlier moment (the
+			// poster's read, or before a poster stalled). The clock still never runs back.
+			if at := batch[i].in.at; at.After(now) {
+				now = at
+			}
 			if fn := batch[i].fn; fn != nil {
 				fn(now)
 			} else {
@@ -405,6 +410,7 @@ func (s *Server) serveQueue(now time.Time) {
 			}
 			batch[i] = work{}
 		}
+		s.lastNow = now
 		s.qmu.Lock()
 		s.spare = batch[:0]
 	}

@@ -14,9 +14,12 @@ import (
 type Proxy struct {
 	ln      net.Listener
 	target  string
-	cut     atomic.Bool
-	mu      sync.Mutex // guards conns
+	cut     atomic.Bool // both directions
+	cutBack atomic.Bool // from the target back to the client only
+	mu      sync.Mutex // guards conns, clients, linger
 	conns   []net.Conn
+	clients []net.Conn            // the client side of each connection
+	linger  map[net.Conn]struct{} // target sides left open by Sever until Close
 	wg      sync.WaitGroup
 	stopped chan struct{}
 }
@@ -40,8 +43,12 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Partition stops every byte in both directions; connections stay open.
 func (p *Proxy) Partition() { p.cut.Store(true) }
 
+// PartitionReplies stops the bytes from the target back to the client only: the
+// server hears the client, the client hears nothing.
+func (p *Proxy) PartitionReplies() { p.cutBack.Store(true) }
+
 // Heal lets bytes flow again.
-func (p *Proxy) Heal() { p.cut.Store(false) }
+func (p *Proxy) Heal() { p.cut.Store(false); p.cutBack.Store(false) }
 
 // Close ends the proxy and every connection through it.
 func (p *Proxy) Close() {
@@ -74,20 +81,52 @@ func (p *Proxy) accept() {
 		}
 		p.mu.Lock()
 		p.conns = append(p.conns, in, out)
+		p.clients = append(p.clients, in)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(in, out)
-		go p.pipe(out, in)
+		go p.pipe(in, out, &p.cut)
+		go p.pipe(out, in, &p.cutBack)
 	}
 }
 
-func (p *Proxy) pipe(from, to net.Conn) {
+// Sever closes the client side of every connection and leaves the target side open
+// and silent: the client sees its connection die, the server sees nothing (no FIN)
+// and waits for the client as after a partition.
+func (p *Proxy) Sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.linger == nil {
+		p.linger = map[net.Conn]struct{}{}
+	}
+	for i, c := range p.conns {
+		if i%2 == 1 {
+			p.linger[c] = struct{}{}
+		}
+	}
+	for _, c := range p.clients {
+		c.Close()
+	}
+	p.clients = nil
+}
+
+func (p *Proxy) lingers(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.linger[c]
+	return ok
+}
+
+func (p *Proxy) pipe(from, to net.Conn, cutHere *atomic.Bool) {
 	defer p.wg.Done()
-	defer to.Close()
+	defer func() {
+		if !p.lingers(to) {
+			to.Close()
+		}
+	}()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := from.Read(buf)
-		for p.cut.Load() { // hold the bytes, as a partition would, until healed
+		for p.cut.Load() || cutHere.Load() { // hold the bytes, as a partition would, until healed
 			select {
 			case <-p.stopped:
 				return

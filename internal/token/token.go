@@ -220,17 +220,20 @@ func (tb *Table) Acquire(s SessionID, seq uint64, name string, now time.Time) (g
 }
 
 // Release ends s's hold of the token if fence is current, stores rec.Counter (the
-// server keeps Waits), and grants the token to the next waiter. A release with an
-// old fence, or from a session that does not hold the token, changes nothing.
+// server keeps Waits), and grants the token to the next waiter. A release changes
+// nothing when its fence is not the current one (ErrStaleFence: the token was granted
+// again since) or when s does not hold the token under the current fence (ErrNotHeld:
+// the lease was taken back, or a server restarted from its state does not know the
+// session, and nobody has been granted since).
 func (tb *Table) Release(s SessionID, name string, fence uint64, rec wire.Record, now time.Time) (held time.Duration, next Grant, granted bool, err error) {
 	t, err := tb.lookup(name, false)
 	if err != nil {
 		return 0, Grant{}, false, err
 	}
-	if fence != t.Fence || t.Holder == 0 {
+	if fence != t.Fence {
 		return 0, Grant{}, false, ErrStaleFence
 	}
-	if t.Holder != s {
+	if t.Holder != s || s == 0 {
 		return 0, Grant{}, false, ErrNotHeld
 	}
 	t.Rec.Counter = rec.Counter

@@ -69,6 +69,23 @@ func TestStaleReleaseChangesNothing(t *testing.T) {
 	}
 }
 
+// A token restored after a crash has no holder: a release quoting its current fence
+// comes from a session the new process does not know. It is not stale (nobody was
+// granted since) and changes nothing: ErrNotHeld.
+func TestReleaseUnderCurrentFenceWithoutHolderIsNotHeld(t *testing.T) {
+	tb := NewTable(10)
+	tb.Restore("x", 7, wire.Record{Counter: 3}, 7, 3, time.Time{})
+	if _, _, _, err := tb.Release(1, "x", 7, wire.Record{Counter: 1000}, t0); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("release at the current fence by an unknown session: %v, want ErrNotHeld", err)
+	}
+	if _, _, _, err := tb.Release(1, "x", 6, wire.Record{Counter: 1000}, t0); !errors.Is(err, ErrStaleFence) {
+		t.Fatalf("release at an older fence: %v, want ErrStaleFence", err)
+	}
+	if tk := tb.Get("x"); tk.Rec.Counter != 3 || tk.Releases != 3 || tk.Fence != 7 {
+		t.Fatalf("refused releases changed the token: %+v", tk)
+	}
+}
+
 func TestDropBySeqIgnoresOtherRequests(t *testing.T) {
 	tb := NewTable(10)
 	tb.Acquire(1, 7, "x", t0)

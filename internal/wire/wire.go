@@ -101,11 +101,14 @@ const (
 	CodeBadName        Code = 9 // empty or oversized token name
 	CodeDuplicate      Code = 10
 	CodeUnexpected     Code = 11 // a frame not valid in this state
+	// CodeOutcomeUnknown answers a release sent again whose first answer the server
+	// no longer remembers: it may or may not have been applied, and is not applied now.
+	CodeOutcomeUnknown Code = 12
 )
 
 func (c Code) String() string {
 	names := [...]string{"unknown", "internal", "bad_frame", "version", "auth", "stale_fence",
-		"not_held", "session_expired", "too_many", "bad_name", "duplicate", "unexpected"}
+		"not_held", "session_expired", "too_many", "bad_name", "duplicate", "unexpected", "outcome_unknown"}
 	if int(c) < len(names) {
 		return names[c]
 	}

@@ -98,7 +98,9 @@ type Interval struct {
 	Fence uint64    `json:"fence"`
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end"`
-	// Outcome: released, stale (the fence refused it), lost (lease ended first).
+	// Outcome of the release: released (applied), stale (refused: granted to another
+	// since), lost (refused: the lease had ended at the server), unknown (the answer
+	// was lost with the session), failed (not sent: the client closed).
 	Outcome string `json:"outcome"`
 }
 
@@ -307,8 +309,14 @@ func (w *Worker) cycle(ctx context.Context, client *baton.Client) {
 		w.stale.Inc()
 		w.update(func(s *Status) { s.Stale++ })
 		w.log.Warn("release refused: stale fence", "token", lease.Token, "fence", lease.Fence, "err", err)
-	default:
+	case errors.Is(err, baton.ErrLeaseLost):
 		iv.Outcome = "lost"
+		w.log.Warn("release refused: lease lost", "token", lease.Token, "fence", lease.Fence, "err", err)
+	case errors.Is(err, baton.ErrOutcomeUnknown):
+		iv.Outcome = "unknown"
+		w.log.Warn("release outcome unknown", "token", lease.Token, "fence", lease.Fence, "err", err)
+	default:
+		iv.Outcome = "failed"
 		w.log.Warn("release failed", "token", lease.Token, "fence", lease.Fence, "err", err)
 	}
 	if lostEarly != nil || iv.Outcome != "released" {
