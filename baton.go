@@ -164,7 +164,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, log: cfg.Logger, base: time.Now(), doneC: make(chan struct{}), slots: map[string]chan struct{}{},
 		firstSession: make(chan struct{}), turnFreed: make(chan struct{}, 1)}
 	c.st = newRunState(c)
-	c.event(func(st *runState) { st.startDial() })
+	c.event(func(st *runState) { st.m.startDial() })
 	select {
 	case <-c.firstSession:
 		return c, nil
@@ -213,9 +213,13 @@ type Lease struct {
 	Fence  uint64 // strictly greater than every earlier grant's fence for this token
 	Record Record // the record as the previous holder left it
 
-	c     *Client
-	seq   uint64
-	errMu sync.Mutex // guards err, done
+	c       *Client
+	seq     uint64
+	session uint64 // the session it was granted on: only there can its release apply
+	// cancelledOn is the connection on which a cancel of its hold went out (its
+	// trust ended by the clock), if any: a release behind it there cannot apply.
+	cancelledOn uint64
+	errMu       sync.Mutex // guards err, done
 	err   error
 	done  chan struct{} // made when first asked for: most leases end unwatched
 }
@@ -406,14 +410,13 @@ func (c *Client) slot(token string) chan struct{} {
 }
 
 type acquireOp struct {
-	token     string
-	seq       uint64
-	sent      bool
-	cancelled bool
-	res       chan acquireResult // one answer: the lease or why not
-	slot      chan struct{}
-	lease     *Lease // &granted once granted, until it ends
-	granted   Lease
+	token   string
+	seq     uint64
+	phase   reqPhase
+	res     chan acquireResult // one answer: the lease or why not
+	slot    chan struct{}
+	lease   *Lease // &granted once granted, until it ends
+	granted Lease
 	// requeued is the release that goes out in the same frame, for a requeue.
 	requeued releaseReq
 }

@@ -46,7 +46,7 @@ func TestLeaseIsNotTrustedPastItsDeadlineBeforeAnyTimerRuns(t *testing.T) {
 	}
 
 	c.mu.Lock() // the freeze
-	deadline := c.st.deadline
+	deadline := c.st.m.deadline
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Until(deadline)) // waits for the clock to pass the deadline, the event itself
 	}

@@ -243,9 +243,9 @@ func (st *runState) took(cc *clientConn, f *wire.Frame, err error) bool {
 		return false
 	}
 	if err != nil {
-		st.lost(err)
+		st.m.lost(err)
 	} else {
-		st.frame(f)
+		st.m.frame(f)
 	}
 	st.flush()
 	return st.conn == cc
@@ -297,7 +297,7 @@ func answer[T any](c *Client, ctx context.Context, res <-chan T) (T, error) {
 		}
 		c.mu.Lock()
 		st := c.st
-		if st.closed {
+		if st.m.closed {
 			c.mu.Unlock()
 			return zero, ErrClosed
 		}

@@ -16,7 +16,7 @@ type Proxy struct {
 	target  string
 	cut     atomic.Bool // both directions
 	cutBack atomic.Bool // from the target back to the client only
-	mu      sync.Mutex // guards conns, clients, linger
+	mu      sync.Mutex  // guards conns, clients, linger
 	conns   []net.Conn
 	clients []net.Conn            // the client side of each connection
 	linger  map[net.Conn]struct{} // target sides left open by Sever until Close

@@ -1,0 +1,277 @@
+package baton
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// The session logic without sockets, timers or goroutines: each case feeds the
+// machine requests, frames, clock ticks and dial results, and checks the frames it
+// queues and the answers it gives. These are the interleavings that matter.
+
+// rig is a machine with a hand-moved clock.
+type rig struct {
+	t   *testing.T
+	m   *machine
+	now time.Time
+}
+
+const rigTTL = time.Second
+
+func newRig(t *testing.T) *rig {
+	t0 := time.Now()
+	c := &Client{cfg: Config{DriftBound: 0.01}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), base: t0}
+	r := &rig{t: t, m: newMachine(c), now: t0}
+	r.m.clock = func() time.Time { return r.now }
+	return r
+}
+
+// connect feeds a welcome to session id (resumed if the server says so), with held
+// and waiting requests as the server lists them.
+func (r *rig) connect(id uint64, resumed bool, held []wire.Held, waiting []wire.Waiting) {
+	r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: id, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 1,
+		Resumed: resumed, Held: held, Waiting: waiting}, r.now, "server")
+}
+
+// sent returns the frames queued since the last call, as "op seq" pairs.
+func (r *rig) sent() []wire.Frame {
+	out := append([]wire.Frame(nil), r.m.out...)
+	r.m.out = r.m.out[:0]
+	return out
+}
+
+func (r *rig) expectSent(want ...wire.Op) []wire.Frame {
+	r.t.Helper()
+	got := r.sent()
+	ops := make([]wire.Op, len(got))
+	for i, f := range got {
+		ops[i] = f.Op
+	}
+	if len(ops) != len(want) {
+		r.t.Fatalf("sent %v, want %v", ops, want)
+	}
+	for i := range want {
+		if ops[i] != want[i] {
+			r.t.Fatalf("sent %v, want %v", ops, want)
+		}
+	}
+	return got
+}
+
+func (r *rig) acquire(token string) *acquireOp {
+	op := &acquireOp{token: token, res: make(chan acquireResult, 1)}
+	r.m.request(op)
+	return op
+}
+
+// hold acquires token and has the server grant it with fence.
+func (r *rig) hold(token string, fence uint64) (*acquireOp, *Lease) {
+	r.t.Helper()
+	op := r.acquire(token)
+	r.expectSent(wire.OpAcquire)
+	r.m.frame(&wire.Frame{Op: wire.OpGrant, Seq: op.seq, Token: token, Fence: fence})
+	res := <-op.res
+	if res.err != nil || res.lease == nil || res.lease.Fence != fence {
+		r.t.Fatalf("grant: %+v, want a lease at fence %d", res, fence)
+	}
+	return op, res.lease
+}
+
+func (r *rig) release(l *Lease, counter uint64) (seq uint64, res chan error) {
+	res = make(chan error, 1)
+	r.m.request(releaseOp{lease: l, rec: Record{Counter: counter}, res: res})
+	return r.m.seq, res
+}
+
+func (r *rig) requeue(l *Lease, counter uint64) *acquireOp {
+	next := &acquireOp{token: l.Token}
+	next.requeued = releaseReq{releaseOp: releaseOp{lease: l, rec: Record{Counter: counter}}}
+	r.m.request(requeueOp{next: next})
+	return next
+}
+
+func answered[T any](t *testing.T, ch chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	default:
+		t.Fatal("no answer given")
+		var zero T
+		return zero
+	}
+}
+
+func unanswered[T any](t *testing.T, ch chan T) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Fatalf("answered %+v, want no answer yet", v)
+	default:
+	}
+}
+
+func TestMachineInterleavings(t *testing.T) {
+	lost := errors.New("connection reset")
+	cases := []struct {
+		name string
+		run  func(t *testing.T, r *rig)
+	}{
+		{"grant lost in flight is delivered from the welcome", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			op := r.acquire("x")
+			r.expectSent(wire.OpAcquire)
+			r.m.lost(lost) // the grant was on its way
+			r.connect(7, true, []wire.Held{{Seq: op.seq, Token: "x", Fence: 4}}, nil)
+			r.expectSent() // nothing asked again
+			if res := answered(t, op.res); res.err != nil || res.lease.Fence != 4 {
+				t.Fatalf("acquire: %+v, want the lease at fence 4", res)
+			}
+		}},
+		{"cancel crossing the grant passes the token on", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			op := r.acquire("x")
+			r.expectSent(wire.OpAcquire)
+			r.m.request(cancelOp{op: op})
+			r.expectSent(wire.OpCancel)
+			r.m.frame(&wire.Frame{Op: wire.OpGrant, Seq: op.seq, Token: "x", Fence: 5}) // crossed on the wire
+			unanswered(t, op.res)
+			r.m.frame(&wire.Frame{Op: wire.OpCancelled, Seq: op.seq, Token: "x"})
+			if len(r.m.ops) != 0 {
+				t.Fatalf("%d requests left, want none", len(r.m.ops))
+			}
+		}},
+		{"cancel after the grant arrived ends the lease and gives it back", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			op, l := r.hold("x", 5)
+			r.m.request(cancelOp{op: op})
+			r.expectSent(wire.OpCancel)
+			if !errors.Is(l.ended(), context.Canceled) {
+				t.Fatalf("lease after cancel: %v, want context.Canceled", l.ended())
+			}
+		}},
+		{"refused requeue queues nothing and says why", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			_, l := r.hold("x", 5)
+			next := r.requeue(l, 1)
+			f := r.expectSent(wire.OpRequeue)[0]
+			r.m.frame(&wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeStaleFence, Text: "stale"})
+			if res := answered(t, next.res); !errors.Is(res.err, ErrStaleFence) {
+				t.Fatalf("requeue: %+v, want ErrStaleFence", res)
+			}
+			if len(r.m.ops) != 0 || len(r.m.releases) != 0 {
+				t.Fatalf("left %d requests, %d releases; want none", len(r.m.ops), len(r.m.releases))
+			}
+		}},
+		{"release unanswered, session resumed: sent again, answered as first applied", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			_, l := r.hold("x", 5)
+			seq, res := r.release(l, 1)
+			r.expectSent(wire.OpRelease)
+			r.m.lost(lost)
+			r.connect(7, true, nil, nil) // the hold is gone: it was applied, or not
+			f := r.expectSent(wire.OpRelease)[0]
+			if f.Seq != seq {
+				t.Fatalf("sent again as seq %d, want the same seq %d", f.Seq, seq)
+			}
+			r.m.frame(&wire.Frame{Op: wire.OpReleased, Seq: seq, Token: "x", Fence: 5})
+			if err := answered(t, res); err != nil {
+				t.Fatalf("release: %v, want nil", err)
+			}
+		}},
+		{"release unanswered, server crashed: outcome unknown, nothing sent again", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			_, l := r.hold("x", 5)
+			_, res := r.release(l, 1)
+			r.expectSent(wire.OpRelease)
+			r.m.lost(lost)
+			r.connect(8, false, nil, nil) // a new process: session 7 unknown
+			r.expectSent()
+			if err := answered(t, res); !errors.Is(err, ErrOutcomeUnknown) {
+				t.Fatalf("release: %v, want ErrOutcomeUnknown", err)
+			}
+		}},
+		{"requeue waiting, reconnect not resumed: outcome unknown, nothing queued", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			_, l := r.hold("x", 5)
+			next := r.requeue(l, 1)
+			r.expectSent(wire.OpRequeue) // applied; its answer deferred to the next grant
+			r.m.lost(lost)
+			r.connect(8, false, nil, nil)
+			r.expectSent()
+			if res := answered(t, next.res); !errors.Is(res.err, ErrOutcomeUnknown) || errors.Is(res.err, ErrStaleFence) {
+				t.Fatalf("requeue: %+v, want ErrOutcomeUnknown", res)
+			}
+			if len(r.m.ops) != 0 {
+				t.Fatalf("%d requests left, want none", len(r.m.ops))
+			}
+		}},
+		{"release never sent, reconnect not resumed: sent on the new session to be refused", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			_, l := r.hold("x", 5)
+			r.m.lost(lost)
+			seq, res := r.release(l, 1) // while disconnected
+			r.connect(8, false, nil, nil)
+			f := r.expectSent(wire.OpRelease)[0]
+			r.m.frame(&wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeStaleFence, Text: "stale"})
+			if err := answered(t, res); !errors.Is(err, ErrStaleFence) || f.Seq != seq {
+				t.Fatalf("release: %v, want ErrStaleFence", err)
+			}
+		}},
+		{"freeze past the deadline: the first tick ends the lease, gives it back, and a release behind it is known refused", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			op, l := r.hold("x", 5)
+			r.now = r.now.Add(3 * rigTTL) // the freeze
+			r.m.checkTrust()
+			if !errors.Is(l.ended(), ErrSessionExpired) {
+				t.Fatalf("lease after the freeze: %v, want ErrSessionExpired", l.ended())
+			}
+			if f := r.expectSent(wire.OpCancel)[0]; f.Seq != op.seq {
+				t.Fatalf("cancel of seq %d, want the hold's %d", f.Seq, op.seq)
+			}
+			_, res := r.release(l, 1)
+			r.expectSent(wire.OpRelease)
+			r.m.lost(lost)
+			r.connect(8, false, nil, nil) // expired meanwhile
+			r.expectSent(wire.OpRelease)  // behind the cancel it could not apply: it goes out to be refused
+			unanswered(t, res)
+		}},
+		{"revocation with no call in progress ends the lease", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			_, l := r.hold("x", 5)
+			done := l.Done()
+			r.m.frame(&wire.Frame{Op: wire.OpRevoked, Token: "x", Fence: 5, Text: "expired"})
+			select {
+			case <-done:
+			default:
+				t.Fatal("Done open after the revocation")
+			}
+			if !errors.Is(l.ended(), ErrRevoked) {
+				t.Fatalf("lease: %v, want ErrRevoked", l.ended())
+			}
+		}},
+		{"session expired at the server: a release in flight was not applied", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			_, l := r.hold("x", 5)
+			_, res := r.release(l, 1)
+			r.expectSent(wire.OpRelease)
+			r.m.frame(&wire.Frame{Op: wire.OpError, Seq: 999, Code: wire.CodeSessionExpired, Text: "session expired"})
+			r.m.lost(io.EOF)
+			r.connect(8, false, nil, nil)
+			f := r.expectSent(wire.OpRelease)[0] // known not applied: sent to be refused, not unknown
+			r.m.frame(&wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeNotHeld, Text: "lease lost"})
+			if err := answered(t, res); !errors.Is(err, ErrLeaseLost) {
+				t.Fatalf("release: %v, want ErrLeaseLost", err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, newRig(t)) })
+	}
+}
