@@ -146,39 +146,68 @@ func TestServerCrashWithRequeueQueuedIsNotReportedStale(t *testing.T) {
 	}
 }
 
+// releaseInFlight is a holder, a, that reaches the server through a proxy and has
+// sent a release the server applied, with the answer held back by the proxy; b,
+// a raw peer, was granted the token next.
+type releaseInFlight struct {
+	srv      *testutil.Server
+	proxy    *testutil.Proxy
+	a        *baton.Client
+	session  uint64
+	released chan error // a's Release returns here
+	next     wire.Frame // b's grant
+}
+
+func startReleaseInFlight(t *testing.T, ctx context.Context, ttl time.Duration, counter uint64) *releaseInFlight {
+	t.Helper()
+	h := &releaseInFlight{released: make(chan error, 1)}
+	h.srv = testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = ttl })
+	h.proxy = testutil.StartProxy(t, h.srv.TokenAddr())
+	var err error
+	h.a, err = baton.Dial(ctx, baton.Config{Addr: h.proxy.Addr(), Node: "a", Logger: testutil.Logger(t).With("node", "a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.a.Close() })
+	la, err := h.a.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.session = h.a.Info().Session
+	b := testutil.DialRaw(t, h.srv.TokenAddr(), "b")
+	b.Acquire("counter")
+	waitQueue(t, h.srv, 1)
+	h.proxy.PartitionReplies()
+	go func() { h.released <- la.Release(ctx, baton.Record{Counter: counter}) }()
+	if h.next = b.AwaitGrant("counter"); h.next.Rec.Counter != counter {
+		t.Fatalf("b got counter %d, want %d: a's release applied", h.next.Rec.Counter, counter)
+	}
+	return h
+}
+
+func (h *releaseInFlight) result(t *testing.T, ctx context.Context) error {
+	t.Helper()
+	select {
+	case err := <-h.released:
+		return err
+	case <-ctx.Done():
+		t.Fatal("Release never returned")
+		return nil
+	}
+}
+
 // Session expiry during a partition with a release unanswered: the server applied
 // the release, its answer was held back by the partition, and the session expired
 // before the client could reconnect. Release says the outcome is unknown.
 func TestSessionExpiryWithReleaseUnansweredIsNotReportedStale(t *testing.T) {
 	const ttl = 400 * time.Millisecond
-	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = ttl })
-	p := testutil.StartProxy(t, srv.TokenAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a, err := baton.Dial(ctx, baton.Config{Addr: p.Addr(), Node: "a", Logger: testutil.Logger(t).With("node", "a")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	la, err := a.Acquire(ctx, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	session := a.Info().Session
-	b := testutil.DialRaw(t, srv.TokenAddr(), "b")
-	b.Acquire("counter")
-	waitQueue(t, srv, 1)
-
-	p.PartitionReplies()
-	released := make(chan error, 1)
-	go func() { released <- la.Release(ctx, baton.Record{Counter: 7}) }()
-	if gb := b.AwaitGrant("counter"); gb.Rec.Counter != 7 {
-		t.Fatalf("b got counter %d, want 7: a's release applied", gb.Rec.Counter)
-	}
-	p.Partition()
+	h := startReleaseInFlight(t, ctx, ttl, 7)
+	h.proxy.Partition()
 	testutil.Eventually(t, 10*ttl, "a's session to expire at the server and a to give up its connection", func() bool {
-		st, err := srv.Status()
-		if err != nil || a.Info().Connected {
+		st, err := h.srv.Status()
+		if err != nil || h.a.Info().Connected {
 			return false
 		}
 		for _, s := range st.Sessions {
@@ -188,19 +217,14 @@ func TestSessionExpiryWithReleaseUnansweredIsNotReportedStale(t *testing.T) {
 		}
 		return true
 	})
-	p.Heal()
-	select {
-	case err = <-released:
-	case <-ctx.Done():
-		t.Fatal("Release never returned")
-	}
-	if !errors.Is(err, baton.ErrOutcomeUnknown) {
+	h.proxy.Heal()
+	if err := h.result(t, ctx); !errors.Is(err, baton.ErrOutcomeUnknown) {
 		t.Fatalf("Release whose answer was lost with its session: %v, want ErrOutcomeUnknown", err)
 	}
-	if info := a.Info(); info.Session == session {
-		t.Errorf("session %x resumed; the test wanted it expired", session)
+	if info := h.a.Info(); info.Session == h.session {
+		t.Errorf("session %x resumed; the test wanted it expired", h.session)
 	}
-	if tok := tokenStatus(t, srv, "counter"); tok.Counter != 7 || tok.Releases != 1 {
+	if tok := tokenStatus(t, h.srv, "counter"); tok.Counter != 7 || tok.Releases != 1 {
 		t.Errorf("counter %d releases %d, want 7 and 1", tok.Counter, tok.Releases)
 	}
 }
@@ -209,43 +233,19 @@ func TestSessionExpiryWithReleaseUnansweredIsNotReportedStale(t *testing.T) {
 // resumed: the release goes out again and the server answers it as it first did.
 // Release returns nil, and the record was changed once.
 func TestResumedSessionGetsTheTrueAnswerOfAReleaseSentAgain(t *testing.T) {
-	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = 2 * time.Second })
-	p := testutil.StartProxy(t, srv.TokenAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a, err := baton.Dial(ctx, baton.Config{Addr: p.Addr(), Node: "a", Logger: testutil.Logger(t).With("node", "a")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	la, err := a.Acquire(ctx, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	session := a.Info().Session
-	b := testutil.DialRaw(t, srv.TokenAddr(), "b")
-	b.Acquire("counter")
-	waitQueue(t, srv, 1)
-
-	p.PartitionReplies()
-	released := make(chan error, 1)
-	go func() { released <- la.Release(ctx, baton.Record{Counter: 9}) }()
-	gb := b.AwaitGrant("counter")
-	p.Sever() // a's connection dies with the answer in it; the server keeps the session
-	p.Heal()
-	select {
-	case err = <-released:
-	case <-ctx.Done():
-		t.Fatal("Release never returned")
-	}
-	if err != nil {
+	h := startReleaseInFlight(t, ctx, 2*time.Second, 9)
+	h.proxy.Sever() // a's connection dies with the answer in it; the server keeps the session
+	h.proxy.Heal()
+	if err := h.result(t, ctx); err != nil {
 		t.Fatalf("Release sent again on the resumed session: %v, want nil (the server applied it)", err)
 	}
-	if info := a.Info(); info.Session != session {
-		t.Errorf("session %x after reconnecting, want %x resumed", info.Session, session)
+	if info := h.a.Info(); info.Session != h.session {
+		t.Errorf("session %x after reconnecting, want %x resumed", info.Session, h.session)
 	}
-	if tok := tokenStatus(t, srv, "counter"); tok.Counter != 9 || tok.Releases != 1 || tok.Fence != gb.Fence {
-		t.Errorf("counter %d releases %d fence %d, want 9, 1, %d", tok.Counter, tok.Releases, tok.Fence, gb.Fence)
+	if tok := tokenStatus(t, h.srv, "counter"); tok.Counter != 9 || tok.Releases != 1 || tok.Fence != h.next.Fence {
+		t.Errorf("counter %d releases %d fence %d, want 9, 1, %d", tok.Counter, tok.Releases, tok.Fence, h.next.Fence)
 	}
 }
 
