@@ -1,8 +1,7 @@
 package server
 
 import (
-	"container/heap"
-	"crypto/rand"
+		"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/cluster"
+	sessions "github.com/baton-dev/baton/internal/session"
 	"github.com/baton-dev/baton/internal/state"
 	"github.com/baton-dev/baton/internal/token"
 	"github.com/baton-dev/baton/internal/wire"
@@ -24,8 +24,7 @@ import (
 type core struct {
 	s        *Server
 	tokens   *token.Table
-	sessions map[token.SessionID]*session
-	expiry   expiryHeap
+	sessions *sessions.Table[*conn]
 	epoch    uint64
 	ttl      time.Duration
 	maxTTL   time.Duration // longest TTL any session got: the grace a crash must wait
@@ -50,24 +49,11 @@ type core struct {
 	graceTimer  *time.Timer // fires at graceEnd
 }
 
-// session is a client session: it outlives connections (a client that reconnects in
-// time resumes it) and ends on Goodbye, on its TTL, when its connection is closed by
-// its peer (the process died), or when its node reboots.
-type session struct {
-	// What a grant, a release or a requeue touches first, in one cache line.
-	id       token.SessionID
-	conn     *conn             // nil while detached
-	requests map[string]uint64 // token → seq of this session's acquire, held or waiting
-	grants   uint64            // tokens granted to this session
-	waited   uint64            // acquires that had to queue
-	ended    bool
-	node     string
-
-	bootID   string
-	ttl      time.Duration
-	deadline time.Time
-	answers  answerLog // the releases it applied, for one sent again (answers.go)
-}
+// session is a client session (internal/session), with the connection that serves
+// it attached (nil while detached). It outlives connections (a client that
+// reconnects in time resumes it) and ends on Goodbye, on its TTL, when its
+// connection is closed by its peer (the process died), or when its node reboots.
+type session = sessions.Session[*conn]
 
 type outFrame struct {
 	c *conn
@@ -81,7 +67,7 @@ type tokenInstruments struct {
 }
 
 func newCore(s *Server, ttl time.Duration) *core {
-	c := &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: map[token.SessionID]*session{},
+	c := &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: sessions.NewTable[*conn](),
 		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
 		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
 	}
@@ -242,12 +228,12 @@ func (c *core) granted(g *token.Grant, now time.Time) {
 	ti := c.instruments(g.Token)
 	ti.grants.Inc()
 	ti.wait.Observe(g.Waited.Seconds())
-	s := c.sessions[token.SessionID(g.Session)]
+	s := c.sessions.Get(g.Session)
 	if s == nil {
 		c.grantToNobody(g)
 		return
 	}
-	s.grants++
+	s.Grants++
 	var e *Event
 	if len(c.grantLog) < cap(c.grantLog) {
 		c.grantLog = c.grantLog[:len(c.grantLog)+1]
@@ -257,9 +243,9 @@ func (c *core) granted(g *token.Grant, now time.Time) {
 		c.grantAt = (c.grantAt + 1) % len(c.grantLog)
 	}
 	*e = Event{}
-	e.Time, e.Kind, e.Token, e.Node, e.Fence = now, "grant", g.Token, s.node, g.Fence
-	if s.conn != nil {
-		f := c.replyTo(s.conn)
+	e.Time, e.Kind, e.Token, e.Node, e.Fence = now, "grant", g.Token, s.Node, g.Fence
+	if s.Attached != nil {
+		f := c.replyTo(s.Attached)
 		f.Op, f.Seq, f.Token, f.Fence, f.Rec = wire.OpGrant, g.Seq, g.Token, g.Fence, g.Rec
 	}
 }
@@ -287,7 +273,7 @@ func (c *core) event(e Event) {
 func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 	s := cn.session
 	switch {
-	case s == nil || s.ended:
+	case s == nil || s.Ended:
 		c.sessionGone(cn, f)
 	case f.Op == wire.OpAcquire:
 		c.acquire(s, cn, f.Seq, f.Token, now)
@@ -326,9 +312,9 @@ func (c *core) sessionGone(cn *conn, f *wire.Frame) {
 func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	switch f.Op {
 	case wire.OpCancel:
-		d := c.tokens.Drop(s.id, f.Seq, f.Token, now)
+		d := c.tokens.Drop(s.ID, f.Seq, f.Token, now)
 		if d.Found {
-			delete(s.requests, f.Token)
+			delete(s.Requests, f.Token)
 		}
 		if d.WasHolder {
 			// The cancel crossed the grant on the wire (or the client stopped trusting
@@ -344,7 +330,7 @@ func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 		c.reply(cn, wire.Frame{Op: wire.OpKeepaliveAck, Seq: f.Seq, Epoch: c.epoch})
 	case wire.OpGoodbye:
 		c.endSession(s, "goodbye", now)
-		c.saidGoodbye[s.node] = now
+		c.saidGoodbye[s.Node] = now
 		if len(c.saidGoodbye) > 4096 { // bounded: forget the oldest
 			oldest, at := "", now
 			for n, t := range c.saidGoodbye {
@@ -363,16 +349,16 @@ func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 
 // acquire queues session s's request seq for the token name, or grants it.
 func (c *core) acquire(s *session, cn *conn, seq uint64, name string, now time.Time) {
-	g, ok, pos, err := c.tokens.Acquire(s.id, seq, name, now)
+	g, ok, pos, err := c.tokens.Acquire(s.ID, seq, name, now)
 	switch {
 	case err != nil:
 		c.refuseAcquire(cn, seq, err)
 	case ok:
-		s.requests[name] = seq
+		s.Requests[name] = seq
 		c.granted(&g, now)
 	default:
-		s.requests[name] = seq
-		s.waited++
+		s.Requests[name] = seq
+		s.Waited++
 		c.dirty = true // waits changed
 		// No Queued reply: nobody reads the position, and on the hot path it was one
 		// write syscall in three (the profile's largest cost). The grant answers.
@@ -399,16 +385,16 @@ func (c *core) refuseAcquire(cn *conn, seq uint64, err error) {
 }
 
 func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
-	if !s.answers.isNew(f.Seq) && c.answerAgain(s, cn, f, now) {
+	if !s.Answers.IsNew(f.Seq) && c.answerAgain(s, cn, f, now) {
 		return
 	}
-	held, next, ok, err := c.tokens.Release(s.id, f.Token, f.Fence, f.Rec, now)
+	held, next, ok, err := c.tokens.Release(s.ID, f.Token, f.Fence, f.Rec, now)
 	if err != nil {
 		c.refuseRelease(cn, f, err)
 		return
 	}
-	s.answers.record(f.Seq, f.Fence)
-	delete(s.requests, f.Token)
+	s.Answers.Record(f.Seq, f.Fence)
+	delete(s.Requests, f.Token)
 	c.dirty = true
 	c.instruments(f.Token).hold.Observe(held.Seconds())
 	if f.Op == wire.OpRelease {
@@ -435,10 +421,10 @@ func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
 //
 //go:noinline
 func (c *core) answerAgain(s *session, cn *conn, f *wire.Frame, now time.Time) bool {
-	fence, applied, forgotten := s.answers.recall(f.Seq)
+	fence, applied, forgotten := s.Answers.Recall(f.Seq)
 	switch {
 	case applied:
-	case f.Seq != 0 && s.requests[f.Token] == f.Seq:
+	case f.Seq != 0 && s.Requests[f.Token] == f.Seq:
 		// A requeue's acquire is queued under its release's seq, and only once the
 		// release was applied: its place in line is the proof.
 		fence, applied = f.Fence, true
@@ -452,7 +438,7 @@ func (c *core) answerAgain(s *session, cn *conn, f *wire.Frame, now time.Time) b
 	c.s.log.Info("release sent again: answered as first applied", "token", f.Token, "fence", fence, "seq", f.Seq, "conn", cn.remote)
 	r := c.replyTo(cn)
 	r.Op, r.Seq, r.Token, r.Fence = wire.OpReleased, f.Seq, f.Token, fence
-	if _, queued := s.requests[f.Token]; f.Op == wire.OpRequeue && !queued {
+	if _, queued := s.Requests[f.Token]; f.Op == wire.OpRequeue && !queued {
 		c.acquire(s, cn, f.Seq, f.Token, now) // the requeue's place in line was given up since
 	}
 	return true
@@ -497,7 +483,7 @@ func (c *core) refusedRelease(cn *conn, f *wire.Frame, code wire.Code, reason, t
 }
 
 func (c *core) touch(s *session, now time.Time) {
-	s.deadline = now.Add(s.ttl)
+	c.sessions.Touch(s, now)
 }
 
 // hello opens or resumes a session for a connection that passed the handshake.
@@ -511,41 +497,39 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 	}
 	// A node that comes back with a new boot id is a new process: whatever its old
 	// process held can be taken back now.
-	for _, old := range c.sessions {
-		if old.node == h.Text && old.bootID != h.BootID {
+	c.sessions.Each(func(old *session) {
+		if old.Node == h.Text && old.BootID != h.BootID {
 			c.endSession(old, "reboot", now)
 		}
-	}
-	s := c.sessions[token.SessionID(h.Session)]
-	resumed := h.Session != 0 && s != nil && !s.ended && s.node == h.Text && s.bootID == h.BootID
+	})
+	s := c.sessions.Get(token.SessionID(h.Session))
+	resumed := h.Session != 0 && s != nil && !s.Ended && s.Node == h.Text && s.BootID == h.BootID
 	if resumed {
-		if s.conn != nil && s.conn != cn {
-			c.closeConn(s.conn, true) // the client gave up on that connection already
+		if s.Attached != nil && s.Attached != cn {
+			c.closeConn(s.Attached, true) // the client gave up on that connection already
 		}
 	} else {
 		delete(c.saidGoodbye, h.Text)
-		s = &session{id: c.newSessionID(), node: h.Text, bootID: h.BootID, requests: map[string]uint64{}}
-		c.sessions[s.id] = s
-		c.event(Event{Kind: "session_open", Node: s.node, Detail: fmt.Sprintf("session %x", uint64(s.id))})
+		s = c.sessions.Open(c.newSessionID(), h.Text, h.BootID, ttl, now)
+		c.event(Event{Kind: "session_open", Node: s.Node, Detail: fmt.Sprintf("session %x", uint64(s.ID))})
 	}
-	s.ttl = ttl
-	s.conn = cn
+	c.sessions.SetTTL(s, ttl)
+	s.Attached = cn
 	cn.session, cn.ttl = s, ttl
 	c.touch(s, now)
-	heap.Push(&c.expiry, expiryItem{id: s.id, at: s.deadline})
-	c.expiryTimer.Reset(c.expiry[0].at.Sub(now))
+	c.armExpiry(now)
 
-	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.id), TTLms: uint64(ttl / time.Millisecond), Epoch: c.epoch, Resumed: resumed}
-	for name, seq := range s.requests {
+	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.ID), TTLms: uint64(ttl / time.Millisecond), Epoch: c.epoch, Resumed: resumed}
+	for name, seq := range s.Requests {
 		t := c.tokens.Get(name)
-		if t.Holder == s.id {
+		if t.Holder == s.ID {
 			w.Held = append(w.Held, wire.Held{Seq: seq, Token: name, Fence: t.Fence, Rec: t.Rec})
 		} else {
 			w.Waiting = append(w.Waiting, wire.Waiting{Seq: seq, Token: name})
 		}
 	}
 	c.reply(cn, w)
-	c.s.log.Info("session", "node", s.node, "session", fmt.Sprintf("%x", uint64(s.id)), "resumed", resumed,
+	c.s.log.Info("session", "node", s.Node, "session", fmt.Sprintf("%x", uint64(s.ID)), "resumed", resumed,
 		"held", len(w.Held), "waiting", len(w.Waiting), "conn", cn.remote)
 }
 
@@ -565,7 +549,7 @@ func (c *core) newSessionID() token.SessionID {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
 		id := token.SessionID(binary.LittleEndian.Uint64(b[:]))
-		if id != 0 && c.sessions[id] == nil {
+		if id != 0 && c.sessions.Get(id) == nil {
 			return id
 		}
 	}
@@ -574,52 +558,45 @@ func (c *core) newSessionID() token.SessionID {
 // endSession ends s: every token it holds passes to the next waiter (a reclaim,
 // counted by reason), its waits leave their queues.
 func (c *core) endSession(s *session, reason string, now time.Time) {
-	if s.ended {
+	if s.Ended {
 		return
 	}
-	s.ended = true
-	delete(c.sessions, s.id)
-	for name := range s.requests {
-		d := c.tokens.Drop(s.id, 0, name, now)
+	c.sessions.End(s)
+	for name := range s.Requests {
+		d := c.tokens.Drop(s.ID, 0, name, now)
 		if d.WasHolder {
 			c.reclaimed(s, name, reason, d)
-			c.reply(s.conn, wire.Frame{Op: wire.OpRevoked, Token: name, Fence: d.Fence, Text: reason})
+			c.reply(s.Attached, wire.Frame{Op: wire.OpRevoked, Token: name, Fence: d.Fence, Text: reason})
 		}
 		if d.Granted {
 			c.granted(&d.Next, now)
 		}
 	}
-	s.requests = nil
+	s.Requests = nil
 	c.dirty = true
-	c.event(Event{Kind: "session_end", Node: s.node, Detail: reason})
-	c.s.log.Info("session ended", "node", s.node, "session", fmt.Sprintf("%x", uint64(s.id)), "reason", reason)
+	c.event(Event{Kind: "session_end", Node: s.Node, Detail: reason})
+	c.s.log.Info("session ended", "node", s.Node, "session", fmt.Sprintf("%x", uint64(s.ID)), "reason", reason)
 }
 
 func (c *core) reclaimed(s *session, name, reason string, d token.Dropped) {
 	c.s.metrics.reclaims.WithLabelValues(name, reason).Inc()
 	c.instruments(name).hold.Observe(d.Held.Seconds())
-	c.event(Event{Kind: "reclaim", Token: name, Node: s.node, Fence: d.Fence, Detail: reason})
+	c.event(Event{Kind: "reclaim", Token: name, Node: s.Node, Fence: d.Fence, Detail: reason})
 	if reason != "cancel" {
-		c.s.log.Warn("token reclaimed", "token", name, "node", s.node, "fence", d.Fence, "reason", reason)
+		c.s.log.Warn("token reclaimed", "token", name, "node", s.Node, "fence", d.Fence, "reason", reason)
 	}
 }
 
 // expire ends the sessions whose deadline has passed and arms the timer for the next.
 func (c *core) expire(now time.Time) {
-	for len(c.expiry) > 0 && !c.expiry[0].at.After(now) {
-		it := heap.Pop(&c.expiry).(expiryItem)
-		s := c.sessions[it.id]
-		if s == nil || s.ended {
-			continue
-		}
-		if s.deadline.After(now) { // kept alive since: look again at its new deadline
-			heap.Push(&c.expiry, expiryItem{id: s.id, at: s.deadline})
-			continue
-		}
-		c.endSession(s, "expired", now)
-	}
-	if len(c.expiry) > 0 {
-		c.expiryTimer.Reset(c.expiry[0].at.Sub(now))
+	c.sessions.Expired(now, func(s *session) { c.endSession(s, "expired", now) })
+	c.armExpiry(now)
+}
+
+// armExpiry sets the expiry timer for the table's next check.
+func (c *core) armExpiry(now time.Time) {
+	if at, ok := c.sessions.NextCheck(); ok {
+		c.expiryTimer.Reset(at.Sub(now))
 	}
 }
 
@@ -630,11 +607,11 @@ func (c *core) expire(now time.Time) {
 // its client to come back until its TTL runs out.
 func (c *core) connClosed(cn *conn, peerClosed bool, now time.Time) {
 	s := cn.session
-	if s == nil || s.conn != cn {
+	if s == nil || s.Attached != cn {
 		return
 	}
-	s.conn = nil
-	if peerClosed && !s.ended {
+	s.Attached = nil
+	if peerClosed && !s.Ended {
 		c.endSession(s, "disconnect", now)
 	}
 }
@@ -643,8 +620,8 @@ func (c *core) connClosed(cn *conn, peerClosed bool, now time.Time) {
 // notice a Closing frame tells the client its session lives on, otherwise it is a
 // plain hang-up after an error.
 func (c *core) closeConn(cn *conn, notice bool) {
-	if s := cn.session; s != nil && s.conn == cn {
-		s.conn = nil
+	if s := cn.session; s != nil && s.Attached == cn {
+		s.Attached = nil
 	}
 	cn.closing.Store(true)
 	op := opHangup
@@ -675,26 +652,26 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 			delete(c.memberState, name)
 		}
 	}
-	for _, s := range c.sessions {
-		m, ok := byName[s.node]
+	c.sessions.Each(func(s *session) {
+		m, ok := byName[s.Node]
 		if !ok {
-			continue
+			return
 		}
 		switch {
-		case m.State == cluster.StateAlive && m.Meta.BootID != "" && s.bootID != "" && m.Meta.BootID != s.bootID:
+		case m.State == cluster.StateAlive && m.Meta.BootID != "" && s.BootID != "" && m.Meta.BootID != s.BootID:
 			c.endSession(s, "reboot", now)
 		case m.State == cluster.StateDead || m.State == cluster.StateLeft:
-			for name, seq := range s.requests {
-				if t := c.tokens.Get(name); t.Holder == s.id {
+			for name, seq := range s.Requests {
+				if t := c.tokens.Get(name); t.Holder == s.ID {
 					continue // a holder keeps its lease until its session ends
 				}
-				if c.tokens.Drop(s.id, seq, name, now).Found {
-					delete(s.requests, name)
-					c.reply(s.conn, wire.Frame{Op: wire.OpCancelled, Seq: seq, Token: name, Text: "member_" + m.State})
+				if c.tokens.Drop(s.ID, seq, name, now).Found {
+					delete(s.Requests, name)
+					c.reply(s.Attached, wire.Frame{Op: wire.OpCancelled, Seq: seq, Token: name, Text: "member_" + m.State})
 				}
 			}
 		}
-	}
+	})
 }
 
 // restart is the in-place restart: new epoch, every connection closed with notice,
@@ -728,8 +705,8 @@ func (c *core) closeAll() {
 func (c *core) status(now time.Time) Status {
 	st := Status{Epoch: c.epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
 	nodeOf := func(id token.SessionID) string {
-		if s := c.sessions[id]; s != nil {
-			return s.node
+		if s := c.sessions.Get(id); s != nil {
+			return s.Node
 		}
 		return fmt.Sprintf("session-%x", uint64(id))
 	}
@@ -746,18 +723,18 @@ func (c *core) status(now time.Time) Status {
 		st.Tokens = append(st.Tokens, ts)
 	})
 	sort.Slice(st.Tokens, func(i, j int) bool { return st.Tokens[i].Name < st.Tokens[j].Name })
-	for _, s := range c.sessions {
-		ss := SessionStatus{ID: fmt.Sprintf("%x", uint64(s.id)), Node: s.node, Connected: s.conn != nil,
-			ExpiresIn: s.deadline.Sub(now).Round(time.Millisecond).String(), Grants: s.grants, Waited: s.waited}
-		for name := range s.requests {
-			if c.tokens.Get(name).Holder == s.id {
+	c.sessions.Each(func(s *session) {
+		ss := SessionStatus{ID: fmt.Sprintf("%x", uint64(s.ID)), Node: s.Node, Connected: s.Attached != nil,
+			ExpiresIn: s.Deadline.Sub(now).Round(time.Millisecond).String(), Grants: s.Grants, Waited: s.Waited}
+		for name := range s.Requests {
+			if c.tokens.Get(name).Holder == s.ID {
 				ss.Holds++
 			} else {
 				ss.Waits++
 			}
 		}
 		st.Sessions = append(st.Sessions, ss)
-	}
+	})
 	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].Node < st.Sessions[j].Node })
 	st.Members = []MemberStatus{}
 	if c.s.node != nil {
@@ -777,24 +754,4 @@ func (c *core) status(now time.Time) Status {
 	st.Grants = append(st.Grants, c.grantLog[c.grantAt:]...)
 	st.Grants = append(st.Grants, c.grantLog[:c.grantAt]...)
 	return st
-}
-
-// expiryHeap orders sessions by deadline. An entry may be out of date (the session
-// was kept alive since); expire checks and pushes it back.
-type expiryItem struct {
-	id token.SessionID
-	at time.Time
-}
-
-type expiryHeap []expiryItem
-
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
-func (h *expiryHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
 }

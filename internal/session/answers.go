@@ -1,6 +1,6 @@
-package server
+package session
 
-// answerLog is a session's memory of the releases it applied, by request seq, so
+// Answers is a session's memory of the releases it applied, by request seq, so
 // that a release sent again after a lost connection gets the answer it first had and
 // is never applied twice. A client numbers its requests in increasing order, so a
 // seq above every one recorded is a new request and costs one comparison; only a
@@ -8,40 +8,40 @@ package server
 // session does (in-place restarts included). When a release falls out of it, its
 // seq is at most forgot, and a resend of it is answered "outcome unknown" rather
 // than judged again against a fence that has moved since.
-type answerLog struct {
-	ring   [answerMemory]appliedRelease
+type Answers struct {
+	ring   [Memory]appliedRelease
 	next   int    // the slot the next record overwrites
 	top    uint64 // highest seq recorded
 	forgot uint64 // highest seq overwritten
 }
 
-// answerMemory is how many applied releases a session remembers. A client resends
+// Memory is how many applied releases a session remembers. A client resends
 // only the releases still unanswered when its connection broke: one per lease it
 // was giving back.
-const answerMemory = 16
+const Memory = 16
 
 type appliedRelease struct{ seq, fence uint64 }
 
-// record notes that the release seq with fence was applied. Seq 0 is not a request
+// Record notes that the release seq with fence was applied. Seq 0 is not a request
 // number and is never recorded.
-func (a *answerLog) record(seq, fence uint64) {
+func (a *Answers) Record(seq, fence uint64) {
 	if seq == 0 {
 		return
 	}
 	slot := &a.ring[a.next]
 	a.forgot = max(a.forgot, slot.seq)
 	*slot = appliedRelease{seq: seq, fence: fence}
-	a.next = (a.next + 1) % answerMemory
+	a.next = (a.next + 1) % Memory
 	a.top = max(a.top, seq)
 }
 
-// isNew reports that no release with this seq or a later one has been applied: the
+// IsNew reports that no release with this seq or a later one has been applied: the
 // hot path's check.
-func (a *answerLog) isNew(seq uint64) bool { return seq > a.top }
+func (a *Answers) IsNew(seq uint64) bool { return seq > a.top }
 
-// recall looks up a release that is not new: applied says it was, with its fence;
+// Recall looks up a release that is not new: applied says it was, with its fence;
 // forgotten says it may have been, but has fallen out of the memory.
-func (a *answerLog) recall(seq uint64) (fence uint64, applied, forgotten bool) {
+func (a *Answers) Recall(seq uint64) (fence uint64, applied, forgotten bool) {
 	if seq == 0 {
 		return 0, false, false
 	}
