@@ -220,8 +220,8 @@ type Lease struct {
 	// trust ended by the clock), if any: a release behind it there cannot apply.
 	cancelledOn uint64
 	errMu       sync.Mutex // guards err, done
-	err   error
-	done  chan struct{} // made when first asked for: most leases end unwatched
+	err         error
+	done        chan struct{} // made when first asked for: most leases end unwatched
 }
 
 // closedDone is the Done of a lease that ended before anyone asked.

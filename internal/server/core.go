@@ -1,7 +1,7 @@
 package server
 
 import (
-		"crypto/rand"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"

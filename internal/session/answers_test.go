@@ -27,20 +27,20 @@ func TestAnswerLogRemembersAppliedReleases(t *testing.T) {
 		}
 	}
 	check("full", map[uint64]want{
-		2:                  {applied: true, fence: 101},
-		3:                  {},
+		2:            {applied: true, fence: 101},
+		3:            {},
 		2 * Memory:   {applied: true, fence: 100 + Memory},
 		2*Memory + 1: {isNew: true},
-		0:                  {},
+		0:            {},
 	})
 	a.Record(2*Memory+2, 999) // overwrites seq 2
-	a.Record(0, 5)                  // not a request number: ignored
+	a.Record(0, 5)            // not a request number: ignored
 	check("after one more", map[uint64]want{
-		1:                  {forgotten: true},
-		2:                  {forgotten: true},
-		3:                  {},
-		4:                  {applied: true, fence: 102},
+		1:            {forgotten: true},
+		2:            {forgotten: true},
+		3:            {},
+		4:            {applied: true, fence: 102},
 		2*Memory + 2: {applied: true, fence: 999},
-		0:                  {},
+		0:            {},
 	})
 }
