@@ -171,7 +171,8 @@ func TestChecker(t *testing.T) {
 				event.Event{T: 5 * ms, Kind: event.Fault, Op: closeConns, ID: 1, W: "server", Inst: 1},
 				event.Event{T: 5 * ms, Kind: event.Heal, Op: closeConns, ID: 1, W: "server", Inst: 1})
 			in.TTL = 100 * time.Millisecond // effects over by 1.205 s
-			for i := range in.Events { // from then on w1 takes w0's turns too
+			// from fence 11 on, w1 takes w0's turns too
+			for i := range in.Events {
 				if e := &in.Events[i]; e.W == "w0" && e.Fence >= 11 {
 					e.W = "w1"
 				}
@@ -214,7 +215,7 @@ func TestChecker(t *testing.T) {
 // every fault heals before the end.
 func TestPlan(t *testing.T) {
 	c := planConfig{Seed: 42, Workers: 5, TTL: time.Second, Start: time.Second, End: 60 * time.Second, Max: 1000,
-		Holder: 0.5, Calm: 0.4, Recover: 3 * time.Second}
+		Holder: 0.5, Calm: 0.2, Recover: 3 * time.Second}
 	a, b := plan(c), plan(c)
 	if fmt.Sprint(a) != fmt.Sprint(b) {
 		t.Fatal("same seed, different plans")
@@ -234,6 +235,21 @@ func TestPlan(t *testing.T) {
 		if kinds[k] == 0 {
 			t.Errorf("no %s in %d faults", k, len(a))
 		}
+	}
+	isolated := 0
+	for i, f := range a {
+		alone := true
+		for j, o := range a {
+			if i != j && o.At <= f.At+f.Dur+c.Recover && o.At+o.Dur+c.Recover >= f.At {
+				alone = false
+			}
+		}
+		if alone {
+			isolated++
+		}
+	}
+	if isolated == 0 {
+		t.Errorf("no isolated fault in %d", len(a))
 	}
 	c.Max = 3
 	if n := len(plan(c)); n != 3 {

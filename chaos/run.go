@@ -149,7 +149,7 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	start := time.Now()
 	faults := plan(planConfig{Seed: cfg.Seed, Workers: cfg.Workers, TTL: cfg.TTL, Start: cfg.TTL,
 		End: max(cfg.For-cfg.Quiet, cfg.TTL), Max: cfg.MaxFault, Kinds: cfg.Kinds, Holder: cfg.Holder,
-		Calm: 0.4, Recover: (&checkInput{TTL: cfg.TTL}).recoverAfter()})
+		Calm: 0.1, Recover: (&checkInput{TTL: cfg.TTL}).recoverAfter()})
 	cfg.Log("plan: %d faults in %s, then %s without faults", len(faults), cfg.For-cfg.Quiet, cfg.Quiet)
 	nem := &nemesis{c: c, h: h, start: start, log: cfg.Log}
 	nem.run(ctx, faults)

@@ -65,15 +65,16 @@ type planConfig struct {
 	Max     int           // at most this many faults
 	Kinds   []string      // allowed kinds (all if empty)
 	Holder  float64       // probability that a worker fault aims at the holder
-	// Calm is the probability that a fault waits until every earlier one has healed
-	// and Recover has passed: isolated faults measure time to the next grant.
+	// Calm is the probability that a fault comes alone: every earlier one has healed
+	// and recovered (Recover) before it starts, and it has before the next starts.
+	// Isolated faults measure the time to the next grant.
 	Calm    float64
 	Recover time.Duration
 }
 
 // plan draws a seeded, bounded schedule: faults start a random 0.1 to 1.5 TTL apart,
-// so that they often overlap, or (with probability Calm) after a calm, and each is
-// healed before End.
+// so that they often overlap, or (with probability Calm) alone, with a calm before
+// and after; each is healed before End.
 func plan(c planConfig) []fault {
 	rng := rand.New(rand.NewPCG(c.Seed, 0x6e656d65736973)) // "nemesis"
 	kinds := c.Kinds
@@ -92,13 +93,17 @@ func plan(c planConfig) []fault {
 		return lo + time.Duration(rng.Int64N(int64(hi-lo)))
 	}
 	var out []fault
-	at, healed := c.Start, c.Start
+	at, healed, calmNext := c.Start, c.Start, false
 	for len(out) < c.Max {
-		if rng.Float64() < c.Calm {
+		// A calm fault starts after every earlier one has healed and recovered, and
+		// the next starts after it has: it is isolated.
+		calm := rng.Float64() < c.Calm
+		if calm || calmNext {
 			at = max(at, healed+c.Recover) + between(ttl/5, ttl)
 		} else {
 			at += between(ttl/10, 3*ttl/2)
 		}
+		calmNext = calm
 		pick := rng.IntN(total)
 		kind := kinds[0]
 		for _, k := range kinds {
