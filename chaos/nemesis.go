@@ -154,7 +154,9 @@ func (n *nemesis) apply(ctx context.Context, f fault, target int) error {
 		err = p.kill(5 * time.Second)
 		wait()
 		if ctx.Err() == nil {
-			err = n.c.startServer()
+			if err = n.c.startServer(); err == nil {
+				err = n.c.waitReady(ctx, 20*time.Second) // healed once it serves again
+			}
 		}
 	default:
 		err = fmt.Errorf("unknown fault kind %q", f.Kind)
