@@ -217,9 +217,9 @@ func (a *analysis) frozen(w string, inst int, from, to int64) bool {
 
 // 2. The critical sections of two clients that both still trusted their lease
 // never overlap: a section runs from the grant's receipt to the last check after
-// which the worker wrote. An overlap is excused only when the lease with the lower
-// fence was frozen (SIGSTOP) before it, and the store refused every write it made
-// from the overlap on.
+// which the worker wrote. An overlap is excused only when the worker of the lease
+// with the lower fence was frozen (SIGSTOP) between asking for it and the overlap,
+// and the store refused every write it made from the overlap on.
 func (a *analysis) checkOverlap() checkResult {
 	r := checkResult{N: 2, Name: "no overlapping trusted sections"}
 	var cs []*lease
@@ -257,7 +257,9 @@ func (a *analysis) checkOverlap() checkResult {
 				}
 			}
 			stales[stale] = true
-			if a.frozen(stale.w, stale.inst, stale.granted, from) && refused {
+			// frozen at any time since it asked: a freeze may also have delayed the
+			// grant's receipt
+			if a.frozen(stale.w, stale.inst, min(stale.call, stale.granted), from) && refused {
 				excused[stale] = true
 				continue
 			}

@@ -96,6 +96,20 @@ func TestChecker(t *testing.T) {
 				event.Event{T: 406 * ms, Kind: event.Check, W: "w0", Inst: 1, Fence: 3, Trusted: true, Acted: true},
 				event.Event{T: 407 * ms, Kind: event.Store, W: "w0", Inst: 1, Fence: 3, Sent: 3, Accepted: true})
 		}, []int{2}}, // before w1's first write: the fence could not stop it
+		{"grant received late by a frozen worker, late write refused", func(t *testing.T, in *checkInput) {
+			// w0 was frozen before Acquire returned fence 3; it resumes after fence 4
+			// went to w1 and is told (wrongly) that its lease is valid
+			in.TTL = 100 * time.Millisecond
+			for k, at := range map[string]int64{event.Grant: 402, event.Check: 403, event.Store: 404, event.Release: 405, event.ReleaseRet: 406} {
+				in.Events[find(t, in, k, "w0", 3)].T = at * ms
+			}
+			c := &in.Events[find(t, in, event.Check, "w0", 3)]
+			c.Past, c.Late = true, int64(50*time.Millisecond)
+			in.Events[find(t, in, event.Store, "w0", 3)].Accepted = false
+			in.Events = append(in.Events,
+				event.Event{T: 250 * ms, Kind: event.Fault, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 401 * ms, Kind: event.Heal, Op: stopWorker, ID: 1, W: "w0", Inst: 1})
+		}, []int{5}},
 		{"frozen holder's late write accepted after a newer one", func(t *testing.T, in *checkInput) {
 			in.TTL = 100 * time.Millisecond
 			in.Events = append(in.Events,
