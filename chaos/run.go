@@ -26,6 +26,7 @@ type runConfig struct {
 	Sabotage bool
 	Kinds    []string // fault kinds (all if empty)
 	Holder   float64  // probability that a worker fault aims at the holder
+	Calm     float64  // probability that a fault comes alone (schedule.go)
 	MaxFault int
 
 	HoldMin, HoldMax, ThinkMax time.Duration
@@ -38,7 +39,7 @@ type runConfig struct {
 }
 
 func defaultRunConfig() runConfig {
-	return runConfig{For: 3 * time.Minute, Quiet: 8 * time.Second, Workers: 5, TTL: time.Second, Holder: 0.5,
+	return runConfig{For: 3 * time.Minute, Quiet: 8 * time.Second, Workers: 5, TTL: time.Second, Holder: 0.5, Calm: 0.1,
 		MaxFault: 100000, HoldMin: 20 * time.Millisecond, HoldMax: 120 * time.Millisecond,
 		ThinkMax: 20 * time.Millisecond, Requeue: 0.5, AcquireTimeout: 30 * time.Second,
 		Log: func(string, ...any) {}}
@@ -149,7 +150,7 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	start := time.Now()
 	faults := plan(planConfig{Seed: cfg.Seed, Workers: cfg.Workers, TTL: cfg.TTL, Start: cfg.TTL,
 		End: max(cfg.For-cfg.Quiet, cfg.TTL), Max: cfg.MaxFault, Kinds: cfg.Kinds, Holder: cfg.Holder,
-		Calm: 0.1, Recover: (&checkInput{TTL: cfg.TTL}).recoverAfter()})
+		Calm: cfg.Calm, Recover: (&checkInput{TTL: cfg.TTL}).recoverAfter()})
 	cfg.Log("plan: %d faults in %s, then %s without faults", len(faults), cfg.For-cfg.Quiet, cfg.Quiet)
 	nem := &nemesis{c: c, h: h, start: start, log: cfg.Log}
 	nem.run(ctx, faults)

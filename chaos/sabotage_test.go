@@ -19,7 +19,7 @@ func TestSabotageIsCaught(t *testing.T) {
 	cfg.For, cfg.Quiet, cfg.Workers, cfg.Seed = 20*time.Second, 5*time.Second, 3, 1
 	cfg.Sabotage = true
 	cfg.Kinds = []string{stopWorker} // freeze the holder, again and again
-	cfg.Holder = 1
+	cfg.Holder, cfg.Calm = 1, 0
 	cfg.HoldMin, cfg.HoldMax = 100*time.Millisecond, 300*time.Millisecond // a freeze finds it holding
 	cfg.Dir = t.TempDir()
 	cfg.Log = t.Logf

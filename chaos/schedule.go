@@ -129,8 +129,11 @@ func plan(c planConfig) []fault {
 		case killServer:
 			f.Dur = between(100*time.Millisecond, time.Second)
 		}
-		if at+f.Dur > c.End {
+		if at >= c.End {
 			break
+		}
+		if at+f.Dur > c.End {
+			continue // too long to heal in time: draw again from here
 		}
 		out = append(out, f)
 		healed = max(healed, at+f.Dur)
