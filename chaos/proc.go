@@ -33,8 +33,9 @@ type procs struct {
 	logDir string
 	onExit func(p *proc, expected bool) // called after each exit event
 
-	mu  sync.Mutex // guards all
-	all []*proc
+	mu     sync.Mutex // guards all, closed
+	all    []*proc
+	closed bool // killAll has run: nothing more starts
 }
 
 // start runs path with args and env. Its stderr (and stdout, unless events is set)
@@ -60,6 +61,11 @@ func (ps *procs) start(name string, inst int, path string, args, env []string, e
 	p := &proc{name: name, inst: inst, cmd: cmd, done: make(chan struct{})}
 	p.why.Store("")
 	ps.mu.Lock() // held across Start: killAll must not miss a process being born
+	if ps.closed {
+		ps.mu.Unlock()
+		logf.Close()
+		return nil, fmt.Errorf("%s: the run is over", name)
+	}
 	if err := cmd.Start(); err != nil {
 		ps.mu.Unlock()
 		logf.Close()
@@ -132,11 +138,12 @@ func (p *proc) exited() bool {
 	}
 }
 
-// killAll SIGKILLs every process group still alive. Safe to call more than once and
-// from a deferred function after a panic.
+// killAll SIGKILLs every process group still alive, and no process starts after it.
+// Safe to call more than once and from a deferred function after a panic.
 func (ps *procs) killAll() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	ps.closed = true
 	for _, p := range ps.all {
 		if !p.exited() {
 			p.why.Store("killed")

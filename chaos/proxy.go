@@ -108,8 +108,15 @@ func (p *proxy) accept() {
 			return
 		}
 		out, err := net.Dial("tcp", p.target())
-		if err != nil { // server down: the client sees a closed connection
-			in.Close()
+		if err != nil {
+			// Server down: the client sees its connection closed, once no partition
+			// hides it.
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.waitOpen()
+				in.Close()
+			}()
 			continue
 		}
 		pp := &pipePair{in: in, out: out}
@@ -150,8 +157,22 @@ func (p *proxy) pipe(pp *pipePair, from, to net.Conn) {
 			}
 		}
 		if err != nil {
+			p.waitOpen() // a partition hides the close too
 			return
 		}
+	}
+}
+
+// waitOpen returns once no partition is on, or the proxy is closed.
+func (p *proxy) waitOpen() {
+	for {
+		p.mu.Lock()
+		mode, healed, closed := p.mode, p.healed, p.closed
+		p.mu.Unlock()
+		if closed || mode == open {
+			return
+		}
+		<-healed
 	}
 }
 

@@ -115,6 +115,7 @@ func (w *worker) loop(ctx context.Context) {
 			cancel()
 			if err != nil {
 				w.emit(event.Event{Kind: event.AcquireErr, Err: err.Error()})
+				w.sleep(ctx, 50*time.Millisecond) // not in a tight loop if the server refuses
 				continue
 			}
 			w.emit(event.Event{Kind: event.Grant, Fence: l.Fence, Counter: l.Record.Counter, Call: call})
