@@ -18,9 +18,11 @@ type nemesis struct {
 	start time.Time
 	log   func(format string, args ...any)
 
-	busy       map[int]bool // workers under a fault; owned by run's goroutine and the fault goroutines via done
+	// Only run's goroutine touches these; a fault's goroutine hands its bookkeeping
+	// back on done.
+	busy       map[int]bool // workers under a fault
 	serverBusy bool
-	done       chan func() // fault goroutines hand their bookkeeping back to run
+	done       chan func()
 	applied    int
 	skipped    int
 	running    int
