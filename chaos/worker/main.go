@@ -1,11 +1,12 @@
 // Command worker is the chaos run's client: a process that uses the Go client package
 // the way an application would and says what it saw. It loops: acquire; write to the
-// harness's fenced store; hold; write again; release or Requeue (at random). Before
+// harness's fenced store; hold (a random time, less if Done closes); write again;
+// release or Requeue (at random). Before
 // each write it asks lease.Err() and the client's trust deadline, and records both.
 // Events go to stdout as JSON lines (package event), the client's log to stderr.
 // SIGTERM: give back what it holds, close, exit 0.
 //
-// With -sabotage it ignores lease.Err() and writes without its fence: a run of such
+// With -sabotage it ignores lease.Err() and Done and writes without its fence: a run of such
 // workers must make the checker report violations.
 package main
 
@@ -123,7 +124,7 @@ func (w *worker) loop(ctx context.Context) {
 		}
 		if ctx.Err() == nil {
 			w.write(lease)
-			w.sleep(ctx, w.between(w.cfg.holdMin, w.cfg.holdMax))
+			w.hold(ctx, lease)
 		}
 		if ctx.Err() == nil {
 			w.write(lease)
@@ -189,7 +190,23 @@ func (w *worker) between(lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(w.rng.Int64N(int64(hi-lo)))
 }
 
-// sleep is the worker's hold or think time (not synchronisation): it ends early
+// hold keeps the lease for a random time, less if Done closes first (unless
+// sabotaging: then Done is ignored).
+func (w *worker) hold(ctx context.Context, l *baton.Lease) {
+	var done <-chan struct{}
+	if !w.cfg.sabotage {
+		done = l.Done()
+	}
+	t := time.NewTimer(w.between(w.cfg.holdMin, w.cfg.holdMax))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// sleep is the worker's think time (not synchronisation): it ends early
 // when the worker is told to stop.
 func (w *worker) sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
