@@ -54,6 +54,7 @@ type runResult struct {
 	Violations int
 	Final      tokenStatus
 	Events     int
+	Grants     int
 }
 
 // build compiles the server and the worker into dir/bin.
@@ -199,6 +200,11 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	}
 	in.Events = h.snapshot()
 	res = &runResult{Plan: faults, Applied: nem.applied, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
+	for _, e := range in.Events {
+		if e.Kind == event.Grant {
+			res.Grants++
+		}
+	}
 	res.Checks = check(in)
 	for _, r := range res.Checks {
 		res.Violations += r.Violations
@@ -208,14 +214,8 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 
 // report prints a run's verdict.
 func report(w io.Writer, cfg runConfig, res *runResult) {
-	grants := 0
-	for _, r := range res.Checks {
-		if r.N == 1 {
-			fmt.Sscanf(r.Counts, "grants %d", &grants)
-		}
-	}
 	fmt.Fprintf(w, "seed %d, %d workers, TTL %s, %s (sabotage %v): %d faults applied, %d skipped; %d grants; %d events\n",
-		cfg.Seed, cfg.Workers, cfg.TTL, cfg.For, cfg.Sabotage, res.Applied, res.Skipped, grants, res.Events)
+		cfg.Seed, cfg.Workers, cfg.TTL, cfg.For, cfg.Sabotage, res.Applied, res.Skipped, res.Grants, res.Events)
 	kinds := map[string]int{}
 	for _, f := range res.Plan {
 		kinds[f.Kind]++
