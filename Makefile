@@ -13,7 +13,7 @@ endif
 
 .PHONY: test unit fuzz e2e images chromium redis build bench bench-short
 
-test: unit fuzz bench-short e2e
+test: unit fuzz bench-short chaos-short e2e
 
 # Every unit and in-process system test, race detector on.
 unit:
@@ -55,3 +55,15 @@ bench-short: redis
 
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; (systemctl disable --now redis-server || service redis-server stop) >/dev/null 2>&1 || true; }
+
+# The nemesis and checker (chaos/, docs/chaos.md): a seeded, randomized, bounded fault
+# run against the real server and workers on 127.0.0.1, its history checked. The seed
+# is printed; CHAOS_SEED=N replays a schedule. chaos-short is the CI run.
+CHAOS_FOR ?= 3m
+CHAOS_SEED ?=
+.PHONY: chaos chaos-short
+chaos:
+	$(GO) run ./chaos -for $(CHAOS_FOR) -seed $(or $(CHAOS_SEED),0)
+
+chaos-short:
+	$(GO) run ./chaos -for 75s -workers 4 -seed $(or $(CHAOS_SEED),0)

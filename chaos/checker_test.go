@@ -1,0 +1,272 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/chaos/internal/event"
+)
+
+const ms = int64(time.Millisecond)
+
+// cleanHistory is n honest turns of w0 and w1 taking the token in turn, 100 ms
+// apart: acquire, grant, check, store write, release, answer. Turn i has fence i+1
+// and finds counter i.
+func cleanHistory(n int) *checkInput {
+	var ev []event.Event
+	add := func(e event.Event) { ev = append(ev, e) }
+	for _, w := range []string{"w0", "w1"} {
+		add(event.Event{T: 1, Kind: event.Spawn, W: w, Inst: 1})
+	}
+	for i := range n {
+		w := fmt.Sprintf("w%d", i%2)
+		t := int64(i+1) * 100 * ms
+		f, c := uint64(i+1), uint64(i)
+		add(event.Event{T: t - 90*ms, Kind: event.Acquire, W: w, Inst: 1})
+		add(event.Event{T: t, Kind: event.Grant, W: w, Inst: 1, Fence: f, Counter: c, Call: t - 90*ms})
+		add(event.Event{T: t + 10*ms, Kind: event.Check, W: w, Inst: 1, Fence: f, Trusted: true, Acted: true})
+		add(event.Event{T: t + 11*ms, Kind: event.Store, W: w, Inst: 1, Fence: f, Sent: f, Accepted: true})
+		add(event.Event{T: t + 50*ms, Kind: event.Release, Op: "release", W: w, Inst: 1, Fence: f, Counter: c + 1})
+		add(event.Event{T: t + 60*ms, Kind: event.ReleaseRet, Op: "release", W: w, Inst: 1, Fence: f, Class: event.OK})
+	}
+	end := int64(n+1) * 100 * ms
+	for _, w := range []string{"w0", "w1"} {
+		add(event.Event{T: end + 10*ms, Kind: event.Exit, W: w, Inst: 1, Expected: true})
+	}
+	return &checkInput{Events: ev, Workers: []string{"w0", "w1"}, TTL: time.Second, HoldMax: 50 * time.Millisecond,
+		ThinkMax: 10 * time.Millisecond, Stopping: end,
+		Final: tokenStatus{Name: "counter", Fence: uint64(n), Counter: uint64(n), Releases: uint64(n)}}
+}
+
+// find returns the index of the first event of kind for w and fence.
+func find(t *testing.T, in *checkInput, kind, w string, fence uint64) int {
+	t.Helper()
+	for i, e := range in.Events {
+		if e.Kind == kind && e.W == w && e.Fence == fence {
+			return i
+		}
+	}
+	t.Fatalf("no %s of %s fence %d", kind, w, fence)
+	return -1
+}
+
+func TestChecker(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(t *testing.T, in *checkInput)
+		want []int // checks that must report violations; the others must not
+	}{
+		{"clean", func(*testing.T, *checkInput) {}, nil},
+		{"fence granted twice", func(t *testing.T, in *checkInput) {
+			in.Events[find(t, in, event.Grant, "w1", 4)].Fence = 3
+			for _, k := range []string{event.Check, event.Store, event.Release, event.ReleaseRet} {
+				in.Events[find(t, in, k, "w1", 4)].Fence = 3
+			}
+			in.Final.Fence, in.Final.Releases, in.Final.Counter = 10, 10, 10
+		}, []int{1, 4}},
+		{"fence goes back after a crash", func(t *testing.T, in *checkInput) {
+			// w0 asks after fence 6 was received and is granted fence 4 again
+			for _, k := range []string{event.Grant, event.Check, event.Store, event.Release, event.ReleaseRet} {
+				in.Events[find(t, in, k, "w0", 7)].Fence = 4
+			}
+		}, []int{1, 3, 4}},
+		{"overlap without a freeze", func(t *testing.T, in *checkInput) {
+			// w0 (fence 3) checks and writes again after w1 got fence 4; the store
+			// refuses, but w0 was never frozen
+			in.Events = append(in.Events,
+				event.Event{T: 410 * ms, Kind: event.Check, W: "w0", Inst: 1, Fence: 3, Trusted: true, Acted: true},
+				event.Event{T: 415 * ms, Kind: event.Store, W: "w0", Inst: 1, Fence: 3, Sent: 3})
+		}, []int{2}},
+		{"overlap of a frozen holder, late write refused", func(t *testing.T, in *checkInput) {
+			in.TTL = 100 * time.Millisecond // so that the run's end is after the fault's effects (check 7)
+			in.Events = append(in.Events,
+				event.Event{T: 320 * ms, Kind: event.Fault, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 405 * ms, Kind: event.Heal, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 410 * ms, Kind: event.Check, W: "w0", Inst: 1, Fence: 3, Trusted: true, Acted: true},
+				event.Event{T: 415 * ms, Kind: event.Store, W: "w0", Inst: 1, Fence: 3, Sent: 3})
+		}, nil},
+		{"overlap of a frozen holder, late write accepted", func(t *testing.T, in *checkInput) {
+			in.TTL = 100 * time.Millisecond
+			in.Events = append(in.Events,
+				event.Event{T: 320 * ms, Kind: event.Fault, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 405 * ms, Kind: event.Heal, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 406 * ms, Kind: event.Check, W: "w0", Inst: 1, Fence: 3, Trusted: true, Acted: true},
+				event.Event{T: 407 * ms, Kind: event.Store, W: "w0", Inst: 1, Fence: 3, Sent: 3, Accepted: true})
+		}, []int{2}}, // before w1's first write: the fence could not stop it
+		{"grant received late by a frozen worker, late write refused", func(t *testing.T, in *checkInput) {
+			// w0 was frozen before Acquire returned fence 3; it resumes after fence 4
+			// went to w1 and is told (wrongly) that its lease is valid
+			in.TTL = 100 * time.Millisecond
+			for k, at := range map[string]int64{event.Grant: 402, event.Check: 403, event.Store: 404, event.Release: 405, event.ReleaseRet: 406} {
+				in.Events[find(t, in, k, "w0", 3)].T = at * ms
+			}
+			c := &in.Events[find(t, in, event.Check, "w0", 3)]
+			c.Past, c.Late = true, int64(50*time.Millisecond)
+			in.Events[find(t, in, event.Store, "w0", 3)].Accepted = false
+			in.Events = append(in.Events,
+				event.Event{T: 250 * ms, Kind: event.Fault, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 401 * ms, Kind: event.Heal, Op: stopWorker, ID: 1, W: "w0", Inst: 1})
+		}, []int{5}},
+		{"frozen holder's late write accepted after a newer one", func(t *testing.T, in *checkInput) {
+			in.TTL = 100 * time.Millisecond
+			in.Events = append(in.Events,
+				event.Event{T: 320 * ms, Kind: event.Fault, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 405 * ms, Kind: event.Heal, Op: stopWorker, ID: 1, W: "w0", Inst: 1},
+				event.Event{T: 412 * ms, Kind: event.Check, W: "w0", Inst: 1, Fence: 3, Trusted: true, Acted: true},
+				event.Event{T: 413 * ms, Kind: event.Store, W: "w0", Inst: 1, Fence: 3, Sent: 3, Accepted: true})
+		}, []int{2, 3}},
+		{"store accepts a lower fence", func(t *testing.T, in *checkInput) {
+			in.Events = append(in.Events,
+				event.Event{T: 455 * ms, Kind: event.Store, W: "w1", Inst: 1, Fence: 2, Accepted: true})
+		}, []int{3}},
+		{"release applied but reported refused (issue 13)", func(t *testing.T, in *checkInput) {
+			r := &in.Events[find(t, in, event.ReleaseRet, "w0", 5)]
+			r.Class, r.Err = event.Refused, "baton: stale fence: stale fence 5: current is 7"
+		}, []int{4}},
+		{"release reported ok but lost", func(t *testing.T, in *checkInput) {
+			// the grant after fence 5 found the counter unchanged: 5's release did not apply
+			for i := range in.Events {
+				if e := &in.Events[i]; e.Kind == event.Grant && e.Fence >= 6 {
+					e.Counter--
+				}
+				if e := &in.Events[i]; e.Kind == event.Release && e.Fence >= 6 {
+					e.Counter--
+				}
+			}
+			in.Final.Counter--
+			in.Final.Releases--
+		}, []int{4}},
+		{"release outcome unknown, applied", func(t *testing.T, in *checkInput) {
+			r := &in.Events[find(t, in, event.ReleaseRet, "w0", 5)]
+			r.Class, r.Err = event.Unknown, "baton: outcome unknown"
+		}, nil},
+		{"release unanswered (killed), not applied", func(t *testing.T, in *checkInput) {
+			// w1 is killed after sending its release of fence 20, the last; the
+			// server reclaims the token and the record stays at 19
+			i := find(t, in, event.ReleaseRet, "w1", 20)
+			in.Events = append(in.Events[:i], in.Events[i+1:]...)
+			in.Final.Counter, in.Final.Releases = 19, 19
+		}, nil},
+		{"counter differs from accepted releases", func(t *testing.T, in *checkInput) {
+			in.Final.Releases = 11
+		}, []int{4}},
+		{"lease valid after its deadline (issue 13)", func(t *testing.T, in *checkInput) {
+			c := &in.Events[find(t, in, event.Check, "w1", 2)]
+			c.Past, c.Late = true, int64(140*time.Millisecond)
+		}, []int{5}},
+		{"lease reported lost after its deadline", func(t *testing.T, in *checkInput) {
+			c := &in.Events[find(t, in, event.Check, "w1", 2)]
+			c.Past, c.Late, c.Trusted, c.Acted, c.Err = true, int64(time.Millisecond), false, false, "baton: session expired"
+		}, nil},
+		{"no grant for long with no fault", func(t *testing.T, in *checkInput) {
+			for i := range in.Events {
+				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
+					e.T += int64(2 * time.Second)
+				}
+			}
+			in.Stopping += int64(2 * time.Second)
+		}, []int{6}},
+		{"isolated fault heals slowly", func(t *testing.T, in *checkInput) {
+			for i := range in.Events {
+				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
+					e.T += int64(3 * time.Second)
+				}
+			}
+			in.Stopping += int64(3 * time.Second)
+			in.Events = append(in.Events,
+				event.Event{T: 555 * ms, Kind: event.Fault, Op: hupServer, ID: 1, W: "server", Inst: 1},
+				event.Event{T: 555 * ms, Kind: event.Heal, Op: hupServer, ID: 1, W: "server", Inst: 1})
+		}, []int{6}},
+		{"a worker makes no progress after the last fault", func(t *testing.T, in *checkInput) {
+			in.Events = append(in.Events,
+				event.Event{T: 5 * ms, Kind: event.Fault, Op: closeConns, ID: 1, W: "server", Inst: 1},
+				event.Event{T: 5 * ms, Kind: event.Heal, Op: closeConns, ID: 1, W: "server", Inst: 1})
+			in.TTL = 100 * time.Millisecond // effects over by 1.205 s
+			// from fence 11 on, w1 takes w0's turns too
+			for i := range in.Events {
+				if e := &in.Events[i]; e.W == "w0" && e.Fence >= 11 {
+					e.W = "w1"
+				}
+			}
+		}, []int{7}},
+		{"a worker exits by itself", func(t *testing.T, in *checkInput) {
+			in.Events = append(in.Events, event.Event{T: 700 * ms, Kind: event.Exit, W: "w1", Inst: 1, Err: "exit status 2"})
+		}, []int{8}},
+		{"a worker will not stop", func(t *testing.T, in *checkInput) {
+			in.Events = append(in.Events, event.Event{T: 1700 * ms, Kind: event.Stuck, W: "w1", Inst: 1})
+		}, []int{8}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := cleanHistory(20)
+			tc.mod(t, in)
+			sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
+			res := check(in)
+			want := map[int]bool{}
+			for _, n := range tc.want {
+				want[n] = true
+			}
+			var b strings.Builder
+			for _, r := range res {
+				fmt.Fprintf(&b, "check %d %s: %d: %s %q\n", r.N, r.Name, r.Violations, r.Counts, r.Examples)
+			}
+			for _, r := range res {
+				if want[r.N] && r.Violations == 0 {
+					t.Errorf("check %d (%s) found nothing\n%s", r.N, r.Name, &b)
+				}
+				if !want[r.N] && r.Violations > 0 {
+					t.Errorf("check %d (%s) reported %d violations\n%s", r.N, r.Name, r.Violations, &b)
+				}
+			}
+		})
+	}
+}
+
+// TestPlan: a schedule is a function of its seed, bounded in count and time, and
+// every fault heals before the end.
+func TestPlan(t *testing.T) {
+	c := planConfig{Seed: 42, Workers: 5, TTL: time.Second, Start: time.Second, End: 60 * time.Second, Max: 1000,
+		Holder: 0.5, Calm: 0.2, Recover: 3 * time.Second}
+	a, b := plan(c), plan(c)
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatal("same seed, different plans")
+	}
+	c.Seed = 43
+	if fmt.Sprint(a) == fmt.Sprint(plan(c)) {
+		t.Fatal("different seeds, same plan")
+	}
+	kinds := map[string]int{}
+	for _, f := range a {
+		if f.At < c.Start || f.At+f.Dur > c.End {
+			t.Errorf("%s outside [%s, %s]", f, c.Start, c.End)
+		}
+		kinds[f.Kind]++
+	}
+	for _, k := range allKinds {
+		if kinds[k] == 0 {
+			t.Errorf("no %s in %d faults", k, len(a))
+		}
+	}
+	isolated := 0
+	for i, f := range a {
+		alone := true
+		for j, o := range a {
+			if i != j && o.At <= f.At+f.Dur+c.Recover && o.At+o.Dur+c.Recover >= f.At {
+				alone = false
+			}
+		}
+		if alone {
+			isolated++
+		}
+	}
+	if isolated == 0 {
+		t.Errorf("no isolated fault in %d", len(a))
+	}
+	c.Max = 3
+	if n := len(plan(c)); n != 3 {
+		t.Errorf("Max 3: %d faults", n)
+	}
+}

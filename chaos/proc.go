@@ -1,0 +1,153 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/baton-dev/baton/chaos/internal/event"
+)
+
+// proc is one child process: the server or a worker. Each runs in its own process
+// group, so that a signal reaches it whole, and dies with the harness (Pdeathsig);
+// procs.killAll kills every group still alive, whatever way the harness ends.
+type proc struct {
+	name string
+	inst int
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has been waited for
+	// why says why the harness expects the process to end: "" (it must not),
+	// "killed" (any end is expected) or "told" (SIGTERM: it must exit 0).
+	why  atomic.Value
+	exit string // how it ended; set before done closes
+}
+
+// procs starts and tracks child processes, writing spawn and exit events.
+type procs struct {
+	h      *history
+	logDir string
+	onExit func(p *proc, expected bool) // called after each exit event
+
+	mu     sync.Mutex // guards all, closed
+	all    []*proc
+	closed bool // killAll has run: nothing more starts
+}
+
+// start runs path with args and env. Its stderr (and stdout, unless events is set)
+// goes to logDir/name.log; events, if set, reads its stdout to the end.
+func (ps *procs) start(name string, inst int, path string, args, env []string, events func(io.Reader)) (*proc, error) {
+	logf, err := os.OpenFile(fmt.Sprintf("%s/%s.log", ps.logDir, name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var out io.ReadCloser
+	if events != nil {
+		if out, err = cmd.StdoutPipe(); err != nil {
+			logf.Close()
+			return nil, err
+		}
+	} else {
+		cmd.Stdout = logf
+	}
+	p := &proc{name: name, inst: inst, cmd: cmd, done: make(chan struct{})}
+	p.why.Store("")
+	ps.mu.Lock() // held across Start: killAll must not miss a process being born
+	if ps.closed {
+		ps.mu.Unlock()
+		logf.Close()
+		return nil, fmt.Errorf("%s: the run is over", name)
+	}
+	if err := cmd.Start(); err != nil {
+		ps.mu.Unlock()
+		logf.Close()
+		return nil, err
+	}
+	ps.all = append(ps.all, p)
+	ps.mu.Unlock()
+	ps.h.add(event.Event{Kind: event.Spawn, W: name, Inst: inst, Pid: cmd.Process.Pid})
+	go func() {
+		if events != nil {
+			events(out) // to EOF: Wait must come after the last read
+		}
+		err := cmd.Wait()
+		logf.Close()
+		p.exit = "exit 0"
+		if err != nil {
+			p.exit = err.Error()
+		}
+		why := p.why.Load().(string)
+		expected := why == "killed" || (why == "told" && err == nil)
+		ps.h.add(event.Event{Kind: event.Exit, W: name, Inst: inst, Pid: cmd.Process.Pid, Err: p.exit, Expected: expected})
+		close(p.done)
+		if ps.onExit != nil {
+			ps.onExit(p, expected)
+		}
+	}()
+	return p, nil
+}
+
+// signal sends sig to p's process group.
+func (p *proc) signal(sig syscall.Signal) error {
+	if p.exited() { // its pid may belong to someone else by now
+		return fmt.Errorf("%s (inst %d) has exited", p.name, p.inst)
+	}
+	return syscall.Kill(-p.cmd.Process.Pid, sig)
+}
+
+// kill SIGKILLs p and waits until it has been reaped, at most d.
+func (p *proc) kill(d time.Duration) error {
+	p.why.Store("killed")
+	_ = p.signal(syscall.SIGKILL)
+	return p.wait(d)
+}
+
+// stop asks p to exit (SIGTERM) and waits at most d; it must exit 0.
+func (p *proc) stop(d time.Duration) error {
+	p.why.Store("told")
+	_ = p.signal(syscall.SIGCONT) // a frozen process cannot hear SIGTERM
+	_ = p.signal(syscall.SIGTERM)
+	return p.wait(d)
+}
+
+func (p *proc) wait(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%s (inst %d) did not exit within %s", p.name, p.inst, d)
+	}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// killAll SIGKILLs every process group still alive, and no process starts after it.
+// Safe to call more than once and from a deferred function after a panic.
+func (ps *procs) killAll() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.closed = true
+	for _, p := range ps.all {
+		if !p.exited() {
+			p.why.Store("killed")
+			_ = p.signal(syscall.SIGKILL)
+		}
+	}
+}

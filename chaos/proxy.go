@@ -1,0 +1,198 @@
+package main
+
+import (
+	"net"
+	"sync"
+)
+
+// proxy stands between one worker and the server, so that the nemesis can cut that
+// worker off alone. Modes:
+//   - hold: bytes stop in both directions and wait; connections stay open, no FIN,
+//     no RST (a partition TCP rides out by retransmitting);
+//   - drop: bytes are thrown away; on heal, every connection that lost bytes is
+//     closed (a partition long enough for the connection to die).
+//
+// New connections are accepted in every mode and suffer it.
+type proxy struct {
+	ln     net.Listener
+	target func() string // the server's token address
+
+	mu     sync.Mutex // guards mode, healed, conns
+	mode   proxyMode
+	healed chan struct{} // closed when the current cut heals
+	conns  map[*pipePair]bool
+	wg     sync.WaitGroup
+	closed bool
+}
+
+type proxyMode int
+
+const (
+	open proxyMode = iota
+	hold
+	drop
+)
+
+func (m proxyMode) String() string { return [...]string{"open", "hold", "drop"}[m] }
+
+type pipePair struct {
+	in, out net.Conn
+	damaged bool // lost bytes to a drop; guarded by proxy.mu
+}
+
+func startProxy(target func() string) (*proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &proxy{ln: ln, target: target, conns: map[*pipePair]bool{}}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+// cut starts a partition in mode m.
+func (p *proxy) cut(m proxyMode) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mode == open {
+		p.healed = make(chan struct{})
+	}
+	p.mode = m
+}
+
+// heal ends the partition: held bytes flow, damaged connections close.
+func (p *proxy) heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mode == open {
+		return
+	}
+	p.mode = open
+	close(p.healed)
+	for pp := range p.conns {
+		if pp.damaged {
+			pp.in.Close()
+			pp.out.Close()
+		}
+	}
+}
+
+func (p *proxy) close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.ln.Close()
+	for pp := range p.conns {
+		pp.in.Close()
+		pp.out.Close()
+	}
+	if p.mode != open {
+		p.mode = open
+		close(p.healed)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target())
+		if err != nil {
+			// Server down: the client sees its connection closed, once no partition
+			// hides it.
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.waitOpen()
+				in.Close()
+			}()
+			continue
+		}
+		pp := &pipePair{in: in, out: out}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			in.Close()
+			out.Close()
+			return
+		}
+		p.conns[pp] = true
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.pipe(pp, in, out)
+		go p.pipe(pp, out, in)
+	}
+}
+
+// pipe copies from → to, obeying the mode for every chunk read.
+func (p *proxy) pipe(pp *pipePair, from, to net.Conn) {
+	defer p.wg.Done()
+	defer func() {
+		from.Close()
+		to.Close()
+		p.mu.Lock()
+		delete(p.conns, pp)
+		p.mu.Unlock()
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 && !p.pass(pp) {
+			n = 0 // dropped
+		}
+		if n > 0 {
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			p.waitOpen() // a partition hides the close too
+			return
+		}
+	}
+}
+
+// waitOpen returns once no partition is on, or the proxy is closed.
+func (p *proxy) waitOpen() {
+	for {
+		p.mu.Lock()
+		mode, healed, closed := p.mode, p.healed, p.closed
+		p.mu.Unlock()
+		if closed || mode == open {
+			return
+		}
+		<-healed
+	}
+}
+
+// pass waits out a hold and says whether a chunk read now may go through.
+func (p *proxy) pass(pp *pipePair) bool {
+	for {
+		p.mu.Lock()
+		mode, healed, closed := p.mode, p.healed, p.closed
+		if mode == drop {
+			pp.damaged = true
+		}
+		p.mu.Unlock()
+		switch {
+		case closed:
+			return false
+		case mode == open:
+			return true
+		case mode == drop:
+			return false
+		}
+		<-healed
+	}
+}

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/baton-dev/baton/chaos/internal/event"
+)
+
+// runConfig is one chaos run.
+type runConfig struct {
+	For      time.Duration // faults happen in the first For, less Quiet
+	Quiet    time.Duration // the fault-free end of the run (check 7)
+	Seed     uint64
+	Workers  int
+	TTL      time.Duration
+	Sabotage bool
+	Kinds    []string // fault kinds (all if empty)
+	Holder   float64  // probability that a worker fault aims at the holder
+	Calm     float64  // probability that a fault comes alone (schedule.go)
+	MaxFault int
+
+	HoldMin, HoldMax, ThinkMax time.Duration
+	Requeue                    float64
+	AcquireTimeout             time.Duration
+
+	Dir                  string // run directory: binaries, logs, state, history
+	ServerBin, WorkerBin string // built into Dir when empty
+	Log                  func(format string, args ...any)
+}
+
+func defaultRunConfig() runConfig {
+	return runConfig{For: 3 * time.Minute, Quiet: 8 * time.Second, Workers: 5, TTL: time.Second, Holder: 0.5, Calm: 0.1,
+		MaxFault: 100000, HoldMin: 20 * time.Millisecond, HoldMax: 120 * time.Millisecond,
+		ThinkMax: 20 * time.Millisecond, Requeue: 0.5, AcquireTimeout: 30 * time.Second,
+		Log: func(string, ...any) {}}
+}
+
+// runResult is what a run found.
+type runResult struct {
+	Plan       []fault
+	Applied    int
+	Skipped    int
+	Checks     []checkResult
+	Violations int
+	Final      tokenStatus
+	Events     int
+	Grants     int
+}
+
+// build compiles the server and the worker into dir/bin.
+func build(ctx context.Context, dir string) (server, worker string, err error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	bin := filepath.Join(dir, "bin")
+	for _, pkg := range []string{"server", "chaos/worker"} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, filepath.Base(pkg)), "./"+pkg)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("go build ./%s: %w\n%s", pkg, err, b)
+		}
+	}
+	return filepath.Join(bin, "server"), filepath.Join(bin, "worker"), nil
+}
+
+// run is one chaos run: start everything, apply the plan, let the cluster settle
+// fault-free for cfg.Quiet, stop the workers and then the server, read the record,
+// check the history. Every child is killed when it returns, however it returns.
+func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
+	// A hard deadline: the run's own length plus room to start and to stop.
+	ctx, cancel := context.WithTimeout(ctx, cfg.For+cfg.Quiet+3*time.Minute)
+	defer cancel()
+	if cfg.ServerBin == "" {
+		if cfg.ServerBin, cfg.WorkerBin, err = build(ctx, cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
+	hf, err := os.Create(filepath.Join(cfg.Dir, "history.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	defer hf.Close()
+	h := newHistory(hf)
+	tokenPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var tok [16]byte
+	_, _ = rand.Read(tok[:])
+	c := &cluster{cfg: cfg, h: h, tokenAddr: fmt.Sprintf("127.0.0.1:%d", tokenPort),
+		httpAddr: fmt.Sprintf("127.0.0.1:%d", httpPort), adminToken: hex.EncodeToString(tok[:]),
+		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}}
+	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
+	defer c.ps.killAll() // also after a panic: no child outlives the harness
+	defer func() {
+		c.mu.Lock()
+		c.ending = true
+		c.mu.Unlock()
+	}()
+
+	if c.store, err = startStore(h, !cfg.Sabotage); err != nil {
+		return nil, err
+	}
+	defer c.store.close()
+	if err := c.startServer(); err != nil {
+		return nil, err
+	}
+	if err := c.waitReady(ctx, 20*time.Second); err != nil {
+		return nil, err
+	}
+	for i := range cfg.Workers {
+		p, err := startProxy(func() string { return c.tokenAddr })
+		if err != nil {
+			return nil, err
+		}
+		defer p.close()
+		c.workers = append(c.workers, &workerSlot{idx: i, name: fmt.Sprintf("w%d", i), proxy: p})
+	}
+	for i := range cfg.Workers {
+		if err := c.startWorker(i); err != nil {
+			return nil, err
+		}
+	}
+	for i := range cfg.Workers {
+		_, started := c.worker(i)
+		select {
+		case <-started:
+		case <-time.After(20 * time.Second):
+			return nil, fmt.Errorf("worker w%d had no session within 20s (see %s/w%d.log)", i, cfg.Dir, i)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+
+	start := time.Now()
+	faults := plan(planConfig{Seed: cfg.Seed, Workers: cfg.Workers, TTL: cfg.TTL, Start: cfg.TTL,
+		End: max(cfg.For-cfg.Quiet, cfg.TTL), Max: cfg.MaxFault, Kinds: cfg.Kinds, Holder: cfg.Holder,
+		Calm: cfg.Calm, Recover: (&checkInput{TTL: cfg.TTL}).recoverAfter()})
+	cfg.Log("plan: %d faults in %s, then %s without faults", len(faults), cfg.For-cfg.Quiet, cfg.Quiet)
+	nem := &nemesis{c: c, h: h, start: start, log: cfg.Log}
+	nem.run(ctx, faults)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg.Log("faults done: %d applied, %d skipped; quiet until %s", nem.applied, nem.skipped, cfg.For)
+	quiet := time.NewTimer(max(time.Until(start.Add(cfg.For)), cfg.Quiet)) // the experiment's own length
+	select {
+	case <-quiet.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+
+	// At rest: stop the workers (each gives back what it holds), then read the record.
+	c.mu.Lock()
+	c.ending = true
+	c.mu.Unlock()
+	stopping := event.Now()
+	h.add(event.Event{Kind: "stopping"})
+	done := make(chan struct{}, cfg.Workers)
+	for i := range cfg.Workers {
+		p, _ := c.worker(i)
+		go func() {
+			if err := p.stop(15 * time.Second); err != nil {
+				h.add(event.Event{Kind: event.Stuck, W: p.name, Inst: p.inst})
+				_ = p.kill(5 * time.Second)
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range cfg.Workers {
+		<-done
+	}
+	in := &checkInput{TTL: cfg.TTL, HoldMax: cfg.HoldMax, ThinkMax: cfg.ThinkMax, Stopping: stopping}
+	for _, s := range c.workers {
+		in.Workers = append(in.Workers, s.name)
+	}
+	if in.Final, err = c.status("counter"); err != nil {
+		in.FinalErr = err.Error()
+	}
+	srv := c.currentServer()
+	if err := srv.stop(15 * time.Second); err != nil {
+		h.add(event.Event{Kind: event.Stuck, W: srv.name, Inst: srv.inst})
+		_ = srv.kill(5 * time.Second)
+	}
+	in.Events = h.snapshot()
+	res = &runResult{Plan: faults, Applied: nem.applied, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
+	for _, e := range in.Events {
+		if e.Kind == event.Grant {
+			res.Grants++
+		}
+	}
+	res.Checks = check(in)
+	for _, r := range res.Checks {
+		res.Violations += r.Violations
+	}
+	return res, nil
+}
+
+// report prints a run's verdict.
+func report(w io.Writer, cfg runConfig, res *runResult) {
+	fmt.Fprintf(w, "seed %d, %d workers, TTL %s, %s (sabotage %v): %d faults applied, %d skipped; %d grants; %d events\n",
+		cfg.Seed, cfg.Workers, cfg.TTL, cfg.For, cfg.Sabotage, res.Applied, res.Skipped, res.Grants, res.Events)
+	kinds := map[string]int{}
+	for _, f := range res.Plan {
+		kinds[f.Kind]++
+	}
+	var ks []string
+	for _, k := range allKinds {
+		if kinds[k] > 0 {
+			ks = append(ks, fmt.Sprintf("%s %d", k, kinds[k]))
+		}
+	}
+	fmt.Fprintf(w, "planned: %s\n", strings.Join(ks, ", "))
+	for _, r := range res.Checks {
+		fmt.Fprintf(w, "check %d %-32s violations %d: %s\n", r.N, r.Name, r.Violations, r.Counts)
+		for _, ex := range r.Examples {
+			fmt.Fprintf(w, "    %s\n", ex)
+		}
+	}
+	fmt.Fprintf(w, "violations: %d\n", res.Violations)
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Fault kinds. A worker fault takes one worker; a server fault takes the server.
+const (
+	killWorker = "kill-worker" // SIGKILL, restarted after Dur
+	stopWorker = "stop-worker" // SIGSTOP for Dur, then SIGCONT
+	partition  = "partition"   // its proxy holds or drops bytes for Dur
+	hupServer  = "hup-server"  // SIGHUP: restart in place
+	closeConns = "close-conns" // POST /admin/close-connections
+	killServer = "kill-server" // SIGKILL, restarted on its state directory after Dur
+)
+
+var allKinds = []string{killWorker, stopWorker, partition, hupServer, closeConns, killServer}
+
+// weights of the kinds in a schedule: the faults that race with leases most often.
+var kindWeight = map[string]int{killWorker: 3, stopWorker: 4, partition: 4, hupServer: 2, closeConns: 2, killServer: 2}
+
+func isServerFault(kind string) bool {
+	return kind == hupServer || kind == closeConns || kind == killServer
+}
+
+// fault is one planned fault. The plan is a pure function of the seed; only a
+// fault aimed at the holder learns its target when it starts.
+type fault struct {
+	ID     int
+	At     time.Duration // from the start of the run
+	Kind   string
+	Worker int           // worker faults: the target, unless the holder is aimed at
+	Holder bool          // aim at whoever holds the token then
+	Dur    time.Duration // how long it lasts (0 for hup-server, close-conns)
+	Mode   proxyMode     // partition: hold or drop
+}
+
+func (f fault) String() string {
+	s := fmt.Sprintf("#%d %6.2fs %s", f.ID, f.At.Seconds(), f.Kind)
+	if !isServerFault(f.Kind) {
+		if f.Holder {
+			s += " holder"
+		} else {
+			s += fmt.Sprintf(" w%d", f.Worker)
+		}
+	}
+	if f.Kind == partition {
+		s += " " + f.Mode.String()
+	}
+	if f.Dur > 0 {
+		s += fmt.Sprintf(" %.2fs", f.Dur.Seconds())
+	}
+	return s
+}
+
+// planConfig bounds a schedule.
+type planConfig struct {
+	Seed    uint64
+	Workers int
+	TTL     time.Duration
+	Start   time.Duration // first fault no earlier
+	End     time.Duration // every fault healed by then
+	Max     int           // at most this many faults
+	Kinds   []string      // allowed kinds (all if empty)
+	Holder  float64       // probability that a worker fault aims at the holder
+	// Calm is the probability that a fault comes alone: every earlier one has healed
+	// and recovered (Recover) before it starts, and it has before the next starts.
+	// Isolated faults measure the time to the next grant.
+	Calm    float64
+	Recover time.Duration
+}
+
+// plan draws a seeded, bounded schedule: faults start a random 0.1 to 1.5 TTL apart,
+// so that they often overlap, or (with probability Calm) alone, with a calm before
+// and after; each is healed before End.
+func plan(c planConfig) []fault {
+	rng := rand.New(rand.NewPCG(c.Seed, 0x6e656d65736973)) // "nemesis"
+	kinds := c.Kinds
+	if len(kinds) == 0 {
+		kinds = allKinds
+	}
+	total := 0
+	for _, k := range kinds {
+		total += kindWeight[k]
+	}
+	ttl := c.TTL
+	between := func(lo, hi time.Duration) time.Duration {
+		if hi <= lo {
+			return lo
+		}
+		return lo + time.Duration(rng.Int64N(int64(hi-lo)))
+	}
+	var out []fault
+	at, healed, calmNext := c.Start, c.Start, false
+	for len(out) < c.Max {
+		// A calm fault starts after every earlier one has healed and recovered, and
+		// the next starts after it has: it is isolated.
+		calm := rng.Float64() < c.Calm
+		if calm || calmNext {
+			at = max(at, healed+c.Recover) + between(ttl/5, ttl)
+		} else {
+			at += between(ttl/10, 3*ttl/2)
+		}
+		calmNext = calm
+		pick := rng.IntN(total)
+		kind := kinds[0]
+		for _, k := range kinds {
+			if pick < kindWeight[k] {
+				kind = k
+				break
+			}
+			pick -= kindWeight[k]
+		}
+		f := fault{ID: len(out) + 1, At: at, Kind: kind, Worker: rng.IntN(max(c.Workers, 1))}
+		f.Holder = !isServerFault(kind) && rng.Float64() < c.Holder
+		switch kind {
+		case killWorker:
+			f.Dur = between(0, ttl)
+		case stopWorker:
+			f.Dur = between(ttl/2, 3*ttl)
+		case partition:
+			f.Dur = between(ttl/2, 3*ttl)
+			f.Mode = hold
+			if rng.IntN(3) == 0 {
+				f.Mode = drop
+			}
+		case killServer:
+			f.Dur = between(100*time.Millisecond, time.Second)
+		}
+		if at >= c.End {
+			break
+		}
+		if at+f.Dur > c.End {
+			continue // too long to heal in time: draw again from here
+		}
+		out = append(out, f)
+		healed = max(healed, at+f.Dur)
+	}
+	return out
+}
