@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/fsm"
 	sessions "github.com/baton-dev/baton/internal/session"
 	"github.com/baton-dev/baton/internal/state"
 	"github.com/baton-dev/baton/internal/token"
@@ -22,12 +23,13 @@ import (
 // Server.coreMu) touches it; connections, HTTP handlers and timers post it work
 // (Server.post).
 type core struct {
-	s        *Server
-	tokens   *token.Table
-	sessions *sessions.Table[*conn]
-	epoch    uint64
+	s *Server
+	// st is the state machine (internal/fsm): tokens, sessions, epoch. The core feeds
+	// it and turns what followed into replies, metrics and events (apply).
+	st       *fsm.State[*conn]
+	tokens   *token.Table           // st's, for reading
+	sessions *sessions.Table[*conn] // st's; the core moves deadlines and attachments
 	ttl      time.Duration
-	maxTTL   time.Duration // longest TTL any session got: the grace a crash must wait
 	started  time.Time
 	dirty    bool       // state changed since the last snapshot
 	out      []outFrame // replies held back until the state they depend on is durable
@@ -67,13 +69,15 @@ type tokenInstruments struct {
 }
 
 func newCore(s *Server, ttl time.Duration) *core {
-	c := &core{s: s, tokens: token.NewTable(s.cfg.MaxTokens), sessions: sessions.NewTable[*conn](),
-		ttl: ttl, maxTTL: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
+	st := fsm.New[*conn](s.cfg.MaxTokens)
+	st.MaxTTL = ttl
+	c := &core{s: s, st: st, tokens: st.Tokens, sessions: st.Sessions,
+		ttl: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
 		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
 	}
 	c.expiryTimer = time.AfterFunc(time.Hour, func() { s.post(&work{fn: c.expire}) })
 	c.graceTimer = time.AfterFunc(time.Hour, func() {
-		s.post(&work{fn: func(now time.Time) { c.tokens.Unblock(now, func(g token.Grant) { c.granted(&g, now) }) }})
+		s.post(&work{fn: func(now time.Time) { c.st.Unblock(now); c.apply(nil, now) }})
 	})
 	return c
 }
@@ -91,7 +95,7 @@ func (c *core) restore(st *state.Store, now time.Time) error {
 		if grace < c.ttl {
 			grace = c.ttl
 		}
-		c.maxTTL = grace
+		c.st.MaxTTL = grace
 		for _, t := range snap.Tokens {
 			var notBefore time.Time
 			if t.Held {
@@ -100,15 +104,15 @@ func (c *core) restore(st *state.Store, now time.Time) error {
 			}
 			c.tokens.Restore(t.Name, t.Fence, wire.Record{Counter: t.Counter, Waits: t.Waits}, t.Grants, t.Releases, notBefore)
 		}
-		c.epoch = snap.Epoch
+		c.st.Epoch = snap.Epoch
 	}
-	c.epoch++
+	c.st.Epoch++
 	c.dirty = true
 	return nil
 }
 
 func (c *core) snapshot() *state.Snapshot {
-	snap := &state.Snapshot{Epoch: c.epoch, TTL: c.maxTTL, Tokens: make([]state.Token, 0, c.tokens.Len())}
+	snap := &state.Snapshot{Epoch: c.st.Epoch, TTL: c.st.MaxTTL, Tokens: make([]state.Token, 0, c.tokens.Len())}
 	c.tokens.Each(func(t *token.Token) {
 		snap.Tokens = append(snap.Tokens, state.Token{Name: t.Name, Fence: t.Fence, Counter: t.Rec.Counter,
 			Waits: t.Rec.Waits, Grants: t.Grants, Releases: t.Releases, Held: t.Holder != 0})
@@ -222,18 +226,76 @@ func (c *core) newInstruments(name string) *tokenInstruments {
 	return ti
 }
 
-// granted tells the new holder, whichever way the grant came about.
-func (c *core) granted(g *token.Grant, now time.Time) {
+// apply turns what followed from the state machine's operations into replies,
+// metrics and events, in order. cn is the connection whose frame caused them, if
+// any: the answers to that frame's request go there. The hot effects are handled
+// here, the rest apart (see fail).
+func (c *core) apply(cn *conn, now time.Time) {
+	fx := c.st.Effects()
+	if len(fx) == 0 {
+		return
+	}
 	c.dirty = true
+	for i := range fx {
+		switch e := &fx[i]; e.Kind {
+		case fsm.Granted:
+			c.granted(e, now)
+		case fsm.Released:
+			c.released(cn, e)
+		case fsm.Queued:
+			// No Queued reply: nobody reads the position, and on the hot path it was one
+			// write syscall in three (the profile's largest cost). The grant answers.
+			if e.Pos == 1 && now.Before(c.graceEnd) {
+				c.graceTimer.Reset(c.graceEnd.Sub(now))
+			}
+		default:
+			c.applyOther(cn, e, now)
+		}
+	}
+	c.st.Reset()
+}
+
+// applyOther handles the effects that are not on the hot path.
+//
+//go:noinline
+func (c *core) applyOther(cn *conn, e *fsm.Effect[*conn], now time.Time) {
+	switch e.Kind {
+	case fsm.AcquireRefused:
+		c.refuseAcquire(cn, e.Seq, e.Err)
+	case fsm.ReleasedBefore:
+		c.s.log.Info("release sent again: answered as first applied", "token", e.Token, "fence", e.Fence, "seq", e.Seq, "conn", cn.remote)
+		c.reply(cn, wire.Frame{Op: wire.OpReleased, Seq: e.Seq, Token: e.Token, Fence: e.Fence})
+	case fsm.ReleaseRefused:
+		c.refusedRelease(cn, e)
+	case fsm.Reclaimed:
+		c.reclaimed(e)
+		if e.Revoke && e.S != nil {
+			c.reply(e.S.Attached, wire.Frame{Op: wire.OpRevoked, Token: e.Token, Fence: e.Fence, Text: e.Reason})
+		}
+	case fsm.Cancelled:
+		if e.Reason == "" { // the session's own cancel: answer it
+			c.reply(cn, wire.Frame{Op: wire.OpCancelled, Seq: e.Seq, Token: e.Token})
+		} else if e.S != nil { // dropped by the server: tell the session
+			c.reply(e.S.Attached, wire.Frame{Op: wire.OpCancelled, Seq: e.Seq, Token: e.Token, Text: e.Reason})
+		}
+	case fsm.SessionOpened:
+		c.event(Event{Kind: "session_open", Node: e.Node, Detail: fmt.Sprintf("session %x", uint64(e.Session))})
+	case fsm.SessionEnded:
+		c.event(Event{Kind: "session_end", Node: e.Node, Detail: e.Reason})
+		c.s.log.Info("session ended", "node", e.Node, "session", fmt.Sprintf("%x", uint64(e.Session)), "reason", e.Reason)
+	}
+}
+
+// granted tells the new holder, whichever way the grant came about.
+func (c *core) granted(g *fsm.Effect[*conn], now time.Time) {
 	ti := c.instruments(g.Token)
 	ti.grants.Inc()
 	ti.wait.Observe(g.Waited.Seconds())
-	s := c.sessions.Get(g.Session)
+	s := g.S
 	if s == nil {
 		c.grantToNobody(g)
 		return
 	}
-	s.Grants++
 	var e *Event
 	if len(c.grantLog) < cap(c.grantLog) {
 		c.grantLog = c.grantLog[:len(c.grantLog)+1]
@@ -250,11 +312,27 @@ func (c *core) granted(g *token.Grant, now time.Time) {
 	}
 }
 
+// released answers an applied release. A requeue's answer waits for the next frame
+// its connection gets, normally the grant that follows, so that a turn costs the
+// server one write.
+func (c *core) released(cn *conn, e *fsm.Effect[*conn]) {
+	c.instruments(e.Token).hold.Observe(e.Held.Seconds())
+	if cn == nil {
+		return
+	}
+	if e.Requeue {
+		cn.deferred = append(cn.deferred, deferredRelease{seq: e.Seq, fence: e.Fence, token: e.Token})
+		return
+	}
+	r := c.replyTo(cn)
+	r.Op, r.Seq, r.Token, r.Fence = wire.OpReleased, e.Seq, e.Token, e.Fence
+}
+
 // grantToNobody logs a grant to a session the core does not know: the table holds
 // only live sessions' requests, so this is a bug.
 //
 //go:noinline
-func (c *core) grantToNobody(g *token.Grant) {
+func (c *core) grantToNobody(g *fsm.Effect[*conn]) {
 	c.s.log.Error("grant to unknown session", "token", g.Token, "session", g.Session)
 }
 
@@ -274,14 +352,15 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 	s := cn.session
 	switch {
 	case s == nil || s.Ended:
-		c.sessionGone(cn, f)
+		c.sessionGone(cn, f, now)
 	case f.Op == wire.OpAcquire:
-		c.acquire(s, cn, f.Seq, f.Token, now)
+		c.st.Acquire(s.ID, f.Seq, f.Token, now)
 	case f.Op == wire.OpRelease || f.Op == wire.OpRequeue:
-		c.release(s, cn, f, now)
+		c.st.Release(s.ID, f.Seq, f.Token, f.Fence, f.Rec, f.Op == wire.OpRequeue, now)
 	default:
 		c.handleOther(s, cn, f, now)
 	}
+	c.apply(cn, now)
 }
 
 // sessionGone answers a frame whose session is gone (expired while its client was
@@ -289,17 +368,13 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 // token was granted since, else as from an expired session; either way counted.
 //
 //go:noinline
-func (c *core) sessionGone(cn *conn, f *wire.Frame) {
+func (c *core) sessionGone(cn *conn, f *wire.Frame, now time.Time) {
 	if f.Op == wire.OpRelease || f.Op == wire.OpRequeue {
-		switch t := c.tokens.Get(f.Token); {
-		case t == nil:
-			c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of unknown token %q", f.Token))
-		case f.Fence != t.Fence:
-			c.staleRelease(cn, f, t)
-		default:
-			c.refusedRelease(cn, f, wire.CodeSessionExpired, "session_expired",
-				fmt.Sprintf("release of %q fence %d: the session expired and its lease with it; nothing changed", f.Token, f.Fence))
+		var id sessions.ID
+		if cn.session != nil {
+			id = cn.session.ID
 		}
+		c.st.Release(id, f.Seq, f.Token, f.Fence, f.Rec, false, now)
 		return
 	}
 	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeSessionExpired, Text: "session expired"})
@@ -312,22 +387,12 @@ func (c *core) sessionGone(cn *conn, f *wire.Frame) {
 func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	switch f.Op {
 	case wire.OpCancel:
-		d := c.tokens.Drop(s.ID, f.Seq, f.Token, now)
-		if d.Found {
-			delete(s.Requests, f.Token)
-		}
-		if d.WasHolder {
-			// The cancel crossed the grant on the wire (or the client stopped trusting
-			// its lease): the token passes on at once.
-			c.reclaimed(s, f.Token, "cancel", d)
-		}
-		if d.Granted {
-			c.granted(&d.Next, now)
-		}
-		c.reply(cn, wire.Frame{Op: wire.OpCancelled, Seq: f.Seq, Token: f.Token})
+		// A hold given back this way (the cancel crossed the grant on the wire, or the
+		// client stopped trusting its lease) passes on at once.
+		c.st.Cancel(s.ID, f.Seq, f.Token, now)
 	case wire.OpKeepalive:
 		c.touch(s, now)
-		c.reply(cn, wire.Frame{Op: wire.OpKeepaliveAck, Seq: f.Seq, Epoch: c.epoch})
+		c.reply(cn, wire.Frame{Op: wire.OpKeepaliveAck, Seq: f.Seq, Epoch: c.st.Epoch})
 	case wire.OpGoodbye:
 		c.endSession(s, "goodbye", now)
 		c.saidGoodbye[s.Node] = now
@@ -347,27 +412,6 @@ func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	}
 }
 
-// acquire queues session s's request seq for the token name, or grants it.
-func (c *core) acquire(s *session, cn *conn, seq uint64, name string, now time.Time) {
-	g, ok, pos, err := c.tokens.Acquire(s.ID, seq, name, now)
-	switch {
-	case err != nil:
-		c.refuseAcquire(cn, seq, err)
-	case ok:
-		s.Requests[name] = seq
-		c.granted(&g, now)
-	default:
-		s.Requests[name] = seq
-		s.Waited++
-		c.dirty = true // waits changed
-		// No Queued reply: nobody reads the position, and on the hot path it was one
-		// write syscall in three (the profile's largest cost). The grant answers.
-		if pos == 1 && now.Before(c.graceEnd) {
-			c.graceTimer.Reset(c.graceEnd.Sub(now))
-		}
-	}
-}
-
 // refuseAcquire answers an acquire the token table refused.
 //
 //go:noinline
@@ -384,102 +428,35 @@ func (c *core) refuseAcquire(cn *conn, seq uint64, err error) {
 	}
 }
 
-func (c *core) release(s *session, cn *conn, f *wire.Frame, now time.Time) {
-	if !s.Answers.IsNew(f.Seq) && c.answerAgain(s, cn, f, now) {
-		return
-	}
-	held, next, ok, err := c.tokens.Release(s.ID, f.Token, f.Fence, f.Rec, now)
-	if err != nil {
-		c.refuseRelease(cn, f, err)
-		return
-	}
-	s.Answers.Record(f.Seq, f.Fence)
-	delete(s.Requests, f.Token)
-	c.dirty = true
-	c.instruments(f.Token).hold.Observe(held.Seconds())
-	if f.Op == wire.OpRelease {
-		r := c.replyTo(cn)
-		r.Op, r.Seq, r.Token, r.Fence = wire.OpReleased, f.Seq, f.Token, f.Fence
-	} else {
-		// Requeue: the answer waits for the next frame this connection gets, normally
-		// the grant below or a later one, so that a turn costs the server one write.
-		cn.deferred = append(cn.deferred, deferredRelease{seq: f.Seq, fence: f.Fence, token: f.Token})
-	}
-	if ok {
-		c.granted(&next, now)
-	}
-	if f.Op == wire.OpRequeue {
-		// After the handoff: the requester goes to the back of the queue.
-		c.acquire(s, cn, f.Seq, f.Token, now)
-	}
-}
-
-// answerAgain answers a release that is not new: its client lost the connection
-// before the answer came and sent it again on the resumed session. One the session
-// applied gets the answer it had; false means it was never applied, and it is judged
-// as a new one.
+// refusedRelease answers a release that changed nothing, counted by reason. A stale
+// fence is also counted apart (baton_stale_releases_total): it means a holder acted
+// after it lost its lease.
 //
 //go:noinline
-func (c *core) answerAgain(s *session, cn *conn, f *wire.Frame, now time.Time) bool {
-	fence, applied, forgotten := s.Answers.Recall(f.Seq)
-	switch {
-	case applied:
-	case f.Seq != 0 && s.Requests[f.Token] == f.Seq:
-		// A requeue's acquire is queued under its release's seq, and only once the
-		// release was applied: its place in line is the proof.
-		fence, applied = f.Fence, true
-	case forgotten:
-		c.refusedRelease(cn, f, wire.CodeOutcomeUnknown, "outcome_unknown",
-			fmt.Sprintf("release %d of %q sent again: it may have been applied, and its answer is no longer remembered; nothing changed now", f.Seq, f.Token))
-		return true
-	default:
-		return false
+func (c *core) refusedRelease(cn *conn, e *fsm.Effect[*conn]) {
+	var text string
+	switch e.Reason {
+	case "stale_fence":
+		c.instruments(e.Token).staleReleases.Inc()
+		c.s.log.Warn("stale release rejected", "token", e.Token, "fence", e.Fence, "current", e.Current, "conn", cn.remote)
+		text = fmt.Sprintf("stale fence %d for %q: current is %d", e.Fence, e.Token, e.Current)
+	case "not_held":
+		c.fail(cn, e.Seq, e.Code, "not_held", fmt.Errorf("release of unknown token %q", e.Token))
+		return
+	case "lease_lost":
+		text = fmt.Sprintf("release of %q fence %d: the lease was lost (its session no longer holds it) and nobody was granted since; nothing changed", e.Token, e.Fence)
+	case "session_expired":
+		text = fmt.Sprintf("release of %q fence %d: the session expired and its lease with it; nothing changed", e.Token, e.Fence)
+	case "outcome_unknown":
+		text = fmt.Sprintf("release %d of %q sent again: it may have been applied, and its answer is no longer remembered; nothing changed now", e.Seq, e.Token)
 	}
-	c.s.log.Info("release sent again: answered as first applied", "token", f.Token, "fence", fence, "seq", f.Seq, "conn", cn.remote)
-	r := c.replyTo(cn)
-	r.Op, r.Seq, r.Token, r.Fence = wire.OpReleased, f.Seq, f.Token, fence
-	if _, queued := s.Requests[f.Token]; f.Op == wire.OpRequeue && !queued {
-		c.acquire(s, cn, f.Seq, f.Token, now) // the requeue's place in line was given up since
+	if c.tokens.Get(e.Token) != nil { // the token label stays bounded by the token table
+		c.s.metrics.refusedReleases.WithLabelValues(e.Token, e.Reason).Inc()
 	}
-	return true
-}
-
-// refuseRelease answers a release the token table refused: its fence is stale, or
-// its lease was lost under the current fence, or the token does not exist.
-//
-//go:noinline
-func (c *core) refuseRelease(cn *conn, f *wire.Frame, err error) {
-	t := c.tokens.Get(f.Token)
-	switch {
-	case t == nil:
-		c.fail(cn, f.Seq, wire.CodeNotHeld, "not_held", fmt.Errorf("release of unknown token %q: %w", f.Token, err))
-	case errors.Is(err, token.ErrStaleFence):
-		c.staleRelease(cn, f, t)
-	default:
-		c.refusedRelease(cn, f, wire.CodeNotHeld, "lease_lost",
-			fmt.Sprintf("release of %q fence %d: the lease was lost (its session no longer holds it) and nobody was granted since; nothing changed", f.Token, f.Fence))
+	if e.Reason != "stale_fence" {
+		c.s.log.Info("release refused", "token", e.Token, "fence", e.Fence, "reason", e.Reason, "conn", cn.remote)
 	}
-}
-
-// staleRelease refuses a release whose fence is not the token's current one: the
-// token was granted to someone else since. Counted apart (baton_stale_releases_total):
-// it means a holder acted after it lost its lease.
-func (c *core) staleRelease(cn *conn, f *wire.Frame, t *token.Token) {
-	c.instruments(t.Name).staleReleases.Inc()
-	c.s.log.Warn("stale release rejected", "token", t.Name, "fence", f.Fence, "current", t.Fence, "conn", cn.remote)
-	c.refusedRelease(cn, f, wire.CodeStaleFence, "stale_fence",
-		fmt.Sprintf("stale fence %d for %q: current is %d", f.Fence, f.Token, t.Fence))
-}
-
-// refusedRelease answers a release that changed nothing, counted by reason.
-func (c *core) refusedRelease(cn *conn, f *wire.Frame, code wire.Code, reason, text string) {
-	if c.tokens.Get(f.Token) != nil { // the token label stays bounded by the token table
-		c.s.metrics.refusedReleases.WithLabelValues(f.Token, reason).Inc()
-	}
-	if reason != "stale_fence" {
-		c.s.log.Info("release refused", "token", f.Token, "fence", f.Fence, "reason", reason, "conn", cn.remote)
-	}
-	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: code, Text: text})
+	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: e.Seq, Code: e.Code, Text: text})
 }
 
 func (c *core) touch(s *session, now time.Time) {
@@ -492,34 +469,24 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 	if h.TTLms != 0 {
 		ttl = clampTTL(time.Duration(h.TTLms)*time.Millisecond, c.ttl)
 	}
-	if ttl > c.maxTTL {
-		c.maxTTL, c.dirty = ttl, true
-	}
-	// A node that comes back with a new boot id is a new process: whatever its old
-	// process held can be taken back now.
-	c.sessions.Each(func(old *session) {
-		if old.Node == h.Text && old.BootID != h.BootID {
-			c.endSession(old, "reboot", now)
-		}
-	})
-	s := c.sessions.Get(token.SessionID(h.Session))
-	resumed := h.Session != 0 && s != nil && !s.Ended && s.Node == h.Text && s.BootID == h.BootID
+	// A node that comes back with a new boot id is a new process: the state machine
+	// ends its old sessions, and whatever they held passes on.
+	s, resumed := c.st.Hello(h.Text, h.BootID, token.SessionID(h.Session), c.newSessionID(), ttl, now)
+	c.dirty = true
+	c.apply(nil, now)
 	if resumed {
 		if s.Attached != nil && s.Attached != cn {
 			c.closeConn(s.Attached, true) // the client gave up on that connection already
 		}
 	} else {
 		delete(c.saidGoodbye, h.Text)
-		s = c.sessions.Open(c.newSessionID(), h.Text, h.BootID, ttl, now)
-		c.event(Event{Kind: "session_open", Node: s.Node, Detail: fmt.Sprintf("session %x", uint64(s.ID))})
 	}
-	c.sessions.SetTTL(s, ttl)
 	s.Attached = cn
 	cn.session, cn.ttl = s, ttl
 	c.touch(s, now)
 	c.armExpiry(now)
 
-	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.ID), TTLms: uint64(ttl / time.Millisecond), Epoch: c.epoch, Resumed: resumed}
+	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.ID), TTLms: uint64(ttl / time.Millisecond), Epoch: c.st.Epoch, Resumed: resumed}
 	for name, seq := range s.Requests {
 		t := c.tokens.Get(name)
 		if t.Holder == s.ID {
@@ -556,34 +523,18 @@ func (c *core) newSessionID() token.SessionID {
 }
 
 // endSession ends s: every token it holds passes to the next waiter (a reclaim,
-// counted by reason), its waits leave their queues.
+// counted by reason, its holder told), its waits leave their queues.
 func (c *core) endSession(s *session, reason string, now time.Time) {
-	if s.Ended {
-		return
-	}
-	c.sessions.End(s)
-	for name := range s.Requests {
-		d := c.tokens.Drop(s.ID, 0, name, now)
-		if d.WasHolder {
-			c.reclaimed(s, name, reason, d)
-			c.reply(s.Attached, wire.Frame{Op: wire.OpRevoked, Token: name, Fence: d.Fence, Text: reason})
-		}
-		if d.Granted {
-			c.granted(&d.Next, now)
-		}
-	}
-	s.Requests = nil
-	c.dirty = true
-	c.event(Event{Kind: "session_end", Node: s.Node, Detail: reason})
-	c.s.log.Info("session ended", "node", s.Node, "session", fmt.Sprintf("%x", uint64(s.ID)), "reason", reason)
+	c.st.EndSession(s.ID, reason, now)
+	c.apply(nil, now)
 }
 
-func (c *core) reclaimed(s *session, name, reason string, d token.Dropped) {
-	c.s.metrics.reclaims.WithLabelValues(name, reason).Inc()
-	c.instruments(name).hold.Observe(d.Held.Seconds())
-	c.event(Event{Kind: "reclaim", Token: name, Node: s.Node, Fence: d.Fence, Detail: reason})
-	if reason != "cancel" {
-		c.s.log.Warn("token reclaimed", "token", name, "node", s.Node, "fence", d.Fence, "reason", reason)
+func (c *core) reclaimed(e *fsm.Effect[*conn]) {
+	c.s.metrics.reclaims.WithLabelValues(e.Token, e.Reason).Inc()
+	c.instruments(e.Token).hold.Observe(e.Held.Seconds())
+	c.event(Event{Kind: "reclaim", Token: e.Token, Node: e.Node, Fence: e.Fence, Detail: e.Reason})
+	if e.Reason != "cancel" {
+		c.s.log.Warn("token reclaimed", "token", e.Token, "node", e.Node, "fence", e.Fence, "reason", e.Reason)
 	}
 }
 
@@ -661,15 +612,10 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 		case m.State == cluster.StateAlive && m.Meta.BootID != "" && s.BootID != "" && m.Meta.BootID != s.BootID:
 			c.endSession(s, "reboot", now)
 		case m.State == cluster.StateDead || m.State == cluster.StateLeft:
-			for name, seq := range s.Requests {
-				if t := c.tokens.Get(name); t.Holder == s.ID {
-					continue // a holder keeps its lease until its session ends
-				}
-				if c.tokens.Drop(s.ID, seq, name, now).Found {
-					delete(s.Requests, name)
-					c.reply(s.Attached, wire.Frame{Op: wire.OpCancelled, Seq: seq, Token: name, Text: "member_" + m.State})
-				}
-			}
+			// Its waits leave their queues (the client, if alive after all, asks again);
+			// a holder keeps its lease until its session ends.
+			c.st.DropWaiters(s.ID, "member_"+m.State, now)
+			c.apply(nil, now)
 		}
 	})
 }
@@ -677,11 +623,11 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 // restart is the in-place restart: new epoch, every connection closed with notice,
 // sessions kept so their clients may resume them.
 func (c *core) restart(ttl time.Duration) {
-	c.epoch++
+	c.st.Restart()
 	c.ttl = ttl
 	c.dirty = true
 	c.s.metrics.restarts.Inc()
-	c.event(Event{Kind: "restart", Detail: fmt.Sprintf("epoch %d", c.epoch)})
+	c.event(Event{Kind: "restart", Detail: fmt.Sprintf("epoch %d", c.st.Epoch)})
 	c.closeAll()
 }
 
@@ -703,7 +649,7 @@ func (c *core) closeAll() {
 
 // status copies the state for /status and the metrics collector.
 func (c *core) status(now time.Time) Status {
-	st := Status{Epoch: c.epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
+	st := Status{Epoch: c.st.Epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
 	nodeOf := func(id token.SessionID) string {
 		if s := c.sessions.Get(id); s != nil {
 			return s.Node

@@ -137,7 +137,7 @@ func (s *Server) Open() (err error) {
 		}
 		s.core.dirty = false
 	} else {
-		s.core.epoch = 1
+		s.core.st.Epoch = 1
 	}
 	if s.ln, err = net.Listen("tcp", s.cfg.TokenAddr); err != nil {
 		return fmt.Errorf("BATON_TOKEN_ADDR %s: %w", s.cfg.TokenAddr, err)
@@ -178,7 +178,7 @@ func (s *Server) Open() (err error) {
 	go s.acceptLoop()
 	s.ready.Store(true)
 	s.log.Info("baton server up", "token_addr", s.ln.Addr().String(), "http_addr", s.httpLn.Addr().String(),
-		"gossip", s.node.Addr(), "node", s.cfg.nodeName(), "epoch", s.core.epoch, "session_ttl", s.cfg.SessionTTL,
+		"gossip", s.node.Addr(), "node", s.cfg.nodeName(), "epoch", s.core.st.Epoch, "session_ttl", s.cfg.SessionTTL,
 		"state_dir", s.cfg.StateDir, "encrypted", s.key != nil)
 	return nil
 }
@@ -280,7 +280,7 @@ func (s *Server) Restart(reason string) (epoch uint64, err error) {
 	}
 	err = s.do(func(now time.Time) {
 		s.core.restart(ttl)
-		epoch = s.core.epoch
+		epoch = s.core.st.Epoch
 	})
 	if err == nil {
 		s.log.Info("restarted in place", "reason", reason, "epoch", epoch, "session_ttl", ttl)
