@@ -114,69 +114,133 @@ func TestOperationsAndTheirEffects(t *testing.T) {
 	}
 }
 
-// Determinism, the property replication rests on: the same operations, with the
-// same times and ids, applied to two states give the same effects, in the same
-// order, and the same state (no map's order leaks out). A random but seeded mix of every operation, on several tokens.
-func TestSameOperationsGiveTheSameState(t *testing.T) {
-	run := func(seed uint64) ([]string, string) {
-		rng := rand.New(rand.NewPCG(seed, 1))
-		st := New[struct{}](8)
-		var log []string
-		fences := map[string]uint64{}
-		now := t0
-		ids := []session.ID{1}
-		st.Hello("n1", "b0", 0, 1, time.Second, now)
-		for i := range 3000 {
-			now = now.Add(time.Duration(rng.IntN(5)) * time.Millisecond)
-			id := ids[rng.IntN(len(ids))]
-			name := fmt.Sprintf("t%d", rng.IntN(3))
-			seq := uint64(i + 1)
-			switch rng.IntN(10) {
-			case 0:
-				newID := session.ID(i + 2)
-				if s, _ := st.Hello(fmt.Sprintf("n%d", rng.IntN(6)), fmt.Sprintf("b%d", rng.IntN(2)), id, newID, time.Second, now); s.ID == newID {
-					ids = append(ids, newID)
-				}
-			case 1, 2, 3:
-				st.Acquire(id, seq, name, now)
-			case 4, 5, 6:
-				st.Release(id, seq, name, fences[name]-uint64(rng.IntN(2)), wire.Record{Counter: seq}, rng.IntN(2) == 0, now)
-			case 7:
-				st.Cancel(id, seq-uint64(rng.IntN(3)), name, now)
-			case 8:
-				st.EndSession(id, "expired", now)
-			case 9:
-				st.DropWaiters(id, "member_dead", now)
-			}
-			for _, e := range st.Effects() {
-				if e.Kind == Granted {
-					fences[e.Token] = e.Fence
-				}
-			}
-			log = append(log, effects(st))
+// commands makes a seeded random mix of every operation, on several tokens, with
+// the ids and times a leader would have put in them.
+func commands(seed uint64, n int) []Command {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	ids := []session.ID{1}
+	out := []Command{{Op: OpHello, Time: t0, Node: "n1", Boot: "b0", NewSession: 1, TTL: time.Second}}
+	fence := map[string]uint64{} // roughly the current fences: most releases then hit
+	now := t0
+	for i := range n {
+		now = now.Add(time.Duration(rng.IntN(5)) * time.Millisecond)
+		c := Command{Time: now, Session: ids[rng.IntN(len(ids))], Seq: uint64(i + 2), Token: fmt.Sprintf("t%d", rng.IntN(3))}
+		switch rng.IntN(10) {
+		case 0:
+			c.Op, c.Node, c.Boot, c.NewSession, c.TTL = OpHello, fmt.Sprintf("n%d", rng.IntN(6)), fmt.Sprintf("b%d", rng.IntN(2)), session.ID(i+2), time.Second
+			ids = append(ids, c.NewSession)
+		case 1, 2, 3:
+			c.Op = OpAcquire
+		case 4, 5, 6:
+			fence[c.Token]++
+			c.Op, c.Fence, c.Rec, c.Requeue = OpRelease, fence[c.Token]-uint64(rng.IntN(2)), wire.Record{Counter: c.Seq}, rng.IntN(2) == 0
+		case 7:
+			c.Op, c.Seq = OpCancel, c.Seq-uint64(rng.IntN(3))
+		case 8:
+			c.Op, c.Reason = OpEndSession, "expired"
+		case 9:
+			c.Op, c.Reason = OpDropWaiters, "member_dead"
 		}
-		var state strings.Builder
-		for _, name := range []string{"t0", "t1", "t2"} {
-			if tk := st.Tokens.Get(name); tk != nil {
-				fmt.Fprintf(&state, "%s fence %d holder %d queue %v rec %+v grants %d releases %d\n",
-					name, tk.Fence, tk.Holder, tk.Waiters(), tk.Rec, tk.Grants, tk.Releases)
-			}
-		}
-		fmt.Fprintf(&state, "sessions %d", st.Sessions.Len())
-		return log, state.String()
+		out = append(out, c)
 	}
+	return out
+}
+
+// applyAll applies cmds, each encoded and decoded as a log would carry it, and
+// returns what followed from each.
+func applyAll(t *testing.T, st *State[struct{}], cmds []Command) []string {
+	t.Helper()
+	var log []string
+	for i := range cmds {
+		var c Command
+		if err := c.Decode(cmds[i].Append(nil)); err != nil {
+			t.Fatalf("command %d: %v", i, err)
+		}
+		if err := st.Apply(&c); err != nil {
+			t.Fatalf("command %d: %v", i, err)
+		}
+		log = append(log, effects(st))
+	}
+	return log
+}
+
+func describe(st *State[struct{}]) string {
+	var b strings.Builder
+	for _, name := range []string{"t0", "t1", "t2"} {
+		if tk := st.Tokens.Get(name); tk != nil {
+			fmt.Fprintf(&b, "%s fence %d holder %d queue %v rec %+v grants %d releases %d\n",
+				name, tk.Fence, tk.Holder, tk.Waiters(), tk.Rec, tk.Grants, tk.Releases)
+		}
+	}
+	fmt.Fprintf(&b, "epoch %d sessions %d", st.Epoch, st.Sessions.Len())
+	return b.String()
+}
+
+// Determinism, the property replication rests on: the same commands applied to two
+// states give the same effects, in the same order, and the same state (no map's
+// order leaks out); and a state restored from a snapshot taken half-way goes on
+// exactly as the one it was taken from.
+func TestSameCommandsGiveTheSameStateAcrossASnapshot(t *testing.T) {
 	for seed := range uint64(3) {
-		log1, st1 := run(seed)
-		log2, st2 := run(seed)
-		if !reflect.DeepEqual(log1, log2) || st1 != st2 {
-			t.Fatalf("seed %d: two runs of the same operations differ:\n%s\n---\n%s", seed, st1, st2)
+		cmds := commands(seed, 3000)
+		a, b := New[struct{}](8), New[struct{}](8)
+		logA, logB := applyAll(t, a, cmds), applyAll(t, b, cmds)
+		if !reflect.DeepEqual(logA, logB) || describe(a) != describe(b) {
+			t.Fatalf("seed %d: two runs of the same commands differ:\n%s\n---\n%s", seed, describe(a), describe(b))
 		}
-		grants := 0
-		for _, l := range log1 {
-			grants += strings.Count(l, "granted")
+		if grants := strings.Count(strings.Join(logA, "\n"), "granted"); grants < 30 {
+			t.Fatalf("seed %d: only %d grants in 3000 commands; the mix exercises too little", seed, grants)
 		}
-		if grants < 30 {
-			t.Fatalf("seed %d: only %d grants in 3000 operations; the mix exercises too little", seed, grants)
+
+		half := New[struct{}](8)
+		applyAll(t, half, cmds[:1500])
+		snap, err := half.Snapshot()
+		if err != nil {
+			t.Fatal(err)
 		}
+		restored := New[struct{}](8)
+		if err := restored.Restore(snap, 8, t0); err != nil {
+			t.Fatal(err)
+		}
+		if again, _ := restored.Snapshot(); string(again) != string(snap) {
+			t.Fatalf("seed %d: a restored state snapshots differently", seed)
+		}
+		logR := applyAll(t, restored, cmds[1500:])
+		if !reflect.DeepEqual(logR, logA[1500:]) || describe(restored) != describe(a) {
+			t.Fatalf("seed %d: after a snapshot the state went another way:\n%s\n---\n%s", seed, describe(restored), describe(a))
+		}
+	}
+}
+
+// A command survives its encoding whole, and bytes that are not a command are
+// refused, never half read.
+func TestCommandEncoding(t *testing.T) {
+	full := Command{Op: OpRelease, Time: t0.Add(123456789), Session: 1<<63 + 5, NewSession: 9, Seq: 1 << 40, Token: "counter",
+		Fence: 77, Rec: wire.Record{Counter: 1 << 50, Waits: 3}, Requeue: true, TTL: 5 * time.Second, Node: "worker-1",
+		Boot: "b00t", Reason: "expired"}
+	var got Command
+	if err := got.Decode(full.Append(nil)); err != nil || !reflect.DeepEqual(got, full) {
+		t.Fatalf("round trip: %+v (%v), want %+v", got, err, full)
+	}
+	enc := full.Append(nil)
+	for n := range len(enc) {
+		if err := got.Decode(enc[:n]); err == nil {
+			t.Fatalf("%d of %d bytes decoded without error", n, len(enc))
+		}
+	}
+	if err := got.Decode(append(enc, 0)); err == nil {
+		t.Fatal("a trailing byte decoded without error")
+	}
+	bad := append([]byte{}, enc...)
+	bad[0] = 99
+	if err := got.Decode(bad); err == nil {
+		t.Fatal("an unknown version decoded without error")
+	}
+	long := Command{Op: OpAcquire, Token: strings.Repeat("x", maxCommandString+1)}
+	if err := got.Decode(long.Append(nil)); err == nil {
+		t.Fatal("an oversized string decoded without error")
+	}
+	if err := New[struct{}](1).Apply(&Command{Op: 200}); err == nil {
+		t.Fatal("an unknown op applied without error")
 	}
 }

@@ -27,8 +27,6 @@ type core struct {
 	// st is the state machine (internal/fsm): tokens, sessions, epoch. The core feeds
 	// it and turns what followed into replies, metrics and events (apply).
 	st       *fsm.State[*conn]
-	tokens   *token.Table           // st's, for reading
-	sessions *sessions.Table[*conn] // st's; the core moves deadlines and attachments
 	ttl      time.Duration
 	started  time.Time
 	dirty    bool       // state changed since the last snapshot
@@ -71,7 +69,7 @@ type tokenInstruments struct {
 func newCore(s *Server, ttl time.Duration) *core {
 	st := fsm.New[*conn](s.cfg.MaxTokens)
 	st.MaxTTL = ttl
-	c := &core{s: s, st: st, tokens: st.Tokens, sessions: st.Sessions,
+	c := &core{s: s, st: st,
 		ttl: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
 		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
 	}
@@ -102,7 +100,7 @@ func (c *core) restore(st *state.Store, now time.Time) error {
 				notBefore = now.Add(grace)
 				c.graceEnd = notBefore
 			}
-			c.tokens.Restore(t.Name, t.Fence, wire.Record{Counter: t.Counter, Waits: t.Waits}, t.Grants, t.Releases, notBefore)
+			c.st.Tokens.Restore(t.Name, t.Fence, wire.Record{Counter: t.Counter, Waits: t.Waits}, t.Grants, t.Releases, notBefore)
 		}
 		c.st.Epoch = snap.Epoch
 	}
@@ -112,8 +110,8 @@ func (c *core) restore(st *state.Store, now time.Time) error {
 }
 
 func (c *core) snapshot() *state.Snapshot {
-	snap := &state.Snapshot{Epoch: c.st.Epoch, TTL: c.st.MaxTTL, Tokens: make([]state.Token, 0, c.tokens.Len())}
-	c.tokens.Each(func(t *token.Token) {
+	snap := &state.Snapshot{Epoch: c.st.Epoch, TTL: c.st.MaxTTL, Tokens: make([]state.Token, 0, c.st.Tokens.Len())}
+	c.st.Tokens.Each(func(t *token.Token) {
 		snap.Tokens = append(snap.Tokens, state.Token{Name: t.Name, Fence: t.Fence, Counter: t.Rec.Counter,
 			Waits: t.Rec.Waits, Grants: t.Grants, Releases: t.Releases, Held: t.Holder != 0})
 	})
@@ -450,7 +448,7 @@ func (c *core) refusedRelease(cn *conn, e *fsm.Effect[*conn]) {
 	case "outcome_unknown":
 		text = fmt.Sprintf("release %d of %q sent again: it may have been applied, and its answer is no longer remembered; nothing changed now", e.Seq, e.Token)
 	}
-	if c.tokens.Get(e.Token) != nil { // the token label stays bounded by the token table
+	if c.st.Tokens.Get(e.Token) != nil { // the token label stays bounded by the token table
 		c.s.metrics.refusedReleases.WithLabelValues(e.Token, e.Reason).Inc()
 	}
 	if e.Reason != "stale_fence" {
@@ -460,7 +458,7 @@ func (c *core) refusedRelease(cn *conn, e *fsm.Effect[*conn]) {
 }
 
 func (c *core) touch(s *session, now time.Time) {
-	c.sessions.Touch(s, now)
+	c.st.Sessions.Touch(s, now)
 }
 
 // hello opens or resumes a session for a connection that passed the handshake.
@@ -488,7 +486,7 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 
 	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.ID), TTLms: uint64(ttl / time.Millisecond), Epoch: c.st.Epoch, Resumed: resumed}
 	for name, seq := range s.Requests {
-		t := c.tokens.Get(name)
+		t := c.st.Tokens.Get(name)
 		if t.Holder == s.ID {
 			w.Held = append(w.Held, wire.Held{Seq: seq, Token: name, Fence: t.Fence, Rec: t.Rec})
 		} else {
@@ -516,7 +514,7 @@ func (c *core) newSessionID() token.SessionID {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
 		id := token.SessionID(binary.LittleEndian.Uint64(b[:]))
-		if id != 0 && c.sessions.Get(id) == nil {
+		if id != 0 && c.st.Sessions.Get(id) == nil {
 			return id
 		}
 	}
@@ -540,13 +538,13 @@ func (c *core) reclaimed(e *fsm.Effect[*conn]) {
 
 // expire ends the sessions whose deadline has passed and arms the timer for the next.
 func (c *core) expire(now time.Time) {
-	c.sessions.Expired(now, func(s *session) { c.endSession(s, "expired", now) })
+	c.st.Sessions.Expired(now, func(s *session) { c.endSession(s, "expired", now) })
 	c.armExpiry(now)
 }
 
 // armExpiry sets the expiry timer for the table's next check.
 func (c *core) armExpiry(now time.Time) {
-	if at, ok := c.sessions.NextCheck(); ok {
+	if at, ok := c.st.Sessions.NextCheck(); ok {
 		c.expiryTimer.Reset(at.Sub(now))
 	}
 }
@@ -603,7 +601,7 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 			delete(c.memberState, name)
 		}
 	}
-	c.sessions.Each(func(s *session) {
+	c.st.Sessions.Each(func(s *session) {
 		m, ok := byName[s.Node]
 		if !ok {
 			return
@@ -651,12 +649,12 @@ func (c *core) closeAll() {
 func (c *core) status(now time.Time) Status {
 	st := Status{Epoch: c.st.Epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
 	nodeOf := func(id token.SessionID) string {
-		if s := c.sessions.Get(id); s != nil {
+		if s := c.st.Sessions.Get(id); s != nil {
 			return s.Node
 		}
 		return fmt.Sprintf("session-%x", uint64(id))
 	}
-	c.tokens.Each(func(t *token.Token) {
+	c.st.Tokens.Each(func(t *token.Token) {
 		ts := TokenStatus{Name: t.Name, Fence: t.Fence, Counter: t.Rec.Counter, Waits: t.Rec.Waits, Grants: t.Grants,
 			Releases: t.Releases, Queue: []string{}}
 		if t.Holder != 0 {
@@ -669,11 +667,11 @@ func (c *core) status(now time.Time) Status {
 		st.Tokens = append(st.Tokens, ts)
 	})
 	sort.Slice(st.Tokens, func(i, j int) bool { return st.Tokens[i].Name < st.Tokens[j].Name })
-	c.sessions.Each(func(s *session) {
+	c.st.Sessions.Each(func(s *session) {
 		ss := SessionStatus{ID: fmt.Sprintf("%x", uint64(s.ID)), Node: s.Node, Connected: s.Attached != nil,
 			ExpiresIn: s.Deadline.Sub(now).Round(time.Millisecond).String(), Grants: s.Grants, Waited: s.Waited}
 		for name := range s.Requests {
-			if c.tokens.Get(name).Holder == s.ID {
+			if c.st.Tokens.Get(name).Holder == s.ID {
 				ss.Holds++
 			} else {
 				ss.Waits++

@@ -69,8 +69,8 @@ func TestKeepaliveDeadlineCountsFromItsOwnArrival(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	s.serveQueue(stalledAt) // served with the poster's earlier reading of the clock
-	got := s.core.sessions.Get(id).Deadline
-	ttl := s.core.sessions.Get(id).TTL
+	got := s.core.st.Sessions.Get(id).Deadline
+	ttl := s.core.st.Sessions.Get(id).TTL
 	s.coreMu.Unlock()
 
 	if want := sentAt.Add(ttl); got.Before(want) {

@@ -1,0 +1,175 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/baton-dev/baton/internal/session"
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// Op names an operation in a command. Append only: a log written by one version is
+// applied by the next.
+type Op uint8
+
+const (
+	OpHello       Op = 1 // Node, Boot, Session (to resume), NewSession, TTL
+	OpAcquire     Op = 2 // Session, Seq, Token
+	OpRelease     Op = 3 // Session, Seq, Token, Fence, Rec, Requeue
+	OpCancel      Op = 4 // Session, Seq, Token
+	OpEndSession  Op = 5 // Session, Reason
+	OpDropWaiters Op = 6 // Session, Reason
+	OpRestart     Op = 7
+	OpUnblock     Op = 8
+)
+
+// Command is one operation as a replicated log carries it: with the time and the
+// ids its leader chose, so that applying it anywhere gives the same result. Only
+// the fields its Op names are meaningful.
+type Command struct {
+	Op         Op
+	Time       time.Time
+	Session    session.ID
+	NewSession session.ID
+	Seq        uint64
+	Token      string
+	Fence      uint64
+	Rec        wire.Record
+	Requeue    bool
+	TTL        time.Duration
+	Node       string
+	Boot       string
+	Reason     string
+}
+
+// commandVersion is the first byte of every encoded command.
+const commandVersion = 1
+
+// maxCommandString bounds a string in a command: names and reasons are short.
+const maxCommandString = 1 << 10
+
+// Append encodes c after b. Every field goes in, whatever the Op: a command is small,
+// and one layout for all keeps the decoder simple.
+func (c *Command) Append(b []byte) []byte {
+	b = append(b, commandVersion, byte(c.Op))
+	b = binary.AppendVarint(b, c.Time.UnixNano())
+	for _, v := range [...]uint64{uint64(c.Session), uint64(c.NewSession), c.Seq, c.Fence, c.Rec.Counter, c.Rec.Waits, uint64(c.TTL)} {
+		b = binary.AppendUvarint(b, v)
+	}
+	var flags byte
+	if c.Requeue {
+		flags |= 1
+	}
+	b = append(b, flags)
+	for _, s := range [...]string{c.Token, c.Node, c.Boot, c.Reason} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// ErrBadCommand is returned for bytes that are not a command this version reads.
+var ErrBadCommand = errors.New("fsm: bad command")
+
+// Decode reads a command encoded by Append.
+func (c *Command) Decode(b []byte) error {
+	d := decoder{b: b}
+	if v := d.byte(); v != commandVersion {
+		return fmt.Errorf("%w: version %d", ErrBadCommand, v)
+	}
+	c.Op = Op(d.byte())
+	c.Time = time.Unix(0, d.varint()).UTC()
+	u := [7]uint64{}
+	for i := range u {
+		u[i] = d.uvarint()
+	}
+	c.Session, c.NewSession, c.Seq, c.Fence = session.ID(u[0]), session.ID(u[1]), u[2], u[3]
+	c.Rec, c.TTL = wire.Record{Counter: u[4], Waits: u[5]}, time.Duration(u[6])
+	c.Requeue = d.byte()&1 != 0
+	c.Token, c.Node, c.Boot, c.Reason = d.string(), d.string(), d.string(), d.string()
+	if d.err != nil || len(d.b) != 0 {
+		return fmt.Errorf("%w: %d bytes, malformed", ErrBadCommand, len(b))
+	}
+	return nil
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = ErrBadCommand
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail()
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) string() string {
+	n := d.uvarint()
+	if n > maxCommandString || n > uint64(len(d.b)) {
+		d.fail()
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// Apply carries out a command: the one entry point of a replicated log. Its effects
+// are added as the operation's are.
+func (st *State[C]) Apply(c *Command) error {
+	switch c.Op {
+	case OpHello:
+		st.Hello(c.Node, c.Boot, c.Session, c.NewSession, c.TTL, c.Time)
+	case OpAcquire:
+		st.Acquire(c.Session, c.Seq, c.Token, c.Time)
+	case OpRelease:
+		st.Release(c.Session, c.Seq, c.Token, c.Fence, c.Rec, c.Requeue, c.Time)
+	case OpCancel:
+		st.Cancel(c.Session, c.Seq, c.Token, c.Time)
+	case OpEndSession:
+		st.EndSession(c.Session, c.Reason, c.Time)
+	case OpDropWaiters:
+		st.DropWaiters(c.Session, c.Reason, c.Time)
+	case OpRestart:
+		st.Restart()
+	case OpUnblock:
+		st.Unblock(c.Time)
+	default:
+		return fmt.Errorf("%w: op %d", ErrBadCommand, c.Op)
+	}
+	return nil
+}
