@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
-	"os"
 	"sort"
 	"sync"
 
@@ -77,26 +76,4 @@ func (h *history) readEvents(r io.Reader, name string, inst int, onLine func(eve
 			onLine(e)
 		}
 	}
-}
-
-// loadHistory reads a history file written by a run (for replaying the checker).
-func loadHistory(path string) ([]event.Event, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var ev []event.Event
-	dec := json.NewDecoder(f)
-	for {
-		var e event.Event
-		if err := dec.Decode(&e); err == io.EOF {
-			break
-		} else if err != nil {
-			return nil, err
-		}
-		ev = append(ev, e)
-	}
-	sort.SliceStable(ev, func(i, j int) bool { return ev[i].T < ev[j].T })
-	return ev, nil
 }
