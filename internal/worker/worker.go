@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,9 @@ type Config struct {
 	LocalGossip bool `ignored:"true"`
 	// Hooks let tests watch critical sections as they happen.
 	Hooks Hooks `ignored:"true"`
+	// DoctorGrace is how long the worker looks for its server before it warns of the
+	// likely cause; zero means 5s, which a healthy start stays well within.
+	DoctorGrace time.Duration `ignored:"true"`
 }
 
 // Hooks are called around each critical section, on the worker's goroutine.
@@ -114,6 +118,7 @@ type Status struct {
 	Session   string     `json:"session"`
 	Epoch     uint64     `json:"epoch"`
 	Server    string     `json:"server"`
+	Problem   string     `json:"problem,omitempty"` // why there is no session, once it has lasted a while
 	Done      uint64     `json:"critical_sections"`
 	Stale     uint64     `json:"stale_releases"`
 	Lost      uint64     `json:"leases_lost"`
@@ -136,9 +141,10 @@ type Worker struct {
 	mu     sync.Mutex // guards status
 	status Status
 
-	node   *cluster.Node
-	client atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
-	httpLn net.Listener
+	node    *cluster.Node
+	client  atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
+	httpLn  net.Listener
+	dialErr atomic.Pointer[error] // the client package's last failed connect; nil once connected
 }
 
 const recentKept = 64
@@ -202,8 +208,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = w.node.Close()
 	}()
 
+	dctx, stopDoctor := context.WithCancel(ctx)
+	doctorDone := make(chan struct{})
+	go func() {
+		defer close(doctorDone)
+		grace := w.cfg.DoctorGrace
+		if grace <= 0 {
+			grace = 5 * time.Second
+		}
+		w.doctor(dctx, grace)
+	}()
+	defer func() { stopDoctor(); <-doctorDone }()
+
+	clientLog := slog.New(&dialWatch{next: w.log.Handler(), report: func(err error) { w.dialErr.Store(&err) }})
 	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Node: w.cfg.nodeName(), BootID: w.bootID,
-		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: w.log})
+		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before the server was found
@@ -230,6 +249,50 @@ func (w *Worker) needJoin(n *cluster.Node) bool {
 	}
 	c := w.client.Load()
 	return c != nil && !c.Info().Connected
+}
+
+// doctor looks every half second at how the worker stands with its server and says
+// what is likely wrong once a problem has lasted grace (see type doctor).
+func (w *Worker) doctor(ctx context.Context, grace time.Duration) {
+	d := &doctor{log: w.log, grace: grace}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g := d.observe(now, diagnose(w.view()))
+			problem := ""
+			if g.cause != "" && now.Sub(d.since) >= grace {
+				problem = g.msg
+			}
+			w.update(func(s *Status) { s.Problem = problem })
+		}
+	}
+}
+
+// view gathers what diagnose reads.
+func (w *Worker) view() view {
+	v := view{seeds: strings.Join(w.cfg.Join, ",")}
+	if c := w.client.Load(); c != nil && c.Info().Connected {
+		w.dialErr.Store(nil)
+		v.connected = true
+		return v
+	}
+	if m, ok := w.node.Server(); ok {
+		v.serverAddr = m.TokenAddr()
+	}
+	for _, m := range w.node.Members() {
+		if m.State == cluster.StateAlive {
+			v.members++
+		}
+	}
+	v.joinErr = w.node.JoinErr()
+	if p := w.dialErr.Load(); p != nil {
+		v.dialErr = *p
+	}
+	return v
 }
 
 // HTTPAddr is the bound HTTP address.
