@@ -11,7 +11,7 @@ export BATON_GO_IMAGE ?= baton-go-builder:local
 export BATON_PROMETHEUS_IMAGE ?= baton-prometheus:local
 endif
 
-.PHONY: test lint unit fuzz e2e images build bench bench-short
+.PHONY: test lint unit fuzz e2e images build bench bench-short run
 
 test: lint unit fuzz bench-short e2e
 
@@ -45,6 +45,11 @@ images:
 ifeq ($(LOCAL_IMAGES),1)
 	deploy/images/build-local.sh
 endif
+
+# The deployment on this machine: Compose v2 found or built, public or local images,
+# the choice kept in .env for the compose commands that follow (README, "Run it").
+run:
+	deploy/run.sh
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/server ./server
