@@ -86,14 +86,69 @@ func (c *Config) Validate() error {
 // Logging returns BATON_LOG_LEVEL and BATON_LOG_FORMAT (cli.LogConfig).
 func (c *Config) Logging() (level, format string) { return c.LogLevel, c.LogFormat }
 
+// nodeName is BATON_NODE_NAME, else a name derived from this container's (see
+// containerName), else the hostname.
 func (c *Config) nodeName() string {
 	if c.NodeName != "" {
 		return c.NodeName
 	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "baton-client"
 	}
-	return "baton-client"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n := containerName(ctx, net.DefaultResolver, h); n != "" {
+		return n
+	}
+	return h
+}
+
+// resolver is what containerName asks: net.Resolver, or a fake in tests.
+type resolver interface {
+	LookupHost(ctx context.Context, host string) ([]string, error)
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// containerName names this node after its container, for people: Docker gives a
+// container its id as hostname, but its embedded DNS answers a reverse lookup of the
+// container's address with "<project>-client-3.<network>." (Compose v2) or
+// "<project>_client_3.<network>." (v1). The name kept is the service and replica,
+// "client-3"; any other reverse name is kept whole up to its first dot. "" when the
+// lookups fail or give nothing better than the hostname.
+func containerName(ctx context.Context, r resolver, hostname string) string {
+	addrs, err := r.LookupHost(ctx, hostname)
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if ip := net.ParseIP(a); ip == nil || ip.IsLoopback() {
+			continue
+		}
+		names, err := r.LookupAddr(ctx, a)
+		if err != nil || len(names) == 0 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(names[0], "."), ".")
+		parts := strings.FieldsFunc(name, func(r rune) bool { return r == '-' || r == '_' })
+		if n := len(parts); n >= 3 && isDigits(parts[n-1]) {
+			name = parts[n-2] + "-" + parts[n-1]
+		}
+		if name == "" || name == hostname {
+			return ""
+		}
+		return name
+	}
+	return ""
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Interval is one critical section as this worker saw it.
@@ -128,6 +183,7 @@ type Status struct {
 // Worker runs the loop. Create with New, run with Run.
 type Worker struct {
 	cfg    Config
+	name   string // this node's name: BATON_NODE_NAME or derived, once
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	key    []byte
@@ -157,7 +213,8 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error
 	key, _ := cluster.ParseKey(cfg.ClusterKey)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	w := &Worker{cfg: cfg, log: log, reg: reg, key: key, bootID: hex.EncodeToString(b[:]),
+	name := cfg.nodeName()
+	w := &Worker{cfg: cfg, name: name, log: log, reg: reg, key: key, bootID: hex.EncodeToString(b[:]),
 		acquire: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baton_client_acquire_seconds",
 			Help:    "Time from asking for the token to holding it.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
@@ -167,7 +224,7 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error
 			Help: "Leases that ended before their release: session expired, connection lost, revoked."}),
 		stale: prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_client_stale_releases_total",
 			Help: "Releases the server refused for a stale fence."}),
-		status: Status{Node: cfg.nodeName(), State: "joining", Token: cfg.Token, Recent: []Interval{}},
+		status: Status{Node: name, State: "joining", Token: cfg.Token, Recent: []Interval{}},
 	}
 	reg.MustRegister(w.acquire, w.sections, w.lost, w.stale,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
@@ -196,7 +253,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		<-httpDone
 	}()
 
-	w.node, err = cluster.Start(cluster.Config{Name: w.cfg.nodeName(), BindAddr: w.cfg.GossipBind, Port: w.cfg.GossipPort,
+	w.node, err = cluster.Start(cluster.Config{Name: w.name, BindAddr: w.cfg.GossipBind, Port: w.cfg.GossipPort,
 		Advertise: w.cfg.Advertise, Join: w.cfg.Join, Key: w.key, Label: w.cfg.ClusterLabel, Local: w.cfg.LocalGossip,
 		Logger: w.log, Meta: cluster.Meta{Role: cluster.RoleClient, BootID: w.bootID, HTTPPort: portOf(w.httpLn.Addr())},
 		NeedJoin: w.needJoin})
@@ -221,7 +278,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() { stopDoctor(); <-doctorDone }()
 
 	clientLog := slog.New(&dialWatch{next: w.log.Handler(), report: func(err error) { w.dialErr.Store(&err) }})
-	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Node: w.cfg.nodeName(), BootID: w.bootID,
+	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Node: w.name, BootID: w.bootID,
 		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
 	if err != nil {
 		if ctx.Err() != nil {
