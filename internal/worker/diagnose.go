@@ -105,12 +105,19 @@ func (d *doctor) observe(now time.Time, g diagnosis) diagnosis {
 	if now.Sub(d.since) >= d.grace && d.warned != g.cause {
 		attrs := []any{"cause", g.cause, "for", now.Sub(d.since).Round(time.Second)}
 		if g.err != nil {
-			attrs = append(attrs, "err", g.err.Error())
+			attrs = append(attrs, "err", oneLine(g.err))
 		}
 		d.log.Warn(g.msg, attrs...)
 		d.warned = g.cause
 	}
 	return d.cur
+}
+
+// oneLine is err's text on one line: memberlist's joins fail with a multierror
+// ("1 error occurred:\n\t* failed to join ...").
+func oneLine(err error) string {
+	s := strings.TrimPrefix(err.Error(), "1 error occurred:\n\t* ")
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n\t* ", "; ")), " ")
 }
 
 // dialWatch is the slog.Handler the worker gives the client package: it passes every

@@ -108,3 +108,14 @@ func TestDialWatch(t *testing.T) {
 		t.Fatalf("at DEBUG, want the line demoted with its attributes: %s", buf.String())
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	err := errors.New("1 error occurred:\n\t* failed to join 127.0.0.1:7946: EOF\n\n")
+	if got, want := oneLine(err), "failed to join 127.0.0.1:7946: EOF"; got != want {
+		t.Fatalf("oneLine = %q, want %q", got, want)
+	}
+	err = errors.New("2 errors occurred:\n\t* a\n\t* b\n\n")
+	if got, want := oneLine(err), "2 errors occurred:; a; b"; got != want {
+		t.Fatalf("oneLine = %q, want %q", got, want)
+	}
+}

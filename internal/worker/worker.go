@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -98,13 +99,13 @@ func (c *Config) nodeName() string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if n := containerName(ctx, net.DefaultResolver, h); n != "" {
+	if n := containerName(ctx, dnsResolver{}, h); n != "" {
 		return n
 	}
 	return h
 }
 
-// resolver is what containerName asks: net.Resolver, or a fake in tests.
+// resolver is what containerName asks: dnsResolver, or a fake in tests.
 type resolver interface {
 	LookupHost(ctx context.Context, host string) ([]string, error)
 	LookupAddr(ctx context.Context, addr string) ([]string, error)
@@ -140,6 +141,45 @@ func containerName(ctx context.Context, r resolver, hostname string) string {
 		return name
 	}
 	return ""
+}
+
+// dnsResolver finds addresses as the system does, but asks the DNS servers of
+// /etc/resolv.conf for reverse names directly: Go's resolver would answer from
+// /etc/hosts, where Docker writes the container's id.
+type dnsResolver struct{}
+
+func (dnsResolver) LookupHost(ctx context.Context, host string) ([]string, error) {
+	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+func (dnsResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, err
+	}
+	arpa, err := dns.ReverseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(arpa, dns.TypePTR)
+	c := &dns.Client{Timeout: time.Second}
+	for _, srv := range conf.Servers {
+		in, _, err := c.ExchangeContext(ctx, q, net.JoinHostPort(srv, conf.Port))
+		if err != nil || in.Rcode != dns.RcodeSuccess {
+			continue
+		}
+		var names []string
+		for _, rr := range in.Answer {
+			if ptr, ok := rr.(*dns.PTR); ok {
+				names = append(names, ptr.Ptr)
+			}
+		}
+		if len(names) > 0 {
+			return names, nil
+		}
+	}
+	return nil, errors.New("no PTR record for " + addr)
 }
 
 func isDigits(s string) bool {
