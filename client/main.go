@@ -19,12 +19,12 @@ const about = `baton client: a worker that contends for one token in a loop.
 
 Usage:
   client              run the worker
-  client healthcheck  exit 0 if this host's worker answers /healthz
+  client healthcheck  exit 0 if this host's worker is connected to a server (/readyz)
   client -h           this help`
 
 func main() {
 	var cfg worker.Config
-	logger, _ := cli.Start(about, &cfg)
+	logger, _ := cli.Start(about, "/readyz", &cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	w, err := worker.New(cfg, prometheus.NewRegistry(), logger)

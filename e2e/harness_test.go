@@ -234,6 +234,13 @@ func (d *deployment) containers(service string) []container {
 		if len(f) > 3 {
 			c.IP = f[2]
 		}
+		// A worker names itself after its container (client-3), not its hostname:
+		// ask it.
+		if service == "client" && c.IP != "" {
+			if st, err := d.workerStatus(c); err == nil && st.Node != "" {
+				c.Node = st.Node
+			}
+		}
 		out = append(out, c)
 	}
 	return out

@@ -30,7 +30,7 @@ func main() {
 		os.Exit(statusCommand(os.Args[2:]))
 	}
 	var cfg server.Config
-	logger, level := cli.Start(about, &cfg)
+	logger, level := cli.Start(about, "/healthz", &cfg)
 	if err := run(cfg, logger, level, nil); err != nil {
 		logger.Error("exit", "err", err)
 		os.Exit(1)

@@ -76,6 +76,9 @@ func printStatus(out io.Writer, st *server.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.State, m.Addr, grants, waits, h, sess)
 	}
 	tw.Flush()
+	if st.MembersForgotten > 0 {
+		fmt.Fprintf(out, "(%d more left or died over %s ago)\n", st.MembersForgotten, st.ForgetAfter)
+	}
 }
 
 func envOr(k, def string) string {

@@ -1,8 +1,10 @@
-// Package cli holds what both baton binaries do alike: read the environment, build
-// the logger, answer -h with the configuration table, probe their own health.
+// Package cli holds what both baton binaries do alike: read the environment and warn
+// about BATON_ variables they do not know, build the logger, answer -h with the
+// configuration table, probe their own health.
 package cli
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,14 +34,16 @@ type LogConfig interface {
 	Logging() (level, format string)
 }
 
-// Start does what both binaries do first: answer healthcheck and -h, read the
-// BATON_ environment into cfg (exit 2 when it is unusable), and build the logger
-// at a level a restart may change. Anything else on the command line is an error.
-func Start(about string, cfg LogConfig) (*slog.Logger, *slog.LevelVar) {
+// Start does what both binaries do first: answer healthcheck (by probing healthPath
+// on this host's BATON_HTTP_ADDR) and -h, read the BATON_ environment into cfg (exit 2
+// when it is unusable), build the logger at a level a restart may change, and warn
+// about every BATON_ variable cfg does not read. Anything else on the command line is
+// an error.
+func Start(about, healthPath string, cfg LogConfig) (*slog.Logger, *slog.LevelVar) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "healthcheck":
-			os.Exit(Healthcheck())
+			os.Exit(Healthcheck(healthPath))
 		case "-h", "-help", "--help", "help":
 			Usage(os.Stdout, about, cfg)
 			os.Exit(0)
@@ -58,7 +63,90 @@ func Start(about string, cfg LogConfig) (*slog.Logger, *slog.LevelVar) {
 		fmt.Fprintf(os.Stderr, "baton: BATON_LOG_LEVEL: %v\n", err)
 		os.Exit(2)
 	}
-	return Logger(os.Stderr, format, level), level
+	logger := Logger(os.Stderr, format, level)
+	WarnUnknown(logger, os.Environ(), Known(cfg))
+	return logger, level
+}
+
+// DeployVars are BATON_ variables that docker-compose.yml and the scripts read, not
+// the binaries; a shell that exports them for compose may run a binary too.
+var DeployVars = []string{"BATON_GO_IMAGE", "BATON_PROMETHEUS_IMAGE", "BATON_GRAFANA_IMAGE",
+	"BATON_IMAGE_PREFIX", "BATON_TAG", "BATON_SERVER_PORT", "BATON_GRAFANA_PORT",
+	"BATON_PROMETHEUS_PORT", "BATON_COMPOSE"}
+
+// Known lists the BATON_ variables spec reads, as envconfig names them.
+func Known(spec any) []string {
+	var b bytes.Buffer
+	if err := envconfig.Usagef("baton", spec, &b, "{{range .}}{{usage_key .}}\n{{end}}"); err != nil {
+		return nil
+	}
+	return strings.Fields(b.String())
+}
+
+// Unknown returns, sorted, the BATON_ variables in environ (KEY=value entries) that
+// are neither in known nor in DeployVars, each with the known name closest to it.
+func Unknown(environ, known []string) [][2]string {
+	ok := map[string]bool{}
+	for _, k := range append(append([]string(nil), known...), DeployVars...) {
+		ok[k] = true
+	}
+	var out [][2]string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "BATON_") || ok[k] {
+			continue
+		}
+		out = append(out, [2]string{k, Closest(k, known)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
+}
+
+// WarnUnknown logs a warning for every BATON_ variable in environ that this binary
+// does not read: a misspelt name would otherwise be ignored without a word.
+func WarnUnknown(log *slog.Logger, environ, known []string) {
+	for _, u := range Unknown(environ, known) {
+		log.Warn("unknown variable ignored: "+u[0]+"; did you mean "+u[1]+"?", "variable", u[0], "closest", u[1])
+	}
+}
+
+// Closest returns the name in names nearest to s by edit distance (insertions,
+// deletions, substitutions and swaps of neighbours, case ignored); the first of
+// equals wins. "" if names is empty.
+func Closest(s string, names []string) string {
+	best, bestD := "", -1
+	for _, n := range names {
+		if d := distance(strings.ToUpper(s), strings.ToUpper(n)); bestD < 0 || d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// distance is the optimal string alignment distance between a and b (bytes).
+func distance(a, b string) int {
+	// d[i][j]: distance between a[:i] and b[:j], three rows kept.
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }
 
 // Load reads the BATON_ environment into spec.
@@ -67,13 +155,22 @@ func Load(spec any) error {
 }
 
 // Logger builds the process logger: JSON (for containers) or text, at a level that a
-// restart may change.
+// restart may change. Durations read as people write them (5s, 200ms) in both.
 func Logger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: ReadableDurations}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// ReadableDurations is a slog ReplaceAttr that writes a time.Duration as its
+// String (5s) rather than as nanoseconds, which the JSON handler would.
+func ReadableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // LocalURL turns a listen address like ":8080" into a URL on this host.
@@ -112,13 +209,14 @@ func Get(ctx context.Context, url string) ([]byte, error) {
 }
 
 // Healthcheck is the images' HEALTHCHECK: no shell in a scratch image, so the binary
-// probes its own /healthz. It reads BATON_HTTP_ADDR like the binary does.
-func Healthcheck() int {
+// probes its own path (/healthz, or /readyz for a client, which is healthy only while
+// it has a server). It reads BATON_HTTP_ADDR like the binary does.
+func Healthcheck(path string) int {
 	addr := os.Getenv("BATON_HTTP_ADDR")
 	if addr == "" {
 		addr = ":8080"
 	}
-	if _, err := Get(context.Background(), LocalURL(addr, "/healthz")); err != nil {
+	if _, err := Get(context.Background(), LocalURL(addr, path)); err != nil {
 		fmt.Fprintln(os.Stderr, "unhealthy:", err)
 		return 1
 	}

@@ -102,9 +102,10 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex // guards meta, members
+	mu      sync.Mutex // guards meta, members, joinErr
 	meta    Meta
 	members map[string]*Member // everyone seen, dead and left kept a while for status
+	joinErr error              // the last join's error; nil after one succeeded
 
 	notify   chan struct{} // coalesced change signal for the OnChange goroutine
 	stop     chan struct{}
@@ -145,7 +146,7 @@ func Start(cfg Config) (*Node, error) {
 	mc.DeadNodeReclaimTime = time.Nanosecond
 	mc.Delegate = n
 	mc.Events = n
-	mc.Logger = log.New(&logWriter{log: n.log}, "", 0)
+	mc.Logger = log.New(&logWriter{log: n.log, every: time.Minute, seen: map[string]*repeat{}}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -182,7 +183,7 @@ func (n *Node) joiner() {
 			need = n.cfg.NeedJoin(n)
 		}
 		if len(n.cfg.Join) > 0 && need {
-			if _, err := n.ml.Join(n.cfg.Join); err != nil {
+			if _, err := n.Join(); err != nil {
 				n.log.Debug("join failed, will retry", "seeds", strings.Join(n.cfg.Join, ","), "err", err)
 			}
 		}
@@ -212,7 +213,63 @@ func (n *Node) changed() {
 }
 
 // Join contacts the seeds now and reports how many answered.
-func (n *Node) Join() (int, error) { return n.ml.Join(n.cfg.Join) }
+func (n *Node) Join() (int, error) {
+	k, err := n.ml.Join(n.cfg.Join)
+	n.mu.Lock()
+	n.joinErr = err
+	if k > 0 {
+		n.joinErr = nil
+	}
+	n.mu.Unlock()
+	return k, err
+}
+
+// JoinErr is the error of the last attempt to join the seeds, nil if it succeeded
+// or none was made. JoinCause says what it likely means.
+func (n *Node) JoinErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.joinErr
+}
+
+// Likely causes of a failed join, as JoinCause names them.
+const (
+	CauseKey         = "key"         // BATON_CLUSTER_KEY differs, or is set on one side only
+	CauseLabel       = "label"       // BATON_CLUSTER_LABEL differs: the seed drops the stream
+	CauseVersion     = "version"     // memberlist protocol versions do not overlap
+	CauseUnreachable = "unreachable" // the seeds do not resolve or do not answer
+	CauseOther       = "other"
+)
+
+// JoinCause reads a memberlist join error for its likely cause. memberlist reports a
+// key mismatch in words, but a label mismatch only as the seed closing the stream
+// (EOF): the seed logs "unacceptable label" on its side.
+func JoinCause(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	has := func(subs ...string) bool {
+		for _, s := range subs {
+			if strings.Contains(msg, s) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("encrypt", "decrypt", "no installed keys"):
+		return CauseKey
+	case has("label"), strings.HasSuffix(strings.TrimSpace(msg), "EOF"), has("connection reset"):
+		return CauseLabel
+	case has("protocol version", "incompatible"):
+		return CauseVersion
+	case has("connection refused", "no such host", "i/o timeout", "failed to resolve", "no route to host",
+		"network is unreachable", "server misbehaving"):
+		return CauseUnreachable
+	}
+	return CauseOther
+}
 
 // Members returns every node this node knows, itself included, sorted by nothing.
 func (n *Node) Members() []Member {
@@ -353,8 +410,37 @@ func decodeMeta(b []byte) (Meta, error) {
 	return m, err
 }
 
-// logWriter turns memberlist's log lines into slog records at a fitting level.
-type logWriter struct{ log *slog.Logger }
+// logWriter turns memberlist's log lines into slog records at a fitting level. A
+// line that repeats (a peer with the wrong key retries every second, forever) is
+// written once, then at most once every period with how often it came meanwhile;
+// lines that say what a misconfigured peer did carry the likely cause.
+type logWriter struct {
+	log   *slog.Logger
+	every time.Duration
+	now   func() time.Time // nil: time.Now (tests set it)
+
+	mu   sync.Mutex // guards seen
+	seen map[string]*repeat
+}
+
+type repeat struct {
+	last       time.Time // when it was last written
+	suppressed int       // how often it came since
+}
+
+// maxSeen bounds the kinds of line remembered; past it the oldest is forgotten.
+const maxSeen = 64
+
+// peerHints name, for memberlist's words about a peer it refused, what the peer
+// likely has wrong.
+var peerHints = []struct{ words, hint string }{
+	{"remote state is encrypted and encryption is not configured",
+		"a node with BATON_CLUSTER_KEY set tries to join this one, which has none"},
+	{"encryption is configured but remote state is not encrypted",
+		"a node without BATON_CLUSTER_KEY tries to join this one, which has a key"},
+	{"no installed keys could decrypt", "a node with a different BATON_CLUSTER_KEY tries to join"},
+	{"unacceptable label", "a node with a different BATON_CLUSTER_LABEL tries to join"},
+}
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
@@ -367,6 +453,78 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	case strings.Contains(line, "[INFO]"):
 		level = slog.LevelInfo
 	}
-	w.log.Log(context.Background(), level, line, "component", "memberlist")
+	ctx := context.Background()
+	if !w.log.Enabled(ctx, level) {
+		return len(p), nil
+	}
+	attrs := []any{"component", "memberlist"}
+	for _, h := range peerHints {
+		if strings.Contains(line, h.words) {
+			attrs = append(attrs, "likely_cause", h.hint)
+			break
+		}
+	}
+	if level >= slog.LevelWarn {
+		n, since, ok := w.admit(lineKind(line))
+		if !ok {
+			return len(p), nil
+		}
+		if n > 0 {
+			attrs = append(attrs, "repeated", n, "since", since.Round(time.Second))
+		}
+	}
+	w.log.Log(ctx, level, line, attrs...)
 	return len(p), nil
+}
+
+// admit says whether a line of this kind is written now, and how many were held
+// back since the last one written, and how long ago that was.
+func (w *logWriter) admit(kind string) (int, time.Duration, bool) {
+	now := time.Now()
+	if w.now != nil {
+		now = w.now()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.seen[kind]
+	if r == nil {
+		if len(w.seen) >= maxSeen {
+			var oldest string
+			for k, v := range w.seen {
+				if oldest == "" || v.last.Before(w.seen[oldest].last) {
+					oldest = k
+				}
+			}
+			delete(w.seen, oldest)
+		}
+		w.seen[kind] = &repeat{last: now}
+		return 0, 0, true
+	}
+	since := now.Sub(r.last)
+	if since < w.every {
+		r.suppressed++
+		return 0, 0, false
+	}
+	n := r.suppressed
+	r.last, r.suppressed = now, 0
+	return n, since, true
+}
+
+// lineKind is a memberlist line without what changes between repeats: addresses,
+// ports and numbers.
+func lineKind(line string) string {
+	var b strings.Builder
+	digits := false
+	for _, r := range line {
+		if r >= '0' && r <= '9' {
+			if !digits {
+				b.WriteByte('#')
+			}
+			digits = true
+			continue
+		}
+		digits = false
+		b.WriteRune(r)
+	}
+	return b.String()
 }

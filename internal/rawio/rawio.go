@@ -8,10 +8,10 @@
 // every 20 µs until the process went idle again, taking a CPU from the threads that
 // carry the token. A read or a write on a non-blocking socket never blocks (it
 // answers EAGAIN), which is the condition for a raw system call; the runtime's
-// poller still does the waiting, and read and write deadlines work as before. The
-// README's Performance section has the measurements (sysmon was a quarter of the
-// benchmark client's CPU). A raw call keeps its P while it runs, so it is meant for
-// what baton writes at once: frames of at most 16 KiB, a socket buffer's worth.
+// poller still does the waiting, and read and write deadlines work as before. A raw
+// call keeps its P while it runs, so it is meant for what baton writes at once:
+// frames of at most 16 KiB, a socket buffer's worth. docs/design.md places this among
+// the rules of the hot path; docs/performance.md has the measurements.
 package rawio
 
 import (

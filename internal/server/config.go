@@ -32,6 +32,7 @@ type Config struct {
 	MaxConns         int           `envconfig:"MAX_CONNS" default:"16384" desc:"most simultaneous token connections"`
 	HandshakeTimeout time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"5s" desc:"time a new connection has to say hello"`
 	MaxFrameRate     int           `envconfig:"MAX_FRAME_RATE" default:"50000" desc:"frames per second one connection may send before it is cut off"`
+	ForgetAfter      time.Duration `envconfig:"FORGET_AFTER" default:"5m" desc:"members that left or died this long ago are counted, not listed, in /status and the page; 0 lists them all"`
 
 	// LocalGossip uses loopback memberlist timings (tests).
 	LocalGossip bool `ignored:"true"`
@@ -41,7 +42,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{TokenAddr: ":7000", HTTPAddr: ":8080", GossipPort: 7946, GossipBind: "0.0.0.0",
 		SessionTTL: 5 * time.Second, ClusterLabel: "baton", LogLevel: "info", LogFormat: "json",
-		MaxTokens: 1024, MaxConns: 16384, HandshakeTimeout: 5 * time.Second, MaxFrameRate: 50000}
+		MaxTokens: 1024, MaxConns: 16384, HandshakeTimeout: 5 * time.Second, MaxFrameRate: 50000,
+		ForgetAfter: 5 * time.Minute}
 }
 
 // Validate checks c and names the variable at fault.
@@ -77,6 +79,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HandshakeTimeout <= 0 {
 		bad("BATON_HANDSHAKE_TIMEOUT must be > 0, got %s", c.HandshakeTimeout)
+	}
+	if c.ForgetAfter < 0 {
+		bad("BATON_FORGET_AFTER must be >= 0, got %s", c.ForgetAfter)
 	}
 	if c.MaxFrameRate < 1 {
 		bad("BATON_MAX_FRAME_RATE must be > 0, got %d", c.MaxFrameRate)

@@ -4,15 +4,19 @@ import "time"
 
 // Status is the server's GET /status document.
 type Status struct {
-	Node     string          `json:"node"`
-	Epoch    uint64          `json:"epoch"`
-	Started  time.Time       `json:"started"`
-	TTL      string          `json:"session_ttl"`
-	Tokens   []TokenStatus   `json:"tokens"`
-	Members  []MemberStatus  `json:"members"`
-	Sessions []SessionStatus `json:"sessions"`
-	Events   []Event         `json:"events"` // joins, leaves, sessions, reclaims, restarts; oldest first
-	Grants   []Event         `json:"grants"` // the latest grants, oldest first
+	Node    string         `json:"node"`
+	Epoch   uint64         `json:"epoch"`
+	Started time.Time      `json:"started"`
+	TTL     string         `json:"session_ttl"`
+	Tokens  []TokenStatus  `json:"tokens"`
+	Members []MemberStatus `json:"members"`
+	// MembersForgotten counts members that left or died more than ForgetAfter ago:
+	// left out of Members (BATON_FORGET_AFTER).
+	MembersForgotten int             `json:"members_forgotten"`
+	ForgetAfter      string          `json:"forget_after"`
+	Sessions         []SessionStatus `json:"sessions"`
+	Events           []Event         `json:"events"` // joins, leaves, sessions, reclaims, restarts; oldest first
+	Grants           []Event         `json:"grants"` // the latest grants, oldest first
 }
 
 // TokenStatus is one token in Status.
@@ -59,4 +63,22 @@ type Event struct {
 	Node   string    `json:"node,omitempty"`
 	Fence  uint64    `json:"fence,omitempty"`
 	Detail string    `json:"detail,omitempty"`
+}
+
+// forget leaves out of st.Members those that left or died more than after before
+// now, and counts them; after 0 keeps every member.
+func forget(st *Status, after time.Duration, now time.Time) {
+	st.ForgetAfter = after.String()
+	if after <= 0 {
+		return
+	}
+	kept := st.Members[:0]
+	for _, m := range st.Members {
+		if m.State != "alive" && !m.Since.IsZero() && now.Sub(m.Since) > after {
+			st.MembersForgotten++
+			continue
+		}
+		kept = append(kept, m)
+	}
+	st.Members = kept
 }

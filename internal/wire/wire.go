@@ -73,7 +73,7 @@ const (
 	// handoff as well. A refused release is answered at once with an Error of that seq,
 	// and then nothing is queued.
 	OpRequeue Op = 17 // C→S: seq, token, fence, record
-	opEnd        = 18
+	opEnd     Op = 18 // one past the last op
 )
 
 func (o Op) String() string {

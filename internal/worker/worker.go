@@ -15,10 +15,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -49,6 +51,9 @@ type Config struct {
 	LocalGossip bool `ignored:"true"`
 	// Hooks let tests watch critical sections as they happen.
 	Hooks Hooks `ignored:"true"`
+	// DoctorGrace is how long the worker looks for its server before it warns of the
+	// likely cause; zero means 5s, which a healthy start stays well within.
+	DoctorGrace time.Duration `ignored:"true"`
 }
 
 // Hooks are called around each critical section, on the worker's goroutine.
@@ -82,14 +87,108 @@ func (c *Config) Validate() error {
 // Logging returns BATON_LOG_LEVEL and BATON_LOG_FORMAT (cli.LogConfig).
 func (c *Config) Logging() (level, format string) { return c.LogLevel, c.LogFormat }
 
+// nodeName is BATON_NODE_NAME, else a name derived from this container's (see
+// containerName), else the hostname.
 func (c *Config) nodeName() string {
 	if c.NodeName != "" {
 		return c.NodeName
 	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "baton-client"
 	}
-	return "baton-client"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n := containerName(ctx, dnsResolver{}, h); n != "" {
+		return n
+	}
+	return h
+}
+
+// resolver is what containerName asks: dnsResolver, or a fake in tests.
+type resolver interface {
+	LookupHost(ctx context.Context, host string) ([]string, error)
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// containerName names this node after its container, for people: Docker gives a
+// container its id as hostname, but its embedded DNS answers a reverse lookup of the
+// container's address with "<project>-client-3.<network>." (Compose v2) or
+// "<project>_client_3.<network>." (v1). The name kept is the service and replica,
+// "client-3"; any other reverse name is kept whole up to its first dot. "" when the
+// lookups fail or give nothing better than the hostname.
+func containerName(ctx context.Context, r resolver, hostname string) string {
+	addrs, err := r.LookupHost(ctx, hostname)
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if ip := net.ParseIP(a); ip == nil || ip.IsLoopback() {
+			continue
+		}
+		names, err := r.LookupAddr(ctx, a)
+		if err != nil || len(names) == 0 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(names[0], "."), ".")
+		parts := strings.FieldsFunc(name, func(r rune) bool { return r == '-' || r == '_' })
+		if n := len(parts); n >= 3 && isDigits(parts[n-1]) {
+			name = parts[n-2] + "-" + parts[n-1]
+		}
+		if name == "" || name == hostname {
+			return ""
+		}
+		return name
+	}
+	return ""
+}
+
+// dnsResolver finds addresses as the system does, but asks the DNS servers of
+// /etc/resolv.conf for reverse names directly: Go's resolver would answer from
+// /etc/hosts, where Docker writes the container's id.
+type dnsResolver struct{}
+
+func (dnsResolver) LookupHost(ctx context.Context, host string) ([]string, error) {
+	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+func (dnsResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, err
+	}
+	arpa, err := dns.ReverseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(arpa, dns.TypePTR)
+	c := &dns.Client{Timeout: time.Second}
+	for _, srv := range conf.Servers {
+		in, _, err := c.ExchangeContext(ctx, q, net.JoinHostPort(srv, conf.Port))
+		if err != nil || in.Rcode != dns.RcodeSuccess {
+			continue
+		}
+		var names []string
+		for _, rr := range in.Answer {
+			if ptr, ok := rr.(*dns.PTR); ok {
+				names = append(names, ptr.Ptr)
+			}
+		}
+		if len(names) > 0 {
+			return names, nil
+		}
+	}
+	return nil, errors.New("no PTR record for " + addr)
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Interval is one critical section as this worker saw it.
@@ -116,6 +215,7 @@ type Status struct {
 	Session   string     `json:"session"`
 	Epoch     uint64     `json:"epoch"`
 	Server    string     `json:"server"`
+	Problem   string     `json:"problem,omitempty"` // why there is no session, once it has lasted a while
 	Done      uint64     `json:"critical_sections"`
 	Stale     uint64     `json:"stale_releases"`
 	Lost      uint64     `json:"leases_lost"`
@@ -125,6 +225,7 @@ type Status struct {
 // Worker runs the loop. Create with New, run with Run.
 type Worker struct {
 	cfg    Config
+	name   string // this node's name: BATON_NODE_NAME or derived, once
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	key    []byte
@@ -138,9 +239,10 @@ type Worker struct {
 	mu     sync.Mutex // guards status
 	status Status
 
-	node   *cluster.Node
-	client atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
-	httpLn net.Listener
+	node    *cluster.Node
+	client  atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
+	httpLn  net.Listener
+	dialErr atomic.Pointer[error] // the client package's last failed connect; nil once connected
 }
 
 const recentKept = 64
@@ -153,7 +255,8 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error
 	key, _ := cluster.ParseKey(cfg.ClusterKey)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	w := &Worker{cfg: cfg, log: log, reg: reg, key: key, bootID: hex.EncodeToString(b[:]),
+	name := cfg.nodeName()
+	w := &Worker{cfg: cfg, name: name, log: log, reg: reg, key: key, bootID: hex.EncodeToString(b[:]),
 		acquire: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baton_client_acquire_seconds",
 			Help:    "Time from asking for the token to holding it.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
@@ -163,7 +266,7 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error
 			Help: "Leases that ended before their release: session expired, connection lost, revoked."}),
 		stale: prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_client_stale_releases_total",
 			Help: "Releases the server refused for a stale fence."}),
-		status: Status{Node: cfg.nodeName(), State: "joining", Token: cfg.Token, Recent: []Interval{}},
+		status: Status{Node: name, State: "joining", Token: cfg.Token, Recent: []Interval{}},
 	}
 	reg.MustRegister(w.acquire, w.sections, w.lost, w.stale,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(),
@@ -192,7 +295,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		<-httpDone
 	}()
 
-	w.node, err = cluster.Start(cluster.Config{Name: w.cfg.nodeName(), BindAddr: w.cfg.GossipBind, Port: w.cfg.GossipPort,
+	w.node, err = cluster.Start(cluster.Config{Name: w.name, BindAddr: w.cfg.GossipBind, Port: w.cfg.GossipPort,
 		Advertise: w.cfg.Advertise, Join: w.cfg.Join, Key: w.key, Label: w.cfg.ClusterLabel, Local: w.cfg.LocalGossip,
 		Logger: w.log, Meta: cluster.Meta{Role: cluster.RoleClient, BootID: w.bootID, HTTPPort: portOf(w.httpLn.Addr())},
 		NeedJoin: w.needJoin})
@@ -204,8 +307,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = w.node.Close()
 	}()
 
-	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Node: w.cfg.nodeName(), BootID: w.bootID,
-		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: w.log})
+	dctx, stopDoctor := context.WithCancel(ctx)
+	doctorDone := make(chan struct{})
+	go func() {
+		defer close(doctorDone)
+		grace := w.cfg.DoctorGrace
+		if grace <= 0 {
+			grace = 5 * time.Second
+		}
+		w.doctor(dctx, grace)
+	}()
+	defer func() { stopDoctor(); <-doctorDone }()
+
+	clientLog := slog.New(&dialWatch{next: w.log.Handler(), report: func(err error) { w.dialErr.Store(&err) }})
+	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Node: w.name, BootID: w.bootID,
+		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before the server was found
@@ -232,6 +348,50 @@ func (w *Worker) needJoin(n *cluster.Node) bool {
 	}
 	c := w.client.Load()
 	return c != nil && !c.Info().Connected
+}
+
+// doctor looks every half second at how the worker stands with its server and says
+// what is likely wrong once a problem has lasted grace (see type doctor).
+func (w *Worker) doctor(ctx context.Context, grace time.Duration) {
+	d := &doctor{log: w.log, grace: grace}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g := d.observe(now, diagnose(w.view()))
+			problem := ""
+			if g.cause != "" && now.Sub(d.since) >= grace {
+				problem = g.msg
+			}
+			w.update(func(s *Status) { s.Problem = problem })
+		}
+	}
+}
+
+// view gathers what diagnose reads.
+func (w *Worker) view() view {
+	v := view{seeds: strings.Join(w.cfg.Join, ",")}
+	if c := w.client.Load(); c != nil && c.Info().Connected {
+		w.dialErr.Store(nil)
+		v.connected = true
+		return v
+	}
+	if m, ok := w.node.Server(); ok {
+		v.serverAddr = m.TokenAddr()
+	}
+	for _, m := range w.node.Members() {
+		if m.State == cluster.StateAlive {
+			v.members++
+		}
+	}
+	v.joinErr = w.node.JoinErr()
+	if p := w.dialErr.Load(); p != nil {
+		v.dialErr = *p
+	}
+	return v
 }
 
 // HTTPAddr is the bound HTTP address.

@@ -1,0 +1,101 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A join that fails says why: each misconfiguration a user can make between a
+// client and its seed, over real memberlist on loopback.
+func TestJoinCause(t *testing.T) {
+	k1 := []byte("0123456789abcdef")
+	k2 := []byte("fedcba9876543210")
+	for _, tc := range []struct {
+		name           string
+		seedKey, key   []byte
+		seedLab, label string
+		noSeed         bool
+		want           string
+	}{
+		{name: "same key and label", seedLab: "baton", label: "baton", want: ""},
+		{name: "key here, none on the seed", key: k1, seedLab: "baton", label: "baton", want: CauseKey},
+		{name: "key on the seed, none here", seedKey: k1, seedLab: "baton", label: "baton", want: CauseKey},
+		{name: "different keys", seedKey: k1, key: k2, seedLab: "baton", label: "baton", want: CauseKey},
+		{name: "different labels", seedLab: "a", label: "b", want: CauseLabel},
+		{name: "nobody at the seed", seedLab: "baton", label: "baton", noSeed: true, want: CauseUnreachable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seed, err := Start(Config{Name: "seed", BindAddr: "127.0.0.1", Key: tc.seedKey, Label: tc.seedLab,
+				Local: true, Meta: Meta{Role: RoleServer}, JoinPeriod: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer seed.Close()
+			addr := seed.Addr()
+			if tc.noSeed {
+				addr = "127.0.0.1:1"
+			}
+			n, err := Start(Config{Name: "node", BindAddr: "127.0.0.1", Key: tc.key, Label: tc.label, Local: true,
+				Meta: Meta{Role: RoleClient}, Join: []string{addr}, JoinPeriod: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			_, err = n.Join()
+			if got := JoinCause(err); got != tc.want {
+				t.Fatalf("JoinCause(%v) = %q, want %q", err, got, tc.want)
+			}
+			if !errors.Is(n.JoinErr(), err) {
+				t.Fatalf("JoinErr = %v, want the last join's %v", n.JoinErr(), err)
+			}
+		})
+	}
+}
+
+// A line memberlist repeats every second is written once, then once a period with
+// the count of what was held back; other lines are not held back by it.
+func TestLogWriterSummarisesRepeats(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1000, 0)
+	w := &logWriter{log: slog.New(slog.NewTextHandler(&buf, nil)), every: time.Minute,
+		now: func() time.Time { return now }, seen: map[string]*repeat{}}
+	refused := func(port int) {
+		line := "[ERR] memberlist: failed to receive: remote state is encrypted and encryption is not configured from=10.0.0.5:" +
+			string(rune('0'+port%10)) + "4544\n"
+		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 59 { // a minute of retries, one a second
+		refused(i)
+		now = now.Add(time.Second)
+	}
+	_, _ = w.Write([]byte("[WARN] memberlist: Was able to connect to server but other probes failed\n"))
+	now = now.Add(time.Second)
+	refused(60) // a minute after the first: written, with the count
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want 3 lines (first, the other kind, summary), got %d:\n%s", len(lines), buf.String())
+	}
+	if !strings.Contains(lines[0], "likely_cause=\"a node with BATON_CLUSTER_KEY set") {
+		t.Errorf("first line lacks the likely cause: %s", lines[0])
+	}
+	if !strings.Contains(lines[1], "other probes failed") {
+		t.Errorf("second line = %s, want the other kind", lines[1])
+	}
+	if !strings.Contains(lines[2], "repeated=58") || !strings.Contains(lines[2], "since=1m0s") {
+		t.Errorf("summary line = %s, want repeated=58 since=1m0s", lines[2])
+	}
+}
+
+func TestLineKind(t *testing.T) {
+	a := lineKind("[ERR] memberlist: failed to receive: EOF from=172.18.0.5:41234")
+	b := lineKind("[ERR] memberlist: failed to receive: EOF from=172.18.0.12:5")
+	if a != b {
+		t.Fatalf("%q != %q: addresses must not make kinds", a, b)
+	}
+}

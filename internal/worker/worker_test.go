@@ -1,0 +1,125 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/baton-dev/baton/internal/cli"
+	"github.com/baton-dev/baton/internal/server"
+	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/baton-dev/baton/internal/worker"
+)
+
+// logBuf collects a worker's log lines (JSON, as in a container) and passes them to t.Log.
+type logBuf struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+	t   testing.TB
+}
+
+func (b *logBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.t.Log(strings.TrimSpace(string(p)))
+	return b.buf.Write(p)
+}
+
+func (b *logBuf) lines(sub string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func runWorker(t *testing.T, cfg worker.Config) (*worker.Worker, *logBuf) {
+	t.Helper()
+	logs := &logBuf{t: t}
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelDebug)
+	w, err := worker.New(cfg, prometheus.NewRegistry(), cli.Logger(logs, "json", level))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("worker did not stop")
+		}
+		logs.mu.Lock()
+		logs.t = nopT{}
+		logs.mu.Unlock()
+	})
+	return w, logs
+}
+
+type nopT struct{ testing.TB }
+
+func (nopT) Log(...any) {}
+
+// A healthy start logs no warning: the worker finds its server and works.
+func TestHealthyStartLogsNoWarning(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	cfg := testutil.WorkerConfig(srv, "w0")
+	cfg.LogFormat = "json"
+	w, logs := runWorker(t, cfg)
+	testutil.Eventually(t, 10*time.Second, "three critical sections", func() bool { return w.Status().Done >= 3 })
+	if warns := logs.lines(`"level":"WARN"`); len(warns) > 0 {
+		t.Fatalf("healthy start logged warnings:\n%s", strings.Join(warns, "\n"))
+	}
+	if p := w.Status().Problem; p != "" {
+		t.Fatalf("status problem %q while working", p)
+	}
+}
+
+// A client whose cluster key differs from the server's says so, at WARN, once; its
+// /status names the problem; and nothing is logged at WARN for each retry.
+func TestWrongClusterKeyExplainsItself(t *testing.T) {
+	srv := testutil.StartServer(t, func(c *server.Config) { c.ClusterKey = "MDEyMzQ1Njc4OWFiY2RlZg==" })
+	cfg := testutil.WorkerConfig(srv, "w0")
+	cfg.ClusterKey = "ZmVkY2JhOTg3NjU0MzIxMA=="
+	cfg.LogFormat = "json"
+	cfg.DoctorGrace = 500 * time.Millisecond
+	w, logs := runWorker(t, cfg)
+	testutil.Eventually(t, 10*time.Second, "the status to name the key", func() bool {
+		return strings.Contains(w.Status().Problem, "BATON_CLUSTER_KEY")
+	})
+	// Wait for the joiner to retry twice more (every second): still one warning.
+	n := len(logs.lines("join failed"))
+	testutil.Eventually(t, 10*time.Second, "two more joins", func() bool { return len(logs.lines("join failed")) >= n+2 })
+	warns := logs.lines(`"level":"WARN"`)
+	if len(warns) != 1 || !strings.Contains(warns[0], "BATON_CLUSTER_KEY") || !strings.Contains(warns[0], `"cause":"join:key"`) {
+		t.Fatalf("want one WARN naming BATON_CLUSTER_KEY, got:\n%s", strings.Join(warns, "\n"))
+	}
+}
+
+// A label that differs from the server's is named too.
+func TestWrongClusterLabelExplainsItself(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	cfg := testutil.WorkerConfig(srv, "w0")
+	cfg.ClusterLabel = "other"
+	cfg.DoctorGrace = 500 * time.Millisecond
+	w, _ := runWorker(t, cfg)
+	testutil.Eventually(t, 10*time.Second, "the status to name the label", func() bool {
+		return strings.Contains(w.Status().Problem, "BATON_CLUSTER_LABEL")
+	})
+}
