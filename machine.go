@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/baton-dev/baton/internal/wire"
@@ -170,7 +172,10 @@ func (m *machine) welcome(w *wire.Frame, sentAt time.Time, server string) {
 	if !resumed {
 		// Leases of the old session are gone; they end before the new session's
 		// deadline is set, which they could otherwise read as theirs (Lease.Err).
+		// The new session is trusted from its own hello on: never by the old one's
+		// deadline, which a longer TTL may have put later than the server's.
 		m.loseLeases(ErrSessionExpired)
+		m.deadline = time.Time{}
 	}
 	m.session, m.epoch = w.Session, w.Epoch
 	m.ttl = time.Duration(w.TTLms) * time.Millisecond
@@ -188,7 +193,13 @@ func (m *machine) welcome(w *wire.Frame, sentAt time.Time, server string) {
 // extend moves the trust deadline to sentAt + TTL less the drift margin: sentAt is
 // when a message the server answered left this process, so the server saw it later
 // and will expire the session later still.
+//
+// A deadline the clock has passed is acted on first (expireHolds): a keepalive's
+// answer read late must not revive leases that Lease.Err has already reported ended.
 func (m *machine) extend(sentAt time.Time) {
+	if !m.deadline.IsZero() && !m.clock().Before(m.deadline) {
+		m.expireHolds()
+	}
 	margin := time.Duration(float64(m.ttl) * m.c.cfg.DriftBound)
 	d := sentAt.Add(m.ttl - margin)
 	if d.After(m.deadline) {
@@ -258,8 +269,8 @@ func (m *machine) reconcile(w *wire.Frame, resumed bool) {
 			m.send(&wire.Frame{Op: wire.OpCancel, Seq: q.Seq, Token: q.Token})
 		}
 	}
-	for seq, r := range m.releases {
-		m.sendRelease(seq, r)
+	for _, seq := range slices.Sorted(maps.Keys(m.releases)) { // in the order they were made
+		m.sendRelease(seq, m.releases[seq])
 	}
 	for seq, op := range m.ops {
 		if op.phase == reqUnsent {
@@ -318,7 +329,7 @@ func (m *machine) deliver(op *acquireOp, fence uint64, rec wire.Record) {
 	op.phase = reqHolding
 	op.res <- acquireResult{lease: op.lease}
 	if !m.clock().Before(m.deadline) {
-		m.finish(op, ErrSessionExpired)
+		m.giveBack(op) // granted too late to be trusted: the server has it back at once
 	}
 }
 
@@ -404,12 +415,12 @@ func (m *machine) serverError(f *wire.Frame) {
 		m.resolveRelease(f.Seq, r, err)
 		return
 	}
-	if op := m.ops[f.Seq]; op != nil && op.lease == nil {
-		op.res <- acquireResult{err: err}
-		m.finish(op, err)
-		return
-	}
 	if f.Code == wire.CodeSessionExpired {
+		// Whatever frame it answers, the session is over: an acquire it refused goes
+		// out again on the next session rather than fail its caller.
+		if op := m.ops[f.Seq]; op != nil && op.phase == reqWaiting {
+			op.phase = reqUnsent
+		}
 		// Our session ended at the server (we were frozen or cut off): leases are gone;
 		// the next connection opens a new session.
 		m.c.log.Warn("session expired at the server", "session", fmt.Sprintf("%x", m.session))
@@ -424,6 +435,11 @@ func (m *machine) serverError(f *wire.Frame) {
 				r.phase = relSentLate
 			}
 		}
+		return
+	}
+	if op := m.ops[f.Seq]; op != nil && op.lease == nil {
+		op.res <- acquireResult{err: err}
+		m.finish(op, err)
 		return
 	}
 	m.c.log.Warn("server error", "code", f.Code.String(), "text", f.Text)
@@ -493,16 +509,28 @@ func (m *machine) checkTrust() {
 		m.fx.trust = true // fired early: again at the deadline
 		return
 	}
-	for seq, op := range m.ops {
+	m.expireHolds()
+}
+
+// expireHolds ends every lease, the session's trust having run out by the clock,
+// and gives the tokens back if the server can still hear us.
+func (m *machine) expireHolds() {
+	for _, op := range m.ops {
 		if op.phase == reqHolding {
 			m.c.log.Warn("lease expired by the local clock", "token", op.token, "fence", op.lease.Fence)
-			m.finish(op, ErrSessionExpired) // before the cancel that lets the server pass it on
-			if m.connected {
-				op.lease.cancelledOn = m.connGen
-			}
-			m.send(&wire.Frame{Op: wire.OpCancel, Seq: seq, Token: op.token})
+			m.giveBack(op)
 		}
 	}
+}
+
+// giveBack ends a held request's lease as no longer trusted (ErrSessionExpired) and
+// cancels the hold, so that the server passes the token on at once.
+func (m *machine) giveBack(op *acquireOp) {
+	m.finish(op, ErrSessionExpired) // before the cancel that lets the server pass it on
+	if m.connected {
+		op.lease.cancelledOn = m.connGen
+	}
+	m.send(&wire.Frame{Op: wire.OpCancel, Seq: op.seq, Token: op.token})
 }
 
 // request handles a caller's request.

@@ -76,7 +76,7 @@ func (r *rig) hold(token string, fence uint64) (*acquireOp, *Lease) {
 	op := r.acquire(token)
 	r.expectSent(wire.OpAcquire)
 	r.m.frame(&wire.Frame{Op: wire.OpGrant, Seq: op.seq, Token: token, Fence: fence})
-	res := <-op.res
+	res := answered(r.t, op.res)
 	if res.err != nil || res.lease == nil || res.lease.Fence != fence {
 		r.t.Fatalf("grant: %+v, want a lease at fence %d", res, fence)
 	}
@@ -94,6 +94,12 @@ func (r *rig) requeue(l *Lease, counter uint64) *acquireOp {
 	next.requeued = releaseReq{releaseOp: releaseOp{lease: l, rec: Record{Counter: counter}}}
 	r.m.request(requeueOp{next: next})
 	return next
+}
+
+// connectTTL is connect with another TTL.
+func (r *rig) connectTTL(id uint64, resumed bool, ttl time.Duration) {
+	r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: id, TTLms: uint64(ttl / time.Millisecond), Epoch: 1,
+		Resumed: resumed}, r.now, "server")
 }
 
 func answered[T any](t *testing.T, ch chan T) T {
@@ -268,6 +274,54 @@ func TestMachineInterleavings(t *testing.T) {
 			r.m.frame(&wire.Frame{Op: wire.OpError, Seq: f.Seq, Code: wire.CodeNotHeld, Text: "lease lost"})
 			if err := answered(t, res); !errors.Is(err, ErrLeaseLost) {
 				t.Fatalf("release: %v, want ErrLeaseLost", err)
+			}
+		}},
+		{"a new session with a shorter TTL is trusted by its own, not the old one's", func(t *testing.T, r *rig) {
+			r.connectTTL(7, false, 10*time.Second)
+			r.m.lost(lost)
+			r.connectTTL(8, false, rigTTL) // the server restarted with a shorter TTL
+			if want := r.now.Add(rigTTL); r.m.deadline.After(want) {
+				t.Fatalf("new session trusted until +%s, past its server's +%s", r.m.deadline.Sub(r.now), rigTTL)
+			}
+		}},
+		{"a keepalive answer read after the deadline does not revive an expired hold", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			op, l := r.hold("x", 5)
+			r.m.keepalive()
+			ka := r.expectSent(wire.OpKeepalive)[0]
+			r.now = r.now.Add(2 * rigTTL) // frozen; Lease.Err has said ErrSessionExpired
+			r.m.frame(&wire.Frame{Op: wire.OpKeepaliveAck, Seq: ka.Seq, Epoch: 1})
+			if !errors.Is(l.ended(), ErrSessionExpired) {
+				t.Fatalf("lease after the late answer: %v, want ErrSessionExpired", l.ended())
+			}
+			if f := r.expectSent(wire.OpCancel)[0]; f.Seq != op.seq {
+				t.Fatalf("cancel of seq %d, want the hold's %d", f.Seq, op.seq)
+			}
+			if op.slot != nil || len(r.m.ops) != 0 {
+				t.Fatal("the expired request still holds its place")
+			}
+		}},
+		{"a grant that arrives past the deadline is given back at once", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			op := r.acquire("x")
+			r.expectSent(wire.OpAcquire)
+			r.now = r.now.Add(2 * rigTTL)
+			r.m.frame(&wire.Frame{Op: wire.OpGrant, Seq: op.seq, Token: "x", Fence: 5})
+			if res := answered(t, op.res); !errors.Is(res.lease.ended(), ErrSessionExpired) {
+				t.Fatalf("late grant: %+v, want a lease already ended", res)
+			}
+			r.expectSent(wire.OpCancel)
+		}},
+		{"an acquire answered 'session expired' goes out again on the next session", func(t *testing.T, r *rig) {
+			r.connect(7, false, nil, nil)
+			op := r.acquire("x")
+			r.expectSent(wire.OpAcquire)
+			r.m.frame(&wire.Frame{Op: wire.OpError, Seq: op.seq, Code: wire.CodeSessionExpired, Text: "session expired"})
+			unanswered(t, op.res)
+			r.m.lost(io.EOF)
+			r.connect(8, false, nil, nil)
+			if f := r.expectSent(wire.OpAcquire)[0]; f.Seq != op.seq {
+				t.Fatalf("acquire sent again as seq %d, want %d", f.Seq, op.seq)
 			}
 		}},
 	}

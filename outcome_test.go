@@ -105,6 +105,9 @@ func TestServerCrashWithRequeueQueuedIsNotReportedStale(t *testing.T) {
 	b := testutil.DialRaw(t, s1.TokenAddr(), "b")
 	b.Acquire("counter")
 	waitQueue(t, s1, 1)
+	// From here nothing of s1 reaches a: the requeue's deferred answer could
+	// otherwise ride on a keepalive's before the crash.
+	p1.PartitionReplies()
 	requeued := make(chan error, 1)
 	go func() {
 		_, err := la.Requeue(ctx, baton.Record{Counter: la.Record.Counter + 1})

@@ -349,8 +349,12 @@ func scenarioDisconnect(d *deployment, _ time.Time) {
 		return false
 	})
 	d.t.Logf("the cut-off holder's release (fence %d): %s", fence, outcome)
-	if outcome == "released" {
+	switch outcome {
+	case "stale", "lost", "unknown": // refused (counted by the server), or its answer lost with the session
+	case "released":
 		d.errorf("the cut-off holder's release of fence %d reported applied, though its session expired first", fence)
+	default:
+		d.errorf("the cut-off holder's release of fence %d: outcome %q, want stale, lost or unknown", fence, outcome)
 	}
 	if tk := d.token(); tk.Counter != tk.Releases {
 		d.errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)

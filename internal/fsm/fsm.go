@@ -235,7 +235,7 @@ func (st *State[C]) releasedBefore(s *session.Session[C], seq uint64, name strin
 		// A requeue's acquire is queued under its release's seq, and only once the
 		// release was applied: its place in line is the proof.
 		was = fence
-	case forgotten:
+	case forgotten && !st.holds(s.ID, name, fence):
 		st.refused(s.ID, seq, name, fence, wire.CodeOutcomeUnknown, "outcome_unknown")
 		return true
 	default:
@@ -248,6 +248,13 @@ func (st *State[C]) releasedBefore(s *session.Session[C], seq uint64, name strin
 		st.Acquire(s.ID, seq, name, now) // the requeue's place in line was given up since
 	}
 	return true
+}
+
+// holds reports that session id holds token name at fence: then no release of that
+// lease has been applied (fences only grow), whatever the memory has forgotten.
+func (st *State[C]) holds(id session.ID, name string, fence uint64) bool {
+	t := st.Tokens.Get(name)
+	return t != nil && t.Holder == id && t.Fence == fence
 }
 
 // releaseAfterEnd refuses a release from a session that has ended: stale if the

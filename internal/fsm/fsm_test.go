@@ -88,6 +88,16 @@ func TestOperationsAndTheirEffects(t *testing.T) {
 			step{func(st *State[struct{}]) { st.Release(2, 21, "x", 2, wire.Record{Counter: 9}, false, t0) }, "refused s2 seq21 f2: lease_lost"},
 			step{func(st *State[struct{}]) { st.Release(2, 22, "nope", 1, wire.Record{}, false, t0) }, "refused s2 seq22 f1: not_held"},
 		)},
+		{"a forgotten seq whose lease is still held was never applied: judged as new", append(two[:4:4],
+			step{func(st *State[struct{}]) {
+				for i := range uint64(20) { // 20 later releases push seq 5 out of the memory
+					st.Acquire(1, 100+2*i, "y", t0)
+					st.Release(1, 101+2*i, "y", i+1, wire.Record{}, false, t0)
+				}
+				st.Reset()
+				st.Release(1, 5, "x", 1, wire.Record{Counter: 3}, false, t0)
+			}, "released s1 seq5 x f1 requeue=false\ngranted s2 seq20 x f2 rec3"},
+		)},
 		{"a node back with another boot id loses its old session", append(two[:4:4],
 			step{func(st *State[struct{}]) { st.Hello("a", "a-boot-2", 1, 3, ttl, t0) },
 				"reclaimed s1 x f1 reboot revoke=true\ngranted s2 seq20 x f2 rec0\nended s1 reboot\nopened s3 a"},

@@ -12,16 +12,17 @@ import (
 // Proxy forwards TCP connections to a target and can cut them off without closing
 // them, the way a network partition looks to both ends: bytes stop, no FIN, no RST.
 type Proxy struct {
-	ln      net.Listener
-	target  string
-	cut     atomic.Bool // both directions
-	cutBack atomic.Bool // from the target back to the client only
-	mu      sync.Mutex  // guards conns, clients, linger
-	conns   []net.Conn
-	clients []net.Conn            // the client side of each connection
-	linger  map[net.Conn]struct{} // target sides left open by Sever until Close
-	wg      sync.WaitGroup
-	stopped chan struct{}
+	ln        net.Listener
+	target    string
+	cut       atomic.Bool // both directions
+	cutBack   atomic.Bool // from the target back to the client only
+	mu        sync.Mutex  // guards conns, clients, linger
+	conns     []net.Conn
+	clients   []net.Conn            // the client side of each connection
+	linger    map[net.Conn]struct{} // target sides left open by Sever until Close
+	wg        sync.WaitGroup
+	stopped   chan struct{}
+	closeOnce sync.Once
 }
 
 // StartProxy listens on loopback and forwards to target until the test ends.
@@ -50,13 +51,12 @@ func (p *Proxy) PartitionReplies() { p.cutBack.Store(true) }
 // Heal lets bytes flow again.
 func (p *Proxy) Heal() { p.cut.Store(false); p.cutBack.Store(false) }
 
-// Close ends the proxy and every connection through it.
+// Close ends the proxy and every connection through it. Idempotent.
 func (p *Proxy) Close() {
-	select {
-	case <-p.stopped:
-		return
-	default:
-	}
+	p.closeOnce.Do(p.close)
+}
+
+func (p *Proxy) close() {
 	close(p.stopped)
 	p.ln.Close()
 	p.mu.Lock()
