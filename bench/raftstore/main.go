@@ -57,7 +57,18 @@ func main() {
 	stores := flag.String("stores", "boltdb,boltdb-nofreelistsync,wal", "log stores for the single-node runs")
 	clusterStores := flag.String("cluster-stores", "boltdb,wal", "log stores for the three-node runs (empty skips)")
 	skipFsync := flag.Bool("skip-fsync", false, "skip the raw fsync runs")
+	failovers := flag.Int("failover", 0, "instead of the runs: this many leader-loss trials on three internal/replica nodes with its DefaultConfig timeouts")
 	flag.Parse()
+	if *failovers > 0 {
+		if err := os.MkdirAll(*dir, 0o755); err != nil {
+			fail(err)
+		}
+		defer os.RemoveAll(*dir)
+		if err := runFailover(*dir, *failovers); err != nil {
+			fail(err)
+		}
+		return
+	}
 
 	o := options{dir: *dir, duration: *duration, warmup: *warmup}
 	var err error
