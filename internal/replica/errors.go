@@ -20,8 +20,8 @@ var (
 	// but this node cannot tell whether it commits: leadership was lost while it was
 	// in flight, the node was closed, or the context ended while waiting. It may
 	// still be applied by a later leader; only a retry that the state machine
-	// recognises (a request id) is safe.
-	ErrUnknownOutcome = errors.New("replica: outcome unknown")
+	// recognises (a request id) is safe. Such an error never matches ErrNotLeader.
+	ErrUnknownOutcome = errors.New("replica: apply: outcome unknown")
 
 	// ErrClosed is returned by every method after Close.
 	ErrClosed = errors.New("replica: node closed")
@@ -34,23 +34,24 @@ var (
 // NotLeaderError is the ErrNotLeader that names the leader as this node knows it.
 // Both fields are empty while no leader is known (an election is under way).
 type NotLeaderError struct {
+	Op         string // what was refused: apply, barrier, ...
 	LeaderID   string
 	LeaderAddr string // the leader's raft address (Config.Advertise)
 }
 
 func (e *NotLeaderError) Error() string {
 	if e.LeaderID == "" && e.LeaderAddr == "" {
-		return "replica: not the leader; no leader known"
+		return fmt.Sprintf("replica: %s: not the leader; no leader known", e.Op)
 	}
-	return fmt.Sprintf("replica: not the leader; leader is %s at %s", e.LeaderID, e.LeaderAddr)
+	return fmt.Sprintf("replica: %s: not the leader; leader is %s at %s", e.Op, e.LeaderID, e.LeaderAddr)
 }
 
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
-// notLeader names the current leader as this node sees it.
-func (n *Node) notLeader() error {
+// notLeader refuses op, naming the current leader as this node sees it.
+func (n *Node) notLeader(op string) error {
 	addr, id := n.raft.LeaderWithID()
-	return &NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)}
+	return &NotLeaderError{Op: op, LeaderID: string(id), LeaderAddr: string(addr)}
 }
 
 // opErr turns an error of a raft future that carried no command (Barrier,
@@ -61,11 +62,9 @@ func (n *Node) opErr(op string, err error) error {
 		return nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return fmt.Errorf("replica: %s: %w", op, n.notLeader())
+		return n.notLeader(op)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("replica: %s: %w", op, ErrClosed)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("replica: %s: %w", op, err)
 	}
 	return fmt.Errorf("replica: %s: %w", op, err)
 }
@@ -76,16 +75,18 @@ func (n *Node) applyErr(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		// Refused before it was appended to the log.
-		return fmt.Errorf("replica: apply: %w", n.notLeader())
+		return n.notLeader("apply")
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		// Never handed to the leader loop.
 		return fmt.Errorf("replica: apply not started: %w", context.DeadlineExceeded)
 	case errors.Is(err, raft.ErrLeadershipLost):
-		return fmt.Errorf("replica: apply: %w: %w", ErrUnknownOutcome, n.notLeader())
+		// %v, not %w: this error must not match ErrNotLeader, whose callers take
+		// it to mean "not applied".
+		return fmt.Errorf("%w: leadership lost while committing (%v)", ErrUnknownOutcome, n.notLeader("apply"))
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return fmt.Errorf("replica: apply: %w: %w", ErrUnknownOutcome, ErrClosed)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("replica: apply: %w: %w", ErrUnknownOutcome, err)
+		return fmt.Errorf("%w: %w", ErrUnknownOutcome, ErrClosed)
 	}
-	return fmt.Errorf("replica: apply: %w: %w", ErrUnknownOutcome, err)
+	// The context ended while waiting (its error is wrapped), or raft failed in a
+	// way that says nothing of the entry's fate.
+	return fmt.Errorf("%w: %w", ErrUnknownOutcome, err)
 }

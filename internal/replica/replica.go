@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -80,6 +81,11 @@ type Config struct {
 	TrailingLogs      uint64
 	// SnapshotRetain is how many snapshots are kept in Dir.
 	SnapshotRetain int
+
+	// Dial, when set, makes the transport's outbound connections in place of a TCP
+	// dial: every raft connection between two servers is dialed by one of them, so
+	// a test that owns every node's Dial can cut a node off. Nil dials TCP.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 
 	// Logger receives raft's logs as well as this package's; nil discards them.
 	Logger *slog.Logger
@@ -255,7 +261,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.trans, err = openTransport(cfg.BindAddr, cfg.Advertise, n.hlog.Named("net"))
+	n.trans, err = openTransport(cfg.BindAddr, cfg.Advertise, cfg.Dial, n.hlog.Named("net"))
 	if err != nil {
 		n.stores.close()
 		return nil, err
@@ -383,11 +389,17 @@ func (n *Node) TransferLeadership(ctx context.Context) error {
 // close. Safe to call more than once; later calls return the first one's error.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		err := n.raft.Shutdown().Error()
+		// The transport closes as soon as raft is told to stop, not after its
+		// goroutines end: from then on peers' RPCs to this node fail at once
+		// instead of waiting, until their timeout, for a raft loop that has gone.
+		// The stores close last, when nothing writes to them.
+		f := n.raft.Shutdown()
+		terr := n.trans.Close()
+		err := errors.Join(f.Error(), terr)
 		close(n.closing)
 		n.wg.Wait()
 		n.raft.DeregisterObserver(n.observer)
-		n.closeErr = errors.Join(err, n.trans.Close(), n.stores.close())
+		n.closeErr = errors.Join(err, n.stores.close())
 		n.log.Info("raft node closed")
 	})
 	return n.closeErr

@@ -27,19 +27,24 @@ const (
 	catchUpBound  = 10 * time.Second // a follower's state machine reaches the leader's
 )
 
-// listSM is the toy state machine: an append-only list of commands. Each answer
-// is the list's new length, so answers are positions; deterministic by
-// construction. It records the indexes it saw and how often it was restored.
+// listSM is the toy state machine: an append-only list of distinct commands. The
+// answer to a command is its position in the list (from 1); a command already in
+// the list is not appended again and gets its first position, so a retry after an
+// unknown outcome is safe, as baton's request ids will make it. Deterministic by
+// construction. It records the last index it saw and how often it was restored.
 type listSM struct {
 	mu       sync.Mutex // guards everything below
 	items    []string
-	last     uint64 // index of the last entry applied
+	pos      map[string]int // command -> position in items, from 1
+	last     uint64         // index of the last entry applied
 	restores int
 	changed  chan struct{} // closed and replaced at every change
 	t        testing.TB
 }
 
-func newListSM(t testing.TB) *listSM { return &listSM{changed: make(chan struct{}), t: t} }
+func newListSM(t testing.TB) *listSM {
+	return &listSM{pos: map[string]int{}, changed: make(chan struct{}), t: t}
+}
 
 func (s *listSM) Apply(entries []replica.Entry) []any {
 	s.mu.Lock()
@@ -50,7 +55,13 @@ func (s *listSM) Apply(entries []replica.Entry) []any {
 			s.t.Errorf("entry index %d after %d: indexes must increase", e.Index, s.last)
 		}
 		s.last = e.Index
-		s.items = append(s.items, string(e.Cmd))
+		cmd := string(e.Cmd)
+		if p, dup := s.pos[cmd]; dup {
+			out[i] = p
+			continue
+		}
+		s.items = append(s.items, cmd)
+		s.pos[cmd] = len(s.items)
 		out[i] = len(s.items)
 	}
 	s.signal()
@@ -77,6 +88,10 @@ func (s *listSM) Restore(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.items, s.last = snap.Items, snap.Last
+	s.pos = make(map[string]int, len(s.items))
+	for i, cmd := range s.items {
+		s.pos[cmd] = i + 1
+	}
 	s.restores++
 	s.signal()
 	return nil
@@ -144,11 +159,13 @@ func testLogger(t testing.TB) *slog.Logger {
 // testConfig is a node on loopback with short timeouts.
 func testConfig(t testing.TB, dir string) replica.Config {
 	return replica.Config{
-		Dir:                dir,
-		BindAddr:           "127.0.0.1:0",
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond,
+		Dir:      dir,
+		BindAddr: "127.0.0.1:0",
+		// Short, but not so short that a leader on a loaded two-core machine under
+		// -race misses its lease (seen at 150 ms) and the tests chase elections.
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 400 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 		Logger:             testLogger(t),
 	}
@@ -161,13 +178,16 @@ type cluster struct {
 	nodes   []*replica.Node // nil when closed
 	sms     []*listSM
 	leaders []atomic.Int64 // LeaderChange hook calls, per node
+	net     *netsim
+	off     []bool // cut off by the test: left out of waitLeader and checkSame
 }
 
 // newCluster opens n nodes with no state and bootstraps them as one cluster the way
 // discovery would: each learns the others' addresses, then all call Bootstrap.
 func newCluster(t testing.TB, n int, durable bool) *cluster {
 	t.Helper()
-	c := &cluster{t: t, cfgs: make([]replica.Config, n), nodes: make([]*replica.Node, n), sms: make([]*listSM, n), leaders: make([]atomic.Int64, n)}
+	c := &cluster{t: t, cfgs: make([]replica.Config, n), nodes: make([]*replica.Node, n), sms: make([]*listSM, n),
+		leaders: make([]atomic.Int64, n), net: newNetsim(), off: make([]bool, n)}
 	t.Cleanup(c.closeAll)
 	for i := range n {
 		dir := ""
@@ -176,7 +196,9 @@ func newCluster(t testing.TB, n int, durable bool) *cluster {
 		}
 		c.cfgs[i] = testConfig(t, dir)
 		c.cfgs[i].ID = fmt.Sprintf("n%d", i)
+		c.cfgs[i].Dial = c.net.dialer(c.cfgs[i].ID)
 		c.open(i)
+		c.net.name(c.nodes[i].Addr(), c.nodes[i].ID())
 		// Restarts come back on the same address, as a server with a fixed port.
 		c.cfgs[i].BindAddr = c.nodes[i].Addr()
 	}
@@ -233,8 +255,8 @@ func (c *cluster) waitLeader(within time.Duration) int {
 			agreed   = true
 			views    []string
 		)
-		for _, nd := range c.nodes {
-			if nd == nil {
+		for i, nd := range c.nodes {
+			if nd == nil || c.off[i] {
 				continue
 			}
 			l, ch := nd.Leadership()
@@ -250,6 +272,9 @@ func (c *cluster) waitLeader(within time.Duration) int {
 			}
 		}
 		leader := slices.IndexFunc(c.nodes, func(nd *replica.Node) bool { return nd != nil && nd.ID() == leaderID })
+		if leader >= 0 && c.off[leader] {
+			agreed = false
+		}
 		if agreed && leader >= 0 && c.nodes[leader].IsLeader() {
 			return leader
 		}
@@ -262,25 +287,36 @@ func (c *cluster) waitLeader(within time.Duration) int {
 	}
 }
 
-// apply applies cmd on the leader, following the leadership if it moved before the
-// command was taken; an outcome that cannot be known fails the test.
+// apply applies cmd on the leader and returns its position, following the
+// leadership when it moves and retrying an unknown outcome (listSM answers a retry
+// with the first position). On the test goroutine only.
 func (c *cluster) apply(cmd string) int {
 	c.t.Helper()
-	for range 5 {
-		i := c.waitLeader(electionBound)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		res, err := c.nodes[i].Apply(ctx, []byte(cmd))
-		cancel()
-		if errors.Is(err, replica.ErrNotLeader) {
-			continue
+	i := c.waitLeader(electionBound)
+	for range 10 {
+		pos, err := c.tryApply(i, cmd)
+		if err == nil {
+			return pos
 		}
-		if err != nil {
+		if !errors.Is(err, replica.ErrNotLeader) && !errors.Is(err, replica.ErrUnknownOutcome) {
 			c.t.Fatalf("apply %q on %s: %v", cmd, c.nodes[i].ID(), err)
 		}
-		return res.(int)
+		c.t.Logf("apply %q on %s: %v; retrying", cmd, c.nodes[i].ID(), err)
+		i = c.waitLeader(electionBound)
 	}
 	c.t.Fatalf("apply %q: leadership kept moving", cmd)
 	return 0
+}
+
+// tryApply applies cmd on node i once.
+func (c *cluster) tryApply(i int, cmd string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := c.nodes[i].Apply(ctx, []byte(cmd))
+	if err != nil {
+		return 0, err
+	}
+	return res.(int), nil
 }
 
 // checkSame waits until every open node's list has want's length and then checks
@@ -288,7 +324,7 @@ func (c *cluster) apply(cmd string) int {
 func (c *cluster) checkSame(want []string) {
 	c.t.Helper()
 	for i, nd := range c.nodes {
-		if nd == nil {
+		if nd == nil || c.off[i] {
 			continue
 		}
 		c.sms[i].waitLen(c.t, len(want), catchUpBound, nd.ID())
@@ -296,6 +332,92 @@ func (c *cluster) checkSame(want []string) {
 			c.t.Fatalf("%s: state machine differs from the expected log:\n got  %q\n want %q", nd.ID(), got, want)
 		}
 	}
+}
+
+// cut cuts node i off from the others; heal lets it back.
+func (c *cluster) cut(i int) {
+	c.off[i] = true
+	c.net.cut(c.nodes[i].ID(), true)
+}
+
+func (c *cluster) heal(i int) {
+	c.net.cut(c.nodes[i].ID(), false)
+	c.off[i] = false
+}
+
+// netsim carries a cluster's raft connections, every one dialed through
+// dialer(from), and can cut a node off: its connections are closed and dials to or
+// from it refused until it is healed, as when a host's link goes down and its peers
+// get resets. (A silent partition, bytes held without a reset, is the other kind;
+// raft's leader lease and heartbeat timeouts do not depend on which.)
+type netsim struct {
+	mu    sync.Mutex        // guards the maps
+	ids   map[string]string // address -> node id
+	off   map[string]bool   // node id -> cut off
+	conns map[*simConn][2]string
+}
+
+func newNetsim() *netsim {
+	return &netsim{ids: map[string]string{}, off: map[string]bool{}, conns: map[*simConn][2]string{}}
+}
+
+func (n *netsim) name(addr, id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ids[addr] = id
+}
+
+func (n *netsim) dialer(from string) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		n.mu.Lock()
+		to := n.ids[addr]
+		blocked := n.off[from] || n.off[to]
+		n.mu.Unlock()
+		if blocked {
+			return nil, fmt.Errorf("netsim: %s to %s is cut", from, to)
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.off[from] || n.off[to] { // cut while dialing
+			c.Close()
+			return nil, fmt.Errorf("netsim: %s to %s is cut", from, to)
+		}
+		sc := &simConn{Conn: c, n: n}
+		n.conns[sc] = [2]string{from, to}
+		return sc, nil
+	}
+}
+
+func (n *netsim) cut(id string, off bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.off[id] = off
+	if !off {
+		return
+	}
+	for c, ends := range n.conns {
+		if ends[0] == id || ends[1] == id {
+			c.Conn.Close()
+			delete(n.conns, c)
+		}
+	}
+}
+
+type simConn struct {
+	net.Conn
+	n *netsim
+}
+
+func (c *simConn) Close() error {
+	c.n.mu.Lock()
+	delete(c.n.conns, c)
+	c.n.mu.Unlock()
+	return c.Conn.Close()
 }
 
 func cmds(prefix string, n int) []string {
@@ -338,37 +460,44 @@ func TestClusterElectsOneLeader(t *testing.T) {
 func TestAppliesReplicatedInOrder(t *testing.T) {
 	c := newCluster(t, 3, false)
 	li := c.waitLeader(electionBound)
-	leader := c.nodes[li]
 
 	// Eight concurrent proposers, so that commands share batches; every answer is
-	// a distinct position in the log.
+	// a distinct position in the log. A proposer whose command met a leadership
+	// change retries it on the leader (listSM makes the retry safe); finding the
+	// leader again is left to the test goroutine, so a proposer only gives up.
 	const workers, each = 8, 25
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		answers = map[int]string{}
+		retry   []string
 	)
 	for w := range workers {
 		wg.Go(func() {
 			for i := range each {
 				cmd := fmt.Sprintf("w%d-%d", w, i)
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				res, err := leader.Apply(ctx, []byte(cmd))
-				cancel()
-				if err != nil {
-					t.Errorf("apply %s: %v", cmd, err)
-					return
-				}
+				pos, err := c.tryApply(li, cmd)
 				mu.Lock()
-				if prev, dup := answers[res.(int)]; dup {
-					t.Errorf("%s and %s both answered position %d", prev, cmd, res)
+				if err != nil {
+					t.Logf("apply %s: %v; retried later", cmd, err)
+					retry = append(retry, cmd)
+				} else if prev, dup := answers[pos]; dup {
+					t.Errorf("%s and %s both answered position %d", prev, cmd, pos)
+				} else {
+					answers[pos] = cmd
 				}
-				answers[res.(int)] = cmd
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
+	for _, cmd := range retry {
+		pos := c.apply(cmd)
+		if prev, dup := answers[pos]; dup {
+			t.Errorf("%s and %s both answered position %d", prev, cmd, pos)
+		}
+		answers[pos] = cmd
+	}
 	if t.Failed() {
 		return
 	}
@@ -737,4 +866,62 @@ func TestMembershipChanges(t *testing.T) {
 	}
 	c.apply("after-remove")
 	c.checkSame(append(want, "after-remove"))
+}
+
+func TestLeaderCutOff(t *testing.T) {
+	c := newCluster(t, 3, false)
+	want := cmds("before", 5)
+	for _, cmd := range want {
+		c.apply(cmd)
+	}
+	old := c.waitLeader(electionBound)
+	oldNode := c.nodes[old]
+	c.cut(old)
+
+	// A leader that cannot reach a quorum never reports a command committed.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := oldNode.Apply(ctx, []byte("lost"))
+	if err == nil {
+		t.Fatalf("%s, cut off from its peers, answered an Apply as committed", oldNode.ID())
+	}
+	if errors.Is(err, replica.ErrUnknownOutcome) == errors.Is(err, replica.ErrNotLeader) {
+		t.Fatalf("apply on the cut-off leader: err = %v, want one of ErrUnknownOutcome and ErrNotLeader", err)
+	}
+	t.Logf("apply on the cut-off leader: %v", err)
+
+	// It steps down on its own (leader lease), and cannot prove leadership.
+	deadline := time.After(electionBound)
+	for {
+		l, changed := oldNode.Leadership()
+		if !l.IsLeader && !oldNode.IsLeader() {
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%s still leads %s after being cut off", oldNode.ID(), electionBound)
+		}
+	}
+	if err := oldNode.VerifyLeader(ctx); !errors.Is(err, replica.ErrNotLeader) {
+		t.Errorf("VerifyLeader on the cut-off node: err = %v, want ErrNotLeader", err)
+	}
+
+	// The other two elect a leader and go on.
+	nl := c.waitLeader(electionBound)
+	if nl == old {
+		t.Fatalf("the cut-off node %s is the leader the others agree on", oldNode.ID())
+	}
+	after := cmds("after", 5)
+	for _, cmd := range after {
+		c.apply(cmd)
+	}
+	c.checkSame(append(slices.Clone(want), after...))
+
+	// Healed, the old leader follows, and its uncommitted "lost" is gone.
+	c.heal(old)
+	c.checkSame(append(want, after...))
+	if l := c.waitLeader(electionBound); c.nodes[l].ID() == "" {
+		t.Fatal("no leader after healing")
+	}
 }

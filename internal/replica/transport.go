@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -17,9 +18,15 @@ import (
 type tcpStream struct {
 	net.Listener
 	advertise advertiseAddr
+	dial      func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
 }
 
 func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.dial != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return s.dial(ctx, string(addr))
+	}
 	d := net.Dialer{Timeout: timeout}
 	return d.Dial("tcp", string(addr))
 }
@@ -32,17 +39,24 @@ type advertiseAddr string
 func (a advertiseAddr) Network() string { return "tcp" }
 func (a advertiseAddr) String() string  { return string(a) }
 
-// Transport settings: a small pool of connections per peer, and how long one RPC
-// may take before raft gives up on it (an InstallSnapshot streams, and is bounded
-// separately by raft).
+// Transport settings: a small pool of connections per peer; how long one RPC may
+// take before raft gives up on it (an InstallSnapshot streams, and is bounded
+// separately by raft); and one AppendEntries in flight per follower, which turns
+// pipelining off. hashicorp/raft v1.8.0's pipeline can wedge: when a follower
+// answers Success=false, the sending side parks on a channel nobody drains, the
+// follower gets heartbeats but no more entries, and Raft.Shutdown waits forever
+// (raft issue 612; seen here as a Close that hung in a test). raft's own notes on
+// MaxRPCsInFlight say pipelining brings little once applies are batched;
+// docs/raft-store.md has the three-node figures with and without it.
 const (
-	transportPool    = 3
-	transportTimeout = 10 * time.Second
+	transportPool     = 3
+	transportTimeout  = 10 * time.Second
+	transportInFlight = 1
 )
 
 // openTransport listens on bind and returns raft's network transport over it,
 // advertising advertise, or the listener's own address when that is empty.
-func openTransport(bind, advertise string, logger hclog.Logger) (*raft.NetworkTransport, error) {
+func openTransport(bind, advertise string, dial func(context.Context, string) (net.Conn, error), logger hclog.Logger) (*raft.NetworkTransport, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("replica: listen on %s: %w", bind, err)
@@ -61,11 +75,12 @@ func openTransport(bind, advertise string, logger hclog.Logger) (*raft.NetworkTr
 		ln.Close()
 		return nil, fmt.Errorf("replica: Advertise %q has a bad port", advertise)
 	}
-	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise)}
+	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise), dial: dial}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  stream,
-		MaxPool: transportPool,
-		Timeout: transportTimeout,
-		Logger:  logger,
+		Stream:          stream,
+		MaxPool:         transportPool,
+		Timeout:         transportTimeout,
+		MaxRPCsInFlight: transportInFlight,
+		Logger:          logger,
 	}), nil
 }
