@@ -46,6 +46,7 @@ type options struct {
 	warmup   time.Duration
 	conc     []int
 	mae      []int
+	inFlight int
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	stores := flag.String("stores", "boltdb,boltdb-nofreelistsync,wal", "log stores for the single-node runs")
 	clusterStores := flag.String("cluster-stores", "boltdb,wal", "log stores for the three-node runs (empty skips)")
 	skipFsync := flag.Bool("skip-fsync", false, "skip the raw fsync runs")
+	inFlight := flag.Int("max-inflight", 2, "NetworkTransportConfig.MaxRPCsInFlight: 1 turns AppendEntries pipelining off (raft's default is 2)")
 	failovers := flag.Int("failover", 0, "instead of the runs: this many leader-loss trials on three internal/replica nodes with its DefaultConfig timeouts")
 	flag.Parse()
 	if *failovers > 0 {
@@ -70,7 +72,7 @@ func main() {
 		return
 	}
 
-	o := options{dir: *dir, duration: *duration, warmup: *warmup}
+	o := options{dir: *dir, duration: *duration, warmup: *warmup, inFlight: *inFlight}
 	var err error
 	if o.conc, err = ints(*concFlag); err != nil {
 		fail(err)
@@ -214,7 +216,7 @@ type node struct {
 }
 
 // openNode makes one raft node with its store in dir and a TCP transport on loopback.
-func openNode(dir, store, id string, mae int, logger hclog.Logger) (*node, error) {
+func openNode(dir, store, id string, mae, inFlight int, logger hclog.Logger) (*node, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -251,7 +253,9 @@ func openNode(dir, store, id string, mae int, logger hclog.Logger) (*node, error
 	if err != nil {
 		return nil, err
 	}
-	trans, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", nil, 3, 5*time.Second, logger)
+	trans, err := raft.NewTCPTransportWithConfig("127.0.0.1:0", nil, &raft.NetworkTransportConfig{
+		MaxPool: 3, Timeout: 5 * time.Second, MaxRPCsInFlight: inFlight, Logger: logger,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +301,7 @@ func runRaft(o options, store string, size, conc, mae int) (result, error) {
 	var servers []raft.Server
 	for i := range size {
 		id := "n" + strconv.Itoa(i)
-		n, err := openNode(filepath.Join(base, id), store, id, mae, logger)
+		n, err := openNode(filepath.Join(base, id), store, id, mae, o.inFlight, logger)
 		if err != nil {
 			return result{}, err
 		}
@@ -372,7 +376,7 @@ func runRaft(o options, store string, size, conc, mae int) (result, error) {
 	p50, p99 := percentiles(lat)
 	name := fmt.Sprintf("single %s mae=%d", store, mae)
 	if size > 1 {
-		name = fmt.Sprintf("cluster3 tcp %s mae=%d", store, mae)
+		name = fmt.Sprintf("cluster3 tcp %s mae=%d inflight=%d", store, mae, o.inFlight)
 	}
 	r := result{name: name, conc: conc, ops: float64(len(lat)) / o.duration.Seconds(), p50: p50, p99: p99}
 	if b1 > b0 {
