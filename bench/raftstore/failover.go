@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -55,6 +56,10 @@ func (nopSM) Snapshot() (io.WriterTo, error) { return strings.NewReader(""), nil
 func (nopSM) Restore(io.Reader) error        { return nil }
 
 func failoverOnce(dir string) (elect, commit time.Duration, err error) {
+	if err := os.RemoveAll(dir); err != nil { // a failed run's leftovers
+		return 0, 0, err
+	}
+	defer os.RemoveAll(dir)
 	var nodes []*replica.Node
 	defer func() {
 		for _, n := range nodes {
@@ -81,20 +86,11 @@ func failoverOnce(dir string) (elect, commit time.Duration, err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := nodes[0].WaitLeader(ctx)
+	leader, err := applyOnLeader(ctx, nodes, "x")
+	for err == nil && !leader.IsLeader() { // it lost the leadership since: pick again
+		leader, err = applyOnLeader(ctx, nodes, "x")
+	}
 	if err != nil {
-		return 0, 0, err
-	}
-	var leader *replica.Node
-	for _, n := range nodes {
-		if n.ID() == l.LeaderID {
-			leader = n
-		}
-	}
-	if leader == nil {
-		return 0, 0, errors.New("leader not found")
-	}
-	if _, err := leader.Apply(ctx, []byte("x")); err != nil {
 		return 0, 0, err
 	}
 	var rest []*replica.Node
@@ -118,17 +114,31 @@ func failoverOnce(dir string) (elect, commit time.Duration, err error) {
 		}
 	}
 	elect = time.Since(start)
+	if _, err := applyOnLeader(ctx, rest, "y"); err != nil {
+		return 0, 0, err
+	}
+	return elect, time.Since(start), nil
+}
+
+// applyOnLeader applies cmd on whichever of nodes leads, following the leadership
+// while it moves, and returns the node that committed it.
+func applyOnLeader(ctx context.Context, nodes []*replica.Node, cmd string) (*replica.Node, error) {
 	for {
-		for _, n := range rest {
-			if _, err := n.Apply(ctx, []byte("y")); err == nil {
-				return elect, time.Since(start), nil
-			} else if !errors.Is(err, replica.ErrNotLeader) {
-				return 0, 0, err
+		for _, n := range nodes {
+			if !n.IsLeader() {
+				continue
+			}
+			_, err := n.Apply(ctx, []byte(cmd))
+			if err == nil {
+				return n, nil
+			}
+			if !errors.Is(err, replica.ErrNotLeader) && !errors.Is(err, replica.ErrUnknownOutcome) {
+				return nil, err
 			}
 		}
-		if ctx.Err() != nil {
-			return 0, 0, ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
-		time.Sleep(time.Millisecond) // between tries while the election settles
+		time.Sleep(time.Millisecond) // between polls while an election settles
 	}
 }
