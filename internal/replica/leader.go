@@ -16,8 +16,9 @@ type Leadership struct {
 }
 
 // IsLeader reports whether this node is the leader at this instant, by its own
-// belief: a deposed leader that has not noticed yet still says true for up to
-// LeaderLeaseTimeout. VerifyLeader proves it.
+// belief: a leader cut off from its quorum still says true until its lease check
+// notices, about LeaderLeaseTimeout after its last contact with a quorum (and
+// longer if its process was paused). VerifyLeader proves it.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
 // Leader returns the leader's id and address as this node knows them; both are
