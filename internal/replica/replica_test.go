@@ -178,6 +178,7 @@ type cluster struct {
 	nodes   []*replica.Node // nil when closed
 	sms     []*listSM
 	leaders []atomic.Int64 // LeaderChange hook calls, per node
+	batch   []atomic.Int64 // largest batch the Applied hook saw, per node
 	net     *netsim
 	off     []bool // cut off by the test: left out of waitLeader and checkSame
 }
@@ -187,7 +188,7 @@ type cluster struct {
 func newCluster(t testing.TB, n int, durable bool) *cluster {
 	t.Helper()
 	c := &cluster{t: t, cfgs: make([]replica.Config, n), nodes: make([]*replica.Node, n), sms: make([]*listSM, n),
-		leaders: make([]atomic.Int64, n), net: newNetsim(), off: make([]bool, n)}
+		leaders: make([]atomic.Int64, n), batch: make([]atomic.Int64, n), net: newNetsim(), off: make([]bool, n)}
 	t.Cleanup(c.closeAll)
 	for i := range n {
 		dir := ""
@@ -219,6 +220,14 @@ func (c *cluster) open(i int) {
 	c.t.Helper()
 	cfg := c.cfgs[i]
 	cfg.Hooks.LeaderChange = func(replica.Leadership) { c.leaders[i].Add(1) }
+	cfg.Hooks.Applied = func(n int) {
+		for {
+			old := c.batch[i].Load()
+			if int64(n) <= old || c.batch[i].CompareAndSwap(old, int64(n)) {
+				return
+			}
+		}
+	}
 	c.sms[i] = newListSM(c.t)
 	nd, err := replica.Open(cfg, c.sms[i])
 	if err != nil {
@@ -506,6 +515,11 @@ func TestAppliesReplicatedInOrder(t *testing.T) {
 		want[pos-1] = cmd
 	}
 	c.checkSame(want) // all three, in the order the answers gave
+	// Eight proposers at once share log writes: the state machine saw batches.
+	if b := c.batch[li].Load(); b < 2 {
+		t.Errorf("largest batch applied on the leader: %d commands, want several from 8 concurrent proposers", b)
+	}
+	t.Logf("largest batch applied on the leader: %d commands", c.batch[li].Load())
 }
 
 func TestApplyOnFollowerNamesLeader(t *testing.T) {
