@@ -1,0 +1,86 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// tcpStream is raft's TCP stream layer with an advertised address that may be a host
+// name. raft.NewTCPTransport insists on an IP address to advertise; a container's IP
+// changes when it is recreated while its name (and its raft id, in its volume) stays,
+// so baton advertises "server-1:7001" and every dial resolves it afresh.
+type tcpStream struct {
+	net.Listener
+	advertise advertiseAddr
+	dial      func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
+}
+
+func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.dial != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return s.dial(ctx, string(addr))
+	}
+	d := net.Dialer{Timeout: timeout}
+	return d.Dial("tcp", string(addr))
+}
+
+func (s *tcpStream) Addr() net.Addr { return s.advertise }
+
+// advertiseAddr is a host:port that peers dial.
+type advertiseAddr string
+
+func (a advertiseAddr) Network() string { return "tcp" }
+func (a advertiseAddr) String() string  { return string(a) }
+
+// Transport settings: a small pool of connections per peer; how long one RPC may
+// take before raft gives up on it (an InstallSnapshot streams, and is bounded
+// separately by raft); and one AppendEntries in flight per follower, which turns
+// pipelining off. hashicorp/raft v1.8.0's pipeline can wedge: when a follower
+// answers Success=false, the sending side parks on a channel nobody drains, the
+// follower gets heartbeats but no more entries, and Raft.Shutdown waits forever
+// (raft issue 612; seen here as a Close that hung in a test). raft's own notes on
+// MaxRPCsInFlight say pipelining brings little once applies are batched;
+// docs/raft-store.md has the three-node figures with and without it.
+const (
+	transportPool     = 3
+	transportTimeout  = 10 * time.Second
+	transportInFlight = 1
+)
+
+// openTransport listens on bind and returns raft's network transport over it,
+// advertising advertise, or the listener's own address when that is empty.
+func openTransport(bind, advertise string, dial func(context.Context, string) (net.Conn, error), logger hclog.Logger) (*raft.NetworkTransport, error) {
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, fmt.Errorf("replica: listen on %s: %w", bind, err)
+	}
+	if advertise == "" {
+		tcp := ln.Addr().(*net.TCPAddr)
+		if tcp.IP == nil || tcp.IP.IsUnspecified() {
+			ln.Close()
+			return nil, fmt.Errorf("replica: bind address %s is not one peers can dial; set Advertise", ln.Addr())
+		}
+		advertise = tcp.String()
+	} else if host, port, err := net.SplitHostPort(advertise); err != nil || host == "" {
+		ln.Close()
+		return nil, fmt.Errorf("replica: Advertise %q must be host:port", advertise)
+	} else if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		ln.Close()
+		return nil, fmt.Errorf("replica: Advertise %q has a bad port", advertise)
+	}
+	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise), dial: dial}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:          stream,
+		MaxPool:         transportPool,
+		Timeout:         transportTimeout,
+		MaxRPCsInFlight: transportInFlight,
+		Logger:          logger,
+	}), nil
+}
