@@ -39,7 +39,6 @@ type Snapshot struct {
 // Store reads and writes snapshots in one directory.
 type Store struct {
 	dir string
-	buf []byte
 }
 
 // Open prepares dir (creating it) and returns a Store on it.
