@@ -47,7 +47,7 @@ type options struct {
 func main() {
 	serve := flag.String("serve", "", "internal: run this system's server and print its address")
 	hold := flag.String("hold", "", "internal: hold the token at this baton address until killed")
-	systemsFlag := flag.String("systems", "floor,baton,etcd,redis", "systems to measure")
+	systemsFlag := flag.String("systems", "floor,baton,baton-durable,etcd,redis", "systems to measure")
 	clientsFlag := flag.String("clients", "1,8,64,512", "sessions on one token, per shape")
 	tokens := flag.Int("tokens", 1000, "tokens for the many-tokens shape, 4 sessions each (0 skips)")
 	idle := flag.Int("idle", 10000, "idle baton sessions for the memory shape (0 skips)")

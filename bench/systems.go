@@ -89,17 +89,28 @@ func startChild(kind string) (*proc, error) {
 var systems = map[string]*system{
 	"floor": {name: "floor", serve: "floor", start: func() (*proc, error) { return startChild("floor") }, dial: dialFloor},
 	"baton": {name: "baton", serve: "baton", start: func() (*proc, error) { return startChild("baton") }, dial: dialBaton, multi: true},
-	"etcd":  {name: "etcd", serve: "etcd", start: func() (*proc, error) { return startChild("etcd") }, dial: dialEtcd, multi: true},
-	"redis": {name: "redis", start: startRedis, dial: dialRedis, multi: true},
+	// baton as compose deploys it: with a state directory, every batch made durable
+	// before its replies leave.
+	"baton-durable": {name: "baton-durable", serve: "baton-durable", start: func() (*proc, error) { return startChild("baton-durable") }, dial: dialBaton, multi: true},
+	"etcd":          {name: "etcd", serve: "etcd", start: func() (*proc, error) { return startChild("etcd") }, dial: dialEtcd, multi: true},
+	"redis":         {name: "redis", start: startRedis, dial: dialRedis, multi: true},
 }
 
 // serveChild runs the server of kind in this process until SIGINT or SIGTERM.
 func serveChild(kind string, wait func()) error {
 	switch kind {
-	case "baton":
+	case "baton", "baton-durable":
 		cfg := server.DefaultConfig()
 		cfg.TokenAddr, cfg.HTTPAddr, cfg.GossipBind, cfg.GossipPort, cfg.NodeName = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1", 0, "bench"
 		cfg.MaxConns, cfg.MaxTokens = 20000, 5000
+		if kind == "baton-durable" {
+			dir, err := os.MkdirTemp("", "bench-baton")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			cfg.StateDir = dir
+		}
 		srv, err := server.New(cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err == nil {
 			err = srv.Open()
