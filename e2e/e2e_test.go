@@ -336,6 +336,8 @@ func scenarioDisconnect(d *deployment, _ time.Time) {
 	d.t.Logf("rejoined %s after reconnecting", took.Round(time.Millisecond))
 	var outcome string
 	d.eventually(30*time.Second, "the cut-off holder to report its release's outcome", func() bool {
+		// Reconnected, the container may have another address on the network.
+		hc.IP = strings.TrimSpace(d.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", hc.ID))
 		ws, err := d.workerStatus(hc)
 		if err != nil {
 			return false
