@@ -64,7 +64,7 @@ registry)
   ;;
 local)
   say "no registry: building local images from this machine's Go and Debian packages"
-  PATH="$PATH:/usr/local/go/bin" deploy/images/build-local.sh
+  PATH="$PATH:/usr/local/go/bin" deploy/images/build-local.sh --install
   {
     echo "$marker on $(date -u +%FT%TZ): no registry answered, local images."
     echo "# Delete this file, or run deploy/run.sh again, to choose again."

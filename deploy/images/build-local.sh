@@ -10,25 +10,33 @@
 #                            links and its web assets.
 #                            Use: BATON_PROMETHEUS_IMAGE=baton-prometheus:local
 #
-# Needs: docker, go, and the Debian packages busybox-static and prometheus (installed
-# here with apt-get when missing). Safe to run again: it replaces the images.
+# Needs: docker, go, and the Debian packages busybox-static and prometheus. With
+# --install (deploy/run.sh passes it) they are installed with apt-get when missing;
+# without it (make images) a missing one is an error that says so. Safe to run
+# again: it replaces the images.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
+install=0
+[ "${1:-}" = --install ] && install=1
+
+missing=()
+for pkg in busybox-static prometheus; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ $install = 0 ]; then
+    echo "build-local.sh: needs the Debian packages ${missing[*]}: apt-get install ${missing[*]} (or run with --install)" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The prometheus package starts a service on install; only its files are wanted.
+  (systemctl disable --now prometheus || service prometheus stop) >/dev/null 2>&1 || true
+fi
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-
-need_pkg() {
-  if ! dpkg -s "$1" >/dev/null 2>&1; then
-    echo "installing $1"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null
-  fi
-}
-need_pkg busybox-static
-need_pkg prometheus
-# The prometheus package starts a service on install; only its files are wanted.
-(systemctl disable --now prometheus || service prometheus stop || pkill -x prometheus) >/dev/null 2>&1 || true
 
 busybox_rootfs() { # $1: rootfs dir
   mkdir -p "$1/bin" "$1/tmp" "$1/etc"

@@ -83,7 +83,15 @@ func TestHealthyStartLogsNoWarning(t *testing.T) {
 	cfg.LogFormat = "json"
 	w, logs := runWorker(t, cfg)
 	testutil.Eventually(t, 10*time.Second, "three critical sections", func() bool { return w.Status().Done >= 3 })
-	if warns := logs.lines(`"level":"WARN"`); len(warns) > 0 {
+	// memberlist's own probe warnings are left out: on a loaded machine its UDP
+	// probes may be late, which is news about the machine, not about the start.
+	var warns []string
+	for _, l := range logs.lines(`"level":"WARN"`) {
+		if !strings.Contains(l, `"component":"memberlist"`) {
+			warns = append(warns, l)
+		}
+	}
+	if len(warns) > 0 {
 		t.Fatalf("healthy start logged warnings:\n%s", strings.Join(warns, "\n"))
 	}
 	if p := w.Status().Problem; p != "" {
