@@ -15,6 +15,10 @@
 // connection the server did not announce, on revocation, on Close. Every grant
 // carries a fence that grows by one; a release with an old fence changes nothing and
 // returns ErrStaleFence, which is what protects the record when a holder was paused.
+//
+// The session logic is a state machine without I/O (machine.go), driven by the
+// connection, the timers and the dialer (session.go, turn.go); how a connection is
+// read without a hand-off is in docs/design.md.
 package baton
 
 import (

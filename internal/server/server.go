@@ -8,7 +8,9 @@
 // poster then tries to take the core and serve the queue itself, so that an
 // uncontended frame is handled on the goroutine that read it, with no hand-off.
 // Replies are queued during a batch and sent after the batch's state is durable (see
-// core.commit).
+// core.commit). The state itself changes only through internal/fsm, whose effects the
+// core turns into replies. The mechanisms of the fast path and its rules are in
+// docs/design.md.
 package server
 
 import (
