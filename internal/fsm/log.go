@@ -1,0 +1,103 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/baton-dev/baton/internal/replica"
+)
+
+// AppendBatch adds c to a log entry being built: a server proposes one entry per
+// batch of commands, so that the batch shares one write to the log. Each command is
+// framed by its length in four bytes, filled in once it is encoded.
+func AppendBatch(entry []byte, c *Command) []byte {
+	at := len(entry)
+	entry = c.Append(append(entry, 0, 0, 0, 0))
+	binary.BigEndian.PutUint32(entry[at:], uint32(len(entry)-at-4))
+	return entry
+}
+
+// EachInBatch decodes a log entry's commands in order and calls fn with each.
+func EachInBatch(entry []byte, fn func(*Command) error) error {
+	var c Command
+	for len(entry) > 0 {
+		if len(entry) < 4 {
+			return fmt.Errorf("%w: batch framing", ErrBadCommand)
+		}
+		n := binary.BigEndian.Uint32(entry)
+		if uint64(n) > uint64(len(entry)-4) {
+			return fmt.Errorf("%w: batch framing", ErrBadCommand)
+		}
+		if err := c.Decode(entry[4 : 4+n]); err != nil {
+			return err
+		}
+		if err := fn(&c); err != nil {
+			return err
+		}
+		entry = entry[4+n:]
+	}
+	return nil
+}
+
+// Log is the state machine as a replicated log drives it (replica.StateMachine):
+// every server applies every committed entry, each a batch of commands, to a State
+// of its own. What followed is not needed here (only a leader answers clients), so
+// the effects are dropped. Safe for concurrent use: the log applies on its own
+// goroutine while the server may read or copy the state.
+type Log struct {
+	mu        sync.Mutex // guards st
+	st        *State[struct{}]
+	maxTokens int
+}
+
+// NewLog returns an empty log state that accepts at most maxTokens tokens.
+func NewLog(maxTokens int) *Log { return &Log{st: New[struct{}](maxTokens), maxTokens: maxTokens} }
+
+// Apply applies committed entries in order. An entry that does not decode is
+// answered with its error and applied no further: every replica refuses it alike.
+func (l *Log) Apply(entries []replica.Entry) []any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]any, len(entries))
+	for i, e := range entries {
+		if err := EachInBatch(e.Cmd, l.st.Apply); err != nil {
+			out[i] = err
+		}
+		l.st.Reset()
+	}
+	return out
+}
+
+// Snapshot captures the state now; it is written later.
+func (l *Log) Snapshot() (io.WriterTo, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, err := l.st.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(b), nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (l *Log) Restore(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st.Restore(b, l.maxTokens, time.Now())
+}
+
+// Save returns the state as a snapshot, for a server that takes over to copy into
+// the state it serves from (State.Restore).
+func (l *Log) Save() ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st.Snapshot()
+}
