@@ -2,6 +2,8 @@ package baton_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,5 +155,48 @@ func TestFenceNeverGoesBackAcrossServerRestart(t *testing.T) {
 	}
 	if got := tokenStatus(t, s2, "counter"); got.Counter != 6 || got.Releases != 6 {
 		t.Errorf("counter %d releases %d, want 6 and 6", got.Counter, got.Releases)
+	}
+}
+
+// A state directory kept by the version before the raft log (baton-state.json) is
+// migrated on first start: fences continue above it, the epoch goes on, a token that
+// was held is granted again only after a TTL, and the file's tokens live in the log
+// from then on (a second start finds them without the file).
+func TestStateFileOfTheVersionBeforeIsMigrated(t *testing.T) {
+	dir := t.TempDir()
+	const ttl = 300 * time.Millisecond
+	old := `{"epoch":7,"ttl_ns":300000000,"tokens":[{"name":"counter","fence":41,"counter":40,"waits":3,"grants":41,"releases":40,"held":true}]}`
+	if err := os.WriteFile(filepath.Join(dir, "baton-state.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withState := func(c *server.Config) { c.StateDir = dir; c.SessionTTL = ttl }
+	boot := time.Now()
+	s1 := testutil.StartServer(t, withState)
+	if st, _ := s1.Status(); st.Epoch != 8 {
+		t.Errorf("epoch %d after migrating epoch 7, want 8", st.Epoch)
+	}
+	l, err := testutil.Dial(t, s1, "a").Acquire(context.Background(), "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(boot); waited < ttl {
+		t.Errorf("granted %s after boot; the file said the token was held, so not before a TTL (%s)", waited, ttl)
+	}
+	if l.Fence != 42 || l.Record.Counter != 40 {
+		t.Fatalf("first grant after migrating: fence %d counter %d, want 42 and 40", l.Fence, l.Record.Counter)
+	}
+	if err := l.Release(context.Background(), baton.Record{Counter: 41}); err != nil {
+		t.Fatal(err)
+	}
+	s1.Close()
+	if err := os.Remove(filepath.Join(dir, "baton-state.json")); err != nil {
+		t.Fatal(err)
+	}
+	s2 := testutil.StartServer(t, withState)
+	if tok := tokenStatus(t, s2, "counter"); tok.Fence != 42 || tok.Counter != 41 {
+		t.Fatalf("after a second start without the file: fence %d counter %d, want 42 and 41 (from the log)", tok.Fence, tok.Counter)
+	}
+	if st, _ := s2.Status(); st.Epoch != 9 {
+		t.Errorf("epoch %d at the second start, want 9", st.Epoch)
 	}
 }

@@ -23,6 +23,8 @@ const (
 	OpDropWaiters Op = 6 // Session, Reason
 	OpRestart     Op = 7
 	OpUnblock     Op = 8
+	OpImport      Op = 9  // Token, Fence, Rec, Grants, Releases; Time: not before (held at a crash)
+	OpEpoch       Op = 10 // Seq: the epoch is at least this
 )
 
 // Command is one operation as a replicated log carries it: with the time and the
@@ -39,6 +41,8 @@ type Command struct {
 	Rec        wire.Record
 	Requeue    bool
 	TTL        time.Duration
+	Grants     uint64
+	Releases   uint64
 	Node       string
 	Boot       string
 	Reason     string
@@ -55,7 +59,7 @@ const maxCommandString = 1 << 10
 func (c *Command) Append(b []byte) []byte {
 	b = append(b, commandVersion, byte(c.Op))
 	b = binary.AppendVarint(b, c.Time.UnixNano())
-	for _, v := range [...]uint64{uint64(c.Session), uint64(c.NewSession), c.Seq, c.Fence, c.Rec.Counter, c.Rec.Waits, uint64(c.TTL)} {
+	for _, v := range [...]uint64{uint64(c.Session), uint64(c.NewSession), c.Seq, c.Fence, c.Rec.Counter, c.Rec.Waits, uint64(c.TTL), c.Grants, c.Releases} {
 		b = binary.AppendUvarint(b, v)
 	}
 	var flags byte
@@ -81,12 +85,12 @@ func (c *Command) Decode(b []byte) error {
 	}
 	c.Op = Op(d.byte())
 	c.Time = time.Unix(0, d.varint()).UTC()
-	u := [7]uint64{}
+	u := [9]uint64{}
 	for i := range u {
 		u[i] = d.uvarint()
 	}
 	c.Session, c.NewSession, c.Seq, c.Fence = session.ID(u[0]), session.ID(u[1]), u[2], u[3]
-	c.Rec, c.TTL = wire.Record{Counter: u[4], Waits: u[5]}, time.Duration(u[6])
+	c.Rec, c.TTL, c.Grants, c.Releases = wire.Record{Counter: u[4], Waits: u[5]}, time.Duration(u[6]), u[7], u[8]
 	c.Requeue = d.byte()&1 != 0
 	c.Token, c.Node, c.Boot, c.Reason = d.string(), d.string(), d.string(), d.string()
 	if d.err != nil || len(d.b) != 0 {
@@ -168,6 +172,10 @@ func (st *State[C]) Apply(c *Command) error {
 		st.Restart()
 	case OpUnblock:
 		st.Unblock(c.Time)
+	case OpImport:
+		st.Import(c.Token, c.Fence, c.Rec, c.Grants, c.Releases, c.Time)
+	case OpEpoch:
+		st.Epoch = max(st.Epoch, c.Seq)
 	default:
 		return fmt.Errorf("%w: op %d", ErrBadCommand, c.Op)
 	}

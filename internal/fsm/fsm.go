@@ -373,6 +373,13 @@ func requestsInOrder[C any](s *session.Session[C]) []string {
 // Restart starts a new epoch.
 func (st *State[C]) Restart() { st.Epoch++ }
 
+// Import puts back a token kept by an earlier version's state file: its fence, record
+// and counts; one held when that server stopped is granted only from notBefore on
+// (a lease of the old process may still be trusted until then).
+func (st *State[C]) Import(name string, fence uint64, rec wire.Record, grants, releases uint64, notBefore time.Time) {
+	st.Tokens.Restore(name, fence, rec, grants, releases, notBefore)
+}
+
 // Unblock grants the tokens whose grace after a crash has passed.
 func (st *State[C]) Unblock(now time.Time) {
 	st.Tokens.Unblock(now, func(g token.Grant) { st.granted(&g) })

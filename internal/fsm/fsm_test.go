@@ -226,7 +226,7 @@ func TestSameCommandsGiveTheSameStateAcrossASnapshot(t *testing.T) {
 // refused, never half read.
 func TestCommandEncoding(t *testing.T) {
 	full := Command{Op: OpRelease, Time: t0.Add(123456789), Session: 1<<63 + 5, NewSession: 9, Seq: 1 << 40, Token: "counter",
-		Fence: 77, Rec: wire.Record{Counter: 1 << 50, Waits: 3}, Requeue: true, TTL: 5 * time.Second, Node: "worker-1",
+		Fence: 77, Rec: wire.Record{Counter: 1 << 50, Waits: 3}, Requeue: true, TTL: 5 * time.Second, Grants: 8, Releases: 9, Node: "worker-1",
 		Boot: "b00t", Reason: "expired"}
 	var got Command
 	if err := got.Decode(full.Append(nil)); err != nil || !reflect.DeepEqual(got, full) {

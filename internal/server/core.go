@@ -13,7 +13,6 @@ import (
 	"github.com/baton-dev/baton/internal/cluster"
 	"github.com/baton-dev/baton/internal/fsm"
 	sessions "github.com/baton-dev/baton/internal/session"
-	"github.com/baton-dev/baton/internal/state"
 	"github.com/baton-dev/baton/internal/token"
 	"github.com/baton-dev/baton/internal/wire"
 )
@@ -27,9 +26,9 @@ type core struct {
 	// st is the state machine (internal/fsm): tokens, sessions, epoch. The core feeds
 	// it and turns what followed into replies, metrics and events (apply).
 	st       *fsm.State[*conn]
+	d        *durable // with BATON_STATE_DIR: the raft log the state is kept in
 	ttl      time.Duration
 	started  time.Time
-	dirty    bool       // state changed since the last snapshot
 	out      []outFrame // replies held back until the state they depend on is durable
 	touched  []*conn    // connections with replies in the batch being written
 	events   []Event    // ring of recent events for the status page: no grants
@@ -75,62 +74,32 @@ func newCore(s *Server, ttl time.Duration) *core {
 	}
 	c.expiryTimer = time.AfterFunc(time.Hour, func() { s.post(&work{fn: c.expire}) })
 	c.graceTimer = time.AfterFunc(time.Hour, func() {
-		s.post(&work{fn: func(now time.Time) { c.st.Unblock(now); c.apply(nil, now) }})
+		s.post(&work{fn: func(now time.Time) { c.exec(&fsm.Command{Op: fsm.OpUnblock, Time: now}); c.apply(nil, now) }})
 	})
 	return c
-}
-
-// restore loads the durable state and starts a new epoch. After a crash the old
-// process's leases may still be trusted by their holders for up to a TTL, so tokens
-// that were held are granted again only after that.
-func (c *core) restore(st *state.Store, now time.Time) error {
-	snap, ok, err := st.Load()
-	if err != nil {
-		return err
-	}
-	if ok {
-		grace := snap.TTL
-		if grace < c.ttl {
-			grace = c.ttl
-		}
-		c.st.MaxTTL = grace
-		for _, t := range snap.Tokens {
-			var notBefore time.Time
-			if t.Held {
-				notBefore = now.Add(grace)
-				c.graceEnd = notBefore
-			}
-			c.st.Tokens.Restore(t.Name, t.Fence, wire.Record{Counter: t.Counter, Waits: t.Waits}, t.Grants, t.Releases, notBefore)
-		}
-		c.st.Epoch = snap.Epoch
-	}
-	c.st.Epoch++
-	c.dirty = true
-	return nil
-}
-
-func (c *core) snapshot() *state.Snapshot {
-	snap := &state.Snapshot{Epoch: c.st.Epoch, TTL: c.st.MaxTTL, Tokens: make([]state.Token, 0, c.st.Tokens.Len())}
-	c.st.Tokens.Each(func(t *token.Token) {
-		snap.Tokens = append(snap.Tokens, state.Token{Name: t.Name, Fence: t.Fence, Counter: t.Rec.Counter,
-			Waits: t.Rec.Waits, Grants: t.Grants, Releases: t.Releases, Held: t.Holder != 0})
-	})
-	return snap
 }
 
 // commit makes the state durable, then lets out the replies that depend on it. A
 // grant therefore never reaches a client before its fence is on disk, and many
 // operations share one fsync when they arrive together.
 func (c *core) commit() {
-	if c.dirty && c.s.store != nil {
-		if err := c.s.store.Save(c.snapshot()); err != nil {
-			// Without a durable fence no grant may go out: hold everything and retry
-			// on the next batch rather than risk reusing a fence after a crash.
-			c.s.log.Error("state not saved; replies held back", "err", err)
+	if c.d != nil {
+		if c.d.halted {
+			clear(c.out)
+			c.out = c.out[:0]
+			return
+		}
+		if err := c.d.commit(); err != nil {
+			// The state may now be ahead of the log: whatever depends on it must never
+			// go out. Fail-stop; a restart recovers from the log.
+			c.s.log.Error("raft log: batch not committed; the server halts", "err", fmt.Errorf("%w: %w", errHalted, err))
+			c.d.halted = true
+			c.s.ready.Store(false)
+			clear(c.out)
+			c.out = c.out[:0]
 			return
 		}
 	}
-	c.dirty = false
 	// Encode each connection's replies into its buffer, in order, then write each
 	// buffer once: one write per connection per batch.
 	for i := range c.out {
@@ -224,6 +193,25 @@ func (c *core) newInstruments(name string) *tokenInstruments {
 	return ti
 }
 
+// exec applies a command to the state machine, and with a state directory adds it to
+// the batch's log entry. The hot operations call the state machine directly and
+// record apart (record), so that memory mode builds no command.
+func (c *core) exec(cmd *fsm.Command) {
+	if c.d != nil {
+		c.d.record(cmd)
+	}
+	_ = c.st.Apply(cmd) // the core builds only commands it knows
+}
+
+// record adds a frame's operation to the batch's log entry; not inlined, so that the
+// command is built on a stack frame of its own (see fail).
+//
+//go:noinline
+func (c *core) record(op fsm.Op, s *session, f *wire.Frame, now time.Time) {
+	c.d.record(&fsm.Command{Op: op, Time: now, Session: s.ID, Seq: f.Seq, Token: f.Token, Fence: f.Fence, Rec: f.Rec,
+		Requeue: f.Op == wire.OpRequeue})
+}
+
 // apply turns what followed from the state machine's operations into replies,
 // metrics and events, in order. cn is the connection whose frame caused them, if
 // any: the answers to that frame's request go there. The hot effects are handled
@@ -233,7 +221,6 @@ func (c *core) apply(cn *conn, now time.Time) {
 	if len(fx) == 0 {
 		return
 	}
-	c.dirty = true
 	for i := range fx {
 		switch e := &fx[i]; e.Kind {
 		case fsm.Granted:
@@ -352,8 +339,14 @@ func (c *core) handle(cn *conn, f *wire.Frame, now time.Time) {
 	case s == nil || s.Ended:
 		c.sessionGone(cn, f, now)
 	case f.Op == wire.OpAcquire:
+		if c.d != nil {
+			c.record(fsm.OpAcquire, s, f, now)
+		}
 		c.st.Acquire(s.ID, f.Seq, f.Token, now)
 	case f.Op == wire.OpRelease || f.Op == wire.OpRequeue:
+		if c.d != nil {
+			c.record(fsm.OpRelease, s, f, now)
+		}
 		c.st.Release(s.ID, f.Seq, f.Token, f.Fence, f.Rec, f.Op == wire.OpRequeue, now)
 	default:
 		c.handleOther(s, cn, f, now)
@@ -387,6 +380,9 @@ func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 	case wire.OpCancel:
 		// A hold given back this way (the cancel crossed the grant on the wire, or the
 		// client stopped trusting its lease) passes on at once.
+		if c.d != nil {
+			c.record(fsm.OpCancel, s, f, now)
+		}
 		c.st.Cancel(s.ID, f.Seq, f.Token, now)
 	case wire.OpKeepalive:
 		c.touch(s, now)
@@ -469,8 +465,12 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 	}
 	// A node that comes back with a new boot id is a new process: the state machine
 	// ends its old sessions, and whatever they held passes on.
-	s, resumed := c.st.Hello(h.Text, h.BootID, token.SessionID(h.Session), c.newSessionID(), ttl, now)
-	c.dirty = true
+	hello := fsm.Command{Op: fsm.OpHello, Time: now, Node: h.Text, Boot: h.BootID, Session: token.SessionID(h.Session),
+		NewSession: c.newSessionID(), TTL: ttl}
+	if c.d != nil {
+		c.d.record(&hello)
+	}
+	s, resumed := c.st.Hello(hello.Node, hello.Boot, hello.Session, hello.NewSession, ttl, now)
 	c.apply(nil, now)
 	if resumed {
 		if s.Attached != nil && s.Attached != cn {
@@ -523,7 +523,7 @@ func (c *core) newSessionID() token.SessionID {
 // endSession ends s: every token it holds passes to the next waiter (a reclaim,
 // counted by reason, its holder told), its waits leave their queues.
 func (c *core) endSession(s *session, reason string, now time.Time) {
-	c.st.EndSession(s.ID, reason, now)
+	c.exec(&fsm.Command{Op: fsm.OpEndSession, Time: now, Session: s.ID, Reason: reason})
 	c.apply(nil, now)
 }
 
@@ -612,7 +612,7 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 		case m.State == cluster.StateDead || m.State == cluster.StateLeft:
 			// Its waits leave their queues (the client, if alive after all, asks again);
 			// a holder keeps its lease until its session ends.
-			c.st.DropWaiters(s.ID, "member_"+m.State, now)
+			c.exec(&fsm.Command{Op: fsm.OpDropWaiters, Time: now, Session: s.ID, Reason: "member_" + m.State})
 			c.apply(nil, now)
 		}
 	})
@@ -621,9 +621,8 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 // restart is the in-place restart: new epoch, every connection closed with notice,
 // sessions kept so their clients may resume them.
 func (c *core) restart(ttl time.Duration) {
-	c.st.Restart()
+	c.exec(&fsm.Command{Op: fsm.OpRestart, Time: time.Now()})
 	c.ttl = ttl
-	c.dirty = true
 	c.s.metrics.restarts.Inc()
 	c.event(Event{Kind: "restart", Detail: fmt.Sprintf("epoch %d", c.st.Epoch)})
 	c.closeAll()

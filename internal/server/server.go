@@ -30,7 +30,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/cluster"
-	"github.com/baton-dev/baton/internal/state"
 	"github.com/baton-dev/baton/internal/wire"
 )
 
@@ -52,7 +51,6 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	reload  func() (Config, error)
-	store   *state.Store
 	key     []byte
 	bootID  string
 
@@ -128,16 +126,12 @@ func (s *Server) Open() (err error) {
 	}()
 	now := time.Now()
 	if s.cfg.StateDir != "" {
-		if s.store, err = state.Open(s.cfg.StateDir); err != nil {
+		if s.core.d, err = openDurable(s.cfg.StateDir, s.cfg.MaxTokens, s.log); err != nil {
 			return err
 		}
-		if err = s.core.restore(s.store, now); err != nil {
+		if err = s.core.start(s.core.d, s.cfg.StateDir, now); err != nil {
 			return err
 		}
-		if err = s.store.Save(s.core.snapshot()); err != nil {
-			return err
-		}
-		s.core.dirty = false
 	} else {
 		s.core.st.Epoch = 1
 	}
@@ -239,6 +233,7 @@ func (s *Server) Close() error {
 		if s.node != nil {
 			_ = s.node.Close()
 		}
+		_ = s.core.d.close() // after the last batch: nothing more is proposed
 		s.connsMu.Lock()
 		for c := range s.conns {
 			c.nc.Close()

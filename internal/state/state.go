@@ -1,9 +1,7 @@
-// Package state persists what the baton server must never lose: its epoch, every
-// token's fence and record. A snapshot is written whole to a temporary file, fsynced,
-// renamed over the old one and the directory fsynced, so a crash leaves either the old
-// snapshot or the new one, never a torn file. The server writes a snapshot before it
-// sends the grants and replies that depend on it, so a fence that reached a client is
-// always on disk: no fence is reused after a crash.
+// Package state reads the state file of the versions before the raft log:
+// baton-state.json, the epoch and every token's fence and record, written whole per
+// batch. The server now keeps its state in a raft log (internal/server, durable.go)
+// and reads this file once, to migrate it, when its log is new.
 package state
 
 import (
@@ -62,38 +60,4 @@ func (s *Store) Load() (snap Snapshot, ok bool, err error) {
 		return Snapshot{}, false, fmt.Errorf("state: %s is corrupt: %w", filepath.Join(s.dir, fileName), err)
 	}
 	return snap, true, nil
-}
-
-// Save makes snap durable before it returns.
-func (s *Store) Save(snap *Snapshot) error {
-	b, err := json.Marshal(snap)
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	tmp := filepath.Join(s.dir, fileName+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("state: write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, fileName)); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("state: fsync %s: %w", s.dir, err)
-	}
-	return nil
 }

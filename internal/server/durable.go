@@ -1,0 +1,152 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/baton-dev/baton/internal/fsm"
+	"github.com/baton-dev/baton/internal/replica"
+	"github.com/baton-dev/baton/internal/state"
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// durable keeps the server's state in a raft log (internal/replica) of one server,
+// under BATON_STATE_DIR/raft: every operation the core applies is also a command in
+// the current batch's log entry, and the batch's replies leave only once that entry
+// has committed (core.commit). The log applies its entries to a state of its own
+// (fsm.Log); at start the core copies it. One entry per batch is the group commit:
+// all the operations a batch holds share one write to the disk.
+type durable struct {
+	node  *replica.Node
+	log   *fsm.Log
+	entry []byte // the commands of the batch being served; with coreMu
+	// halted: an entry failed to commit, so the core's state may be ahead of the
+	// log. Nothing is answered any more; a restart recovers from the log.
+	halted bool
+}
+
+// openDurable opens the log in dir and waits until this server leads it, which a
+// lone server does as soon as its election timeout has passed.
+func openDurable(dir string, maxTokens int, logger *slog.Logger) (*durable, error) {
+	d := &durable{log: fsm.NewLog(maxTokens)}
+	cfg := replica.DefaultConfig()
+	cfg.Dir = filepath.Join(dir, "raft")
+	cfg.BindAddr = "127.0.0.1:0" // no peers yet: nobody dials it
+	cfg.Bootstrap = true
+	// Alone, this server wins every election it starts: only how soon it starts one
+	// matters.
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	cfg.Logger = logger.With("component", "raft")
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("BATON_STATE_DIR %s: %w", dir, err)
+	}
+	var err error
+	if d.node, err = replica.Open(cfg, d.log); err != nil {
+		return nil, fmt.Errorf("BATON_STATE_DIR %s: %w", dir, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for !d.node.IsLeader() {
+		if _, err := d.node.WaitLeader(ctx); err != nil {
+			d.node.Close()
+			return nil, fmt.Errorf("raft log in %s: %w", cfg.Dir, err)
+		}
+	}
+	// Every entry committed by an earlier process is applied before the core copies
+	// the state.
+	if err := d.node.Barrier(ctx); err != nil {
+		d.node.Close()
+		return nil, fmt.Errorf("raft log in %s: %w", cfg.Dir, err)
+	}
+	return d, nil
+}
+
+// record adds a command to the batch being served.
+func (d *durable) record(c *fsm.Command) { d.entry = fsm.AppendBatch(d.entry, c) }
+
+// commit makes the batch's commands durable. The entry is handed to the log and not
+// reused: the log keeps it. It waits as long as the disk takes: an fsync on a busy
+// disk has been seen to take seconds, and a deadline here would turn that pause
+// into an outcome it cannot know. It fails only when the log does (closed, or no
+// longer this server's to write).
+func (d *durable) commit() error {
+	if len(d.entry) == 0 {
+		return nil
+	}
+	res, err := d.node.Apply(context.Background(), d.entry)
+	if err == nil {
+		if e, ok := res.(error); ok {
+			err = e
+		}
+	}
+	d.entry = nil
+	return err
+}
+
+func (d *durable) close() error {
+	if d == nil || d.node == nil {
+		return nil
+	}
+	return d.node.Close()
+}
+
+// start brings the core's state up from the log, migrating a state file of the
+// version before if the log is new, and starts a new epoch: with coreMu held, before
+// the server serves. Sessions come back with a full TTL from now (their clients may
+// resume them); tokens they held stay theirs until they end.
+func (c *core) start(d *durable, dir string, now time.Time) error {
+	snap, err := d.log.Save()
+	if err != nil {
+		return err
+	}
+	if err := c.st.Restore(snap, c.s.cfg.MaxTokens, now); err != nil {
+		return err
+	}
+	if c.st.Epoch == 0 && c.st.Tokens.Len() == 0 {
+		if err := c.migrate(d, dir, now); err != nil {
+			return err
+		}
+	}
+	c.exec(&fsm.Command{Op: fsm.OpRestart, Time: now})
+	c.armExpiry(now)
+	if err := d.commit(); err != nil {
+		return fmt.Errorf("raft log: first entry: %w", err)
+	}
+	return nil
+}
+
+// migrate imports baton-state.json, kept by the version before the log, and gives
+// its epoch: fences continue above it. Tokens held when that server stopped are
+// granted again only after the longest TTL it gave.
+func (c *core) migrate(d *durable, dir string, now time.Time) error {
+	old, err := state.Open(dir)
+	if err != nil {
+		return err
+	}
+	snap, ok, err := old.Load()
+	if err != nil || !ok {
+		return err
+	}
+	grace := max(snap.TTL, c.ttl)
+	for _, t := range snap.Tokens {
+		cmd := fsm.Command{Op: fsm.OpImport, Token: t.Name, Fence: t.Fence, Rec: wire.Record{Counter: t.Counter, Waits: t.Waits},
+			Grants: t.Grants, Releases: t.Releases}
+		if t.Held {
+			cmd.Time = now.Add(grace)
+			c.graceEnd = cmd.Time
+		}
+		c.exec(&cmd)
+	}
+	c.exec(&fsm.Command{Op: fsm.OpEpoch, Seq: snap.Epoch, Time: now}) // the epoch continues too
+	c.s.log.Info("state file migrated into the raft log", "file", filepath.Join(dir, "baton-state.json"),
+		"tokens", len(snap.Tokens), "epoch", snap.Epoch)
+	return nil
+}
+
+// errHalted: the state could not be made durable, and nothing more is answered.
+var errHalted = errors.New("state not durable: the server answers nothing more until it is restarted")
