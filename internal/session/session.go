@@ -115,6 +115,16 @@ func (t *Table[C]) End(s *Session[C]) {
 	}
 	s.Ended = true
 	delete(t.byID, s.ID)
+	// An ended session's entry stays in the expiry order until Expired pops it; a
+	// table nobody expires (a replica's) would keep them all. Rebuild it from the
+	// live sessions once the dead entries outnumber them.
+	if len(t.expiry) > 2*len(t.byID)+64 {
+		t.expiry = t.expiry[:0]
+		for _, live := range t.byID {
+			t.expiry = append(t.expiry, expiryItem{id: live.ID, at: live.Deadline})
+		}
+		heap.Init(&t.expiry)
+	}
 }
 
 // Expired calls fn for every live session whose deadline is at or before now, in

@@ -104,3 +104,21 @@ func TestEndedSessionIsNeverReported(t *testing.T) {
 		t.Fatalf("expired %v, want none: it had ended", got)
 	}
 }
+
+// A table whose sessions end without ever being expired (a replica's) keeps its
+// expiry order the size of its live sessions, and still expires them right.
+func TestEndedSessionsDoNotPileUp(t *testing.T) {
+	tb := NewTable[struct{}]()
+	for i := range 10000 {
+		s := tb.Open(ID(i+1), "n", "b", 100*time.Millisecond, at(i))
+		if i%100 != 0 {
+			tb.End(s)
+		}
+	}
+	if n := len(tb.expiry); n > 2*tb.Len()+64 {
+		t.Fatalf("%d entries in the expiry order for %d live sessions", n, tb.Len())
+	}
+	if got := expiredAt(tb, 100000); len(got) != 100 {
+		t.Fatalf("expired %d sessions, want the 100 live ones", len(got))
+	}
+}
