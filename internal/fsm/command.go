@@ -58,7 +58,7 @@ const maxCommandString = 1 << 10
 // and one layout for all keeps the decoder simple.
 func (c *Command) Append(b []byte) []byte {
 	b = append(b, commandVersion, byte(c.Op))
-	b = binary.AppendVarint(b, c.Time.UnixNano())
+	b = binary.AppendUvarint(b, uint64(c.Time.UnixNano())) // two's complement: any time round-trips
 	for _, v := range [...]uint64{uint64(c.Session), uint64(c.NewSession), c.Seq, c.Fence, c.Rec.Counter, c.Rec.Waits, uint64(c.TTL), c.Grants, c.Releases} {
 		b = binary.AppendUvarint(b, v)
 	}
@@ -84,7 +84,7 @@ func (c *Command) Decode(b []byte) error {
 		return fmt.Errorf("%w: version %d", ErrBadCommand, v)
 	}
 	c.Op = Op(d.byte())
-	c.Time = time.Unix(0, d.varint()).UTC()
+	c.Time = time.Unix(0, int64(d.uvarint())).UTC()
 	u := [9]uint64{}
 	for i := range u {
 		u[i] = d.uvarint()
@@ -123,16 +123,6 @@ func (d *decoder) byte() byte {
 
 func (d *decoder) uvarint() uint64 {
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
 	if n <= 0 {
 		d.fail()
 		return 0

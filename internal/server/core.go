@@ -385,7 +385,7 @@ func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 		}
 		c.st.Cancel(s.ID, f.Seq, f.Token, now)
 	case wire.OpKeepalive:
-		c.touch(s, now)
+		c.st.Sessions.Touch(s, now)
 		c.reply(cn, wire.Frame{Op: wire.OpKeepaliveAck, Seq: f.Seq, Epoch: c.st.Epoch})
 	case wire.OpGoodbye:
 		c.endSession(s, "goodbye", now)
@@ -453,10 +453,6 @@ func (c *core) refusedRelease(cn *conn, e *fsm.Effect[*conn]) {
 	c.reply(cn, wire.Frame{Op: wire.OpError, Seq: e.Seq, Code: e.Code, Text: text})
 }
 
-func (c *core) touch(s *session, now time.Time) {
-	c.st.Sessions.Touch(s, now)
-}
-
 // hello opens or resumes a session for a connection that passed the handshake.
 func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 	ttl := c.ttl
@@ -481,7 +477,7 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 	}
 	s.Attached = cn
 	cn.session, cn.ttl = s, ttl
-	c.touch(s, now)
+	c.st.Sessions.Touch(s, now)
 	c.armExpiry(now)
 
 	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.ID), TTLms: uint64(ttl / time.Millisecond), Epoch: c.st.Epoch, Resumed: resumed}
