@@ -103,6 +103,12 @@ type Config struct {
 	// (re)connect: the client worker finds the server through memberlist.
 	Addr    string
 	Resolve func(ctx context.Context) (string, error)
+	// Follow is asked when a server refuses the hello because it is not the raft
+	// leader and names the leader's token address: true dials that address at once.
+	// It should say yes only to servers it knows (the worker: alive server members),
+	// so that a hostile or confused server cannot send the client anywhere. Nil
+	// never follows: the client tries Addr or Resolve again after its back-off.
+	Follow func(addr string) bool
 	// Node names this client to the server; required. BootID tells this process from
 	// an earlier one with the same node name; random by default.
 	Node   string

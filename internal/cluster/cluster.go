@@ -42,6 +42,12 @@ type Meta struct {
 	TokenPort int    `json:"t,omitempty"` // server: where the token protocol listens
 	HTTPPort  int    `json:"h,omitempty"`
 	Leaving   bool   `json:"l,omitempty"` // set just before a graceful leave
+	// RaftPort is where a server with a state directory replicates: its raft
+	// address is its node name and this port (the name is found through the
+	// cluster, so that a server recreated at another address is still reached).
+	RaftPort int `json:"rp,omitempty"`
+	// Leader: this server is the raft leader, the one clients must talk to.
+	Leader bool `json:"ld,omitempty"`
 }
 
 // Member is one node as this node sees it.
@@ -292,6 +298,42 @@ func (n *Node) Server() (Member, bool) {
 		}
 	}
 	return Member{}, false
+}
+
+// Leader returns the alive server member that says it leads, if any. During a
+// change of leader two may say so for a moment; the one asked tells the truth.
+func (n *Node) Leader() (Member, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.members {
+		if m.State == StateAlive && m.Meta.Role == RoleServer && !m.Meta.Leaving && m.Meta.Leader {
+			return *m, true
+		}
+	}
+	return Member{}, false
+}
+
+// Lookup returns the member named name, if this node knows it.
+func (n *Node) Lookup(name string) (Member, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if m := n.members[name]; m != nil {
+		return *m, true
+	}
+	return Member{}, false
+}
+
+// SetLeader publishes whether this server leads, and returns once the change is
+// gossiped (or timeout passed).
+func (n *Node) SetLeader(leader bool, timeout time.Duration) error {
+	n.mu.Lock()
+	if n.meta.Leader == leader {
+		n.mu.Unlock()
+		return nil
+	}
+	n.meta.Leader = leader
+	n.mu.Unlock()
+	return n.ml.UpdateNode(timeout)
 }
 
 // Leave tells the cluster this node is going on purpose, then leaves.

@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/nodename"
 )
 
 // Config is the server's whole configuration. main reads it from the environment
@@ -23,6 +23,8 @@ type Config struct {
 	NodeName         string        `envconfig:"NODE_NAME" desc:"memberlist node name (default: the hostname)"`
 	SessionTTL       time.Duration `envconfig:"SESSION_TTL" default:"5s" desc:"how long a session lives without a keepalive; a frozen or cut-off holder loses the token after it"`
 	StateDir         string        `envconfig:"STATE_DIR" desc:"directory for durable state (epoch, fences, records); empty keeps state in memory"`
+	BootstrapExpect  int           `envconfig:"BOOTSTRAP_EXPECT" default:"1" desc:"with BATON_STATE_DIR: how many servers replicate the state; the first election waits until this many have found each other through BATON_JOIN (1: a server alone)"`
+	RaftPort         int           `envconfig:"RAFT_PORT" default:"7001" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port servers replicate on (TCP); 0 picks a free one"`
 	AdminToken       string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`
 	ClusterKey       string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip and authenticates token clients"`
 	ClusterLabel     string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label: deployments on one network with different labels ignore each other"`
@@ -41,7 +43,7 @@ type Config struct {
 // DefaultConfig is the configuration envconfig's defaults give, for tests and tools.
 func DefaultConfig() Config {
 	return Config{TokenAddr: ":7000", HTTPAddr: ":8080", GossipPort: 7946, GossipBind: "0.0.0.0",
-		SessionTTL: 5 * time.Second, ClusterLabel: "baton", LogLevel: "info", LogFormat: "json",
+		SessionTTL: 5 * time.Second, BootstrapExpect: 1, RaftPort: 7001, ClusterLabel: "baton", LogLevel: "info", LogFormat: "json",
 		MaxTokens: 1024, MaxConns: 16384, HandshakeTimeout: 5 * time.Second, MaxFrameRate: 50000,
 		ForgetAfter: 5 * time.Minute}
 }
@@ -58,6 +60,15 @@ func (c *Config) Validate() error {
 	}
 	if c.GossipPort < 0 || c.GossipPort > 65535 {
 		bad("BATON_GOSSIP_PORT must be 0..65535, got %d", c.GossipPort)
+	}
+	if c.BootstrapExpect < 1 {
+		bad("BATON_BOOTSTRAP_EXPECT must be at least 1, got %d", c.BootstrapExpect)
+	}
+	if c.BootstrapExpect > 1 && c.StateDir == "" {
+		bad("BATON_BOOTSTRAP_EXPECT=%d needs BATON_STATE_DIR: servers replicate a durable state", c.BootstrapExpect)
+	}
+	if c.RaftPort < 0 || c.RaftPort > 65535 {
+		bad("BATON_RAFT_PORT must be 0..65535, got %d", c.RaftPort)
 	}
 	if c.SessionTTL < 100*time.Millisecond {
 		bad("BATON_SESSION_TTL must be at least 100ms, got %s", c.SessionTTL)
@@ -96,11 +107,7 @@ func (c *Config) nodeName() string {
 	if c.NodeName != "" {
 		return c.NodeName
 	}
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "baton-server"
-	}
-	return h
+	return nodename.Default("baton-server")
 }
 
 // Logging returns BATON_LOG_LEVEL and BATON_LOG_FORMAT (cli.LogConfig).

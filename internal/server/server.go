@@ -97,6 +97,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	key, _ := cluster.ParseKey(cfg.ClusterKey)
+	if cfg.NodeName == "" {
+		cfg.NodeName = cfg.nodeName() // once: it may ask the DNS
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

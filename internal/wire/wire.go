@@ -104,11 +104,15 @@ const (
 	// CodeOutcomeUnknown answers a release sent again whose first answer the server
 	// no longer remembers: it may or may not have been applied, and is not applied now.
 	CodeOutcomeUnknown Code = 12
+	// CodeNotLeader answers a hello sent to a server that is not the raft leader. Its
+	// Text is the leader's token address (host:port), or empty while no leader is
+	// known; the client dials it only if it is a server it knows.
+	CodeNotLeader Code = 13
 )
 
 func (c Code) String() string {
 	names := [...]string{"unknown", "internal", "bad_frame", "version", "auth", "stale_fence",
-		"not_held", "session_expired", "too_many", "bad_name", "duplicate", "unexpected", "outcome_unknown"}
+		"not_held", "session_expired", "too_many", "bad_name", "duplicate", "unexpected", "outcome_unknown", "not_leader"}
 	if int(c) < len(names) {
 		return names[c]
 	}
