@@ -46,8 +46,8 @@ type Config struct {
 	// BindAddr is where the raft transport listens, e.g. ":7001" or "127.0.0.1:0".
 	BindAddr string
 	// Advertise is the host:port peers dial to reach this server; a host name is
-	// resolved at each dial. Empty advertises the listener's address, which must
-	// then be a specific IP.
+	// resolved at each dial (or by Dial). Port 0 advertises the port bound. Empty
+	// advertises the listener's address, which must then be a specific IP.
 	Advertise string
 
 	// Bootstrap makes a node with no raft state start a cluster whose voters are

@@ -71,9 +71,11 @@ func openTransport(bind, advertise string, dial func(context.Context, string) (n
 	} else if host, port, err := net.SplitHostPort(advertise); err != nil || host == "" {
 		ln.Close()
 		return nil, fmt.Errorf("replica: Advertise %q must be host:port", advertise)
-	} else if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		ln.Close()
 		return nil, fmt.Errorf("replica: Advertise %q has a bad port", advertise)
+	} else if p == 0 { // the port bound: a host name with a port picked at listen
+		advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
 	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise), dial: dial}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -38,6 +39,9 @@ type Config struct {
 
 	// LocalGossip uses loopback memberlist timings (tests).
 	LocalGossip bool `ignored:"true"`
+	// RaftDial, when set, dials raft peers in place of TCP (tests that cut a server
+	// off): peer is the raft id dialled, addr where the membership says it is.
+	RaftDial func(ctx context.Context, peer, addr string) (net.Conn, error) `ignored:"true"`
 }
 
 // DefaultConfig is the configuration envconfig's defaults give, for tests and tools.

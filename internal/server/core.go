@@ -83,22 +83,8 @@ func newCore(s *Server, ttl time.Duration) *core {
 // grant therefore never reaches a client before its fence is on disk, and many
 // operations share one fsync when they arrive together.
 func (c *core) commit() {
-	if c.d != nil {
-		if c.d.halted {
-			clear(c.out)
-			c.out = c.out[:0]
-			return
-		}
-		if err := c.d.commit(); err != nil {
-			// The state may now be ahead of the log: whatever depends on it must never
-			// go out. Fail-stop; a restart recovers from the log.
-			c.s.log.Error("raft log: batch not committed; the server halts", "err", fmt.Errorf("%w: %w", errHalted, err))
-			c.d.halted = true
-			c.s.ready.Store(false)
-			clear(c.out)
-			c.out = c.out[:0]
-			return
-		}
+	if c.d != nil && !c.settle() {
+		return
 	}
 	// Encode each connection's replies into its buffer, in order, then write each
 	// buffer once: one write per connection per batch.
@@ -385,6 +371,9 @@ func (c *core) handleOther(s *session, cn *conn, f *wire.Frame, now time.Time) {
 		}
 		c.st.Cancel(s.ID, f.Seq, f.Token, now)
 	case wire.OpKeepalive:
+		if c.d != nil {
+			c.d.needProof = true
+		}
 		c.st.Sessions.Touch(s, now)
 		c.reply(cn, wire.Frame{Op: wire.OpKeepaliveAck, Seq: f.Seq, Epoch: c.st.Epoch})
 	case wire.OpGoodbye:
@@ -455,6 +444,10 @@ func (c *core) refusedRelease(cn *conn, e *fsm.Effect[*conn]) {
 
 // hello opens or resumes a session for a connection that passed the handshake.
 func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
+	if c.d != nil && !c.d.leading {
+		c.notLeader(cn)
+		return
+	}
 	ttl := c.ttl
 	if h.TTLms != 0 {
 		ttl = clampTTL(time.Duration(h.TTLms)*time.Millisecond, c.ttl)
@@ -617,8 +610,12 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 // restart is the in-place restart: new epoch, every connection closed with notice,
 // sessions kept so their clients may resume them.
 func (c *core) restart(ttl time.Duration) {
-	c.exec(&fsm.Command{Op: fsm.OpRestart, Time: time.Now()})
 	c.ttl = ttl
+	if c.d != nil && !c.d.leading { // the epoch is the leader's to start
+		c.closeAll()
+		return
+	}
+	c.exec(&fsm.Command{Op: fsm.OpRestart, Time: time.Now()})
 	c.s.metrics.restarts.Inc()
 	c.event(Event{Kind: "restart", Detail: fmt.Sprintf("epoch %d", c.st.Epoch)})
 	c.closeAll()
@@ -642,14 +639,20 @@ func (c *core) closeAll() {
 
 // status copies the state for /status and the metrics collector.
 func (c *core) status(now time.Time) Status {
-	st := Status{Epoch: c.st.Epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
+	// A follower shows the log's state as this server has applied it: the tokens and
+	// sessions, not the leader's deadlines.
+	src, follower := c.st, c.d != nil && !c.d.leading
+	if follower {
+		src = c.replicated(now)
+	}
+	st := Status{Epoch: src.Epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
 	nodeOf := func(id token.SessionID) string {
-		if s := c.st.Sessions.Get(id); s != nil {
+		if s := src.Sessions.Get(id); s != nil {
 			return s.Node
 		}
 		return fmt.Sprintf("session-%x", uint64(id))
 	}
-	c.st.Tokens.Each(func(t *token.Token) {
+	src.Tokens.Each(func(t *token.Token) {
 		ts := TokenStatus{Name: t.Name, Fence: t.Fence, Counter: t.Rec.Counter, Waits: t.Rec.Waits, Grants: t.Grants,
 			Releases: t.Releases, Queue: []string{}}
 		if t.Holder != 0 {
@@ -662,11 +665,14 @@ func (c *core) status(now time.Time) Status {
 		st.Tokens = append(st.Tokens, ts)
 	})
 	sort.Slice(st.Tokens, func(i, j int) bool { return st.Tokens[i].Name < st.Tokens[j].Name })
-	c.st.Sessions.Each(func(s *session) {
+	src.Sessions.Each(func(s *session) {
 		ss := SessionStatus{ID: fmt.Sprintf("%x", uint64(s.ID)), Node: s.Node, Connected: s.Attached != nil,
-			ExpiresIn: s.Deadline.Sub(now).Round(time.Millisecond).String(), Grants: s.Grants, Waited: s.Waited}
+			Grants: s.Grants, Waited: s.Waited}
+		if !follower {
+			ss.ExpiresIn = s.Deadline.Sub(now).Round(time.Millisecond).String()
+		}
 		for name := range s.Requests {
-			if c.st.Tokens.Get(name).Holder == s.ID {
+			if src.Tokens.Get(name).Holder == s.ID {
 				ss.Holds++
 			} else {
 				ss.Waits++
@@ -692,5 +698,17 @@ func (c *core) status(now time.Time) Status {
 	st.Grants = make([]Event, 0, len(c.grantLog))
 	st.Grants = append(st.Grants, c.grantLog[c.grantAt:]...)
 	st.Grants = append(st.Grants, c.grantLog[:c.grantAt]...)
+	return st
+}
+
+// replicated is a copy of the log's state as this server has applied it, for a
+// follower's /status; an empty state if it cannot be copied.
+func (c *core) replicated(now time.Time) *fsm.State[*conn] {
+	st := fsm.New[*conn](c.s.cfg.MaxTokens)
+	if snap, err := c.d.log.Save(); err == nil {
+		if st.Restore(snap, c.s.cfg.MaxTokens, now) != nil {
+			st = fsm.New[*conn](c.s.cfg.MaxTokens)
+		}
+	}
 	return st
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-dev/baton/internal/fsm"
@@ -21,19 +22,38 @@ import (
 // has committed (core.commit). The log applies its entries to a state of its own
 // (fsm.Log); at start the core copies it. One entry per batch is the group commit:
 // all the operations a batch holds share one write to the disk.
+//
+// With BATON_BOOTSTRAP_EXPECT above 1 the log is replicated (raft.go), and the core
+// serves only while this server leads: the fields below marked "core" belong to the
+// core's owner of the moment.
 type durable struct {
 	node  *replica.Node
 	log   *fsm.Log
-	entry []byte // the commands of the batch being served; with coreMu
-	// halted: an entry failed to commit, so the core's state may be ahead of the
-	// log. Nothing is answered any more; a restart recovers from the log.
+	dir   string // where this server's state lives: the raft log and an old state file
+	entry []byte // core: the commands of the batch being served
+	// halted (core): an entry failed to commit on a server alone, so the core's state
+	// may be ahead of the log. Nothing is answered any more; a restart recovers from
+	// the log. A replicated server steps down instead (core.stepDown).
 	halted bool
+
+	clustered bool
+	// leading (core): the core serves from a state copied from the log since this
+	// server won the leadership. Mirrored in serving for other goroutines.
+	leading bool
+	serving atomic.Bool
+	// lease is raft's leader lease; proof (core) is when the last commit or
+	// leadership check that succeeded started. A batch that answers keepalives
+	// (needProof) goes out only if a quorum confirmed this leader less than a lease
+	// ago, or after a fresh check: no deposed leader extends a session.
+	lease     time.Duration
+	proof     time.Time
+	needProof bool
 }
 
 // openDurable opens the log in dir and waits until this server leads it, which a
 // lone server does as soon as its election timeout has passed.
-func openDurable(dir string, maxTokens int, logger *slog.Logger) (*durable, error) {
-	d := &durable{log: fsm.NewLog(maxTokens)}
+func openDurable(dir string, maxTokens int, logger *slog.Logger, hooks replica.Hooks) (*durable, error) {
+	d := &durable{log: fsm.NewLog(maxTokens), dir: dir}
 	cfg := replica.DefaultConfig()
 	cfg.Dir = filepath.Join(dir, "raft")
 	cfg.BindAddr = "127.0.0.1:0" // no peers yet: nobody dials it
@@ -41,7 +61,9 @@ func openDurable(dir string, maxTokens int, logger *slog.Logger) (*durable, erro
 	// Alone, this server wins every election it starts: only how soon it starts one
 	// matters.
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	d.lease = cfg.LeaderLeaseTimeout
 	cfg.Logger = logger.With("component", "raft")
+	cfg.Hooks = hooks
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("BATON_STATE_DIR %s: %w", dir, err)
 	}
@@ -74,8 +96,24 @@ func (d *durable) record(c *fsm.Command) { d.entry = fsm.AppendBatch(d.entry, c)
 // disk has been seen to take seconds, and a deadline here would turn that pause
 // into an outcome it cannot know. It fails only when the log does (closed, or no
 // longer this server's to write).
+//
+// A batch with no entry that answers keepalives needs a proof of leadership instead
+// (see durable.lease): one round of contact with a quorum, when the last proof is
+// older than the lease.
 func (d *durable) commit() error {
+	start := time.Now()
+	proof := d.needProof
+	d.needProof = false
 	if len(d.entry) == 0 {
+		if !mustVerify(proof, d.proof, start, d.lease) {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), verifyTimeout)
+		defer cancel()
+		if err := d.node.VerifyLeader(ctx); err != nil {
+			return err
+		}
+		d.proof = start
 		return nil
 	}
 	res, err := d.node.Apply(context.Background(), d.entry)
@@ -85,8 +123,25 @@ func (d *durable) commit() error {
 		}
 	}
 	d.entry = nil
+	if err == nil {
+		d.proof = start
+	}
 	return err
 }
+
+// mustVerify says whether a batch with no log entry needs a leadership check
+// before its replies go out: when it answers keepalives (they extend sessions) and
+// no quorum has confirmed this leader within a lease before now. A quorum that
+// confirmed it at proof elects no other leader before proof + lease (raft's
+// election timeout is at least the lease), so an acknowledgement sent before then
+// extends no session past what a new leader's grace covers.
+func mustVerify(answersKeepalive bool, proof, now time.Time, lease time.Duration) bool {
+	return answersKeepalive && now.Sub(proof) >= lease
+}
+
+// verifyTimeout bounds a leadership check: a leader that cannot reach a quorum in
+// that long answers no keepalive, and raft steps it down soon after.
+const verifyTimeout = 2 * time.Second
 
 func (d *durable) close() error {
 	if d == nil || d.node == nil {
@@ -99,7 +154,7 @@ func (d *durable) close() error {
 // version before if the log is new, and starts a new epoch: with coreMu held, before
 // the server serves. Sessions come back with a full TTL from now (their clients may
 // resume them); tokens they held stay theirs until they end.
-func (c *core) start(d *durable, dir string, now time.Time) error {
+func (c *core) start(d *durable, now time.Time) error {
 	snap, err := d.log.Save()
 	if err != nil {
 		return err
@@ -108,7 +163,7 @@ func (c *core) start(d *durable, dir string, now time.Time) error {
 		return err
 	}
 	if c.st.Epoch == 0 && c.st.Tokens.Len() == 0 {
-		if err := c.migrate(d, dir, now); err != nil {
+		if err := c.migrate(d.dir, now); err != nil {
 			return err
 		}
 	}
@@ -117,13 +172,61 @@ func (c *core) start(d *durable, dir string, now time.Time) error {
 	if err := d.commit(); err != nil {
 		return fmt.Errorf("raft log: first entry: %w", err)
 	}
+	d.leading = true
+	d.serving.Store(true)
 	return nil
+}
+
+// settle makes the batch's state durable before its replies go out (core.commit),
+// and says whether they may go. A server that does not lead answers only refusals
+// and notices, which depend on no state. A batch that cannot commit on a server
+// alone halts it; on a replicated one it ends this server's turn as leader: the
+// replies that depended on the batch are dropped and every connection is closed
+// with notice, and the clients learn the truth from whoever leads next.
+func (c *core) settle() bool {
+	d := c.d
+	if d.halted {
+		c.dropReplies()
+		return false
+	}
+	if !d.leading {
+		d.entry, d.needProof = nil, false
+		return true
+	}
+	err := d.commit()
+	if err == nil {
+		return true
+	}
+	if d.clustered {
+		c.stepDown(fmt.Sprintf("batch not committed: %v", err))
+		return true // the notices stepDown queued
+	}
+	// The state may now be ahead of the log: whatever depends on it must never go
+	// out. Fail-stop; a restart recovers from the log.
+	c.s.log.Error("raft log: batch not committed; the server halts", "err", fmt.Errorf("%w: %w", errHalted, err))
+	d.halted = true
+	c.s.ready.Store(false)
+	c.dropReplies()
+	return false
+}
+
+// dropReplies forgets the batch's replies, and the release answers connections
+// held back for their next frame: all depended on state that did not commit.
+func (c *core) dropReplies() {
+	clear(c.out)
+	c.out = c.out[:0]
+	c.s.connsMu.Lock()
+	for cn := range c.s.conns {
+		clear(cn.deferred)
+		cn.deferred = cn.deferred[:0]
+	}
+	c.s.connsMu.Unlock()
 }
 
 // migrate imports baton-state.json, kept by the version before the log, and gives
 // its epoch: fences continue above it. Tokens held when that server stopped are
 // granted again only after the longest TTL it gave.
-func (c *core) migrate(d *durable, dir string, now time.Time) error {
+func (c *core) migrate(dir string, now time.Time) error {
 	old, err := state.Open(dir)
 	if err != nil {
 		return err

@@ -26,6 +26,12 @@ func (s *Server) routes() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if d := s.core.d; d != nil && d.clustered {
+			if id, _ := d.node.Leader(); id == "" {
+				http.Error(w, "not ready: no raft leader known (BATON_BOOTSTRAP_EXPECT servers must find each other)", http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
@@ -49,6 +55,18 @@ func (s *Server) routes() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"restarted": true, "epoch": epoch})
+	}))
+	mux.HandleFunc("POST /admin/remove-server", s.admin(func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		if id == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "give the server's raft id: ?id=NAME"})
+			return
+		}
+		if err := s.RemoveServer(id); err != nil {
+			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"removed": id})
 	}))
 	mux.HandleFunc("POST /admin/close-connections", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.CloseConnections(); err != nil {

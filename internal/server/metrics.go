@@ -22,6 +22,11 @@ type metrics struct {
 	protocolErrors  *prometheus.CounterVec
 	connections     prometheus.Gauge
 	parked          prometheus.Gauge
+	// The replicated log (raft.go).
+	raftLeader        prometheus.Gauge
+	raftLeaderChanges prometheus.Counter
+	raftCommit        prometheus.Histogram
+	notLeader         prometheus.Counter
 }
 
 // latencyBuckets span a handoff on loopback (tens of µs) to a session TTL.
@@ -52,7 +57,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "baton_connections_parked", Help: "Connections quiet for 200 ms or more, watched without a goroutine."}),
 	}
-	reg.MustRegister(m.grants, m.wait, m.hold, m.restarts, m.reclaims, m.staleReleases, m.refusedReleases, m.protocolErrors, m.connections, m.parked)
+	m.raftLeader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "baton_raft_is_leader", Help: "1 while this server leads the raft log (a server alone with a state directory always does); 0 otherwise."})
+	m.raftLeaderChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "baton_raft_leader_changes_total", Help: "Times this server saw a new raft leader."})
+	m.raftCommit = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "baton_raft_commit_seconds", Help: "Time from proposing a batch's log entry to its commit on this server.", Buckets: latencyBuckets})
+	m.notLeader = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "baton_not_leader_total", Help: "Hellos refused because this server does not lead; the client was told who does."})
+	reg.MustRegister(m.grants, m.wait, m.hold, m.restarts, m.reclaims, m.staleReleases, m.refusedReleases, m.protocolErrors, m.connections, m.parked,
+		m.raftLeader, m.raftLeaderChanges, m.raftCommit, m.notLeader)
 	return m
 }
 
@@ -93,6 +107,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	st, err := c.s.Status()
 	if err != nil {
 		return
+	}
+	if st.Raft != nil && st.Raft.State != "leader" {
+		st.Tokens = nil // the leader reports the tokens: one series per token across the cluster
 	}
 	for _, t := range st.Tokens {
 		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(len(t.Queue)), t.Name)

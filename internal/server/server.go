@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/replica"
 	"github.com/baton-dev/baton/internal/wire"
 )
 
@@ -60,7 +61,9 @@ type Server struct {
 	httpLn   net.Listener
 	httpSrv  *http.Server
 	node     *cluster.Node
-	parker   *parker // nil where connections cannot be parked
+	gossip   atomic.Pointer[cluster.Node] // node, for goroutines that start before it is set (raft's dials)
+	raftKick chan struct{}                // the replica's leadership changed (raftLoop)
+	parker   *parker                      // nil where connections cannot be parked
 	core     *core
 	coreMu   sync.Mutex // held by the core's owner of the moment
 	batch    []*conn    // connections of the frames in the current batch; the owner's
@@ -109,7 +112,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	var boot [8]byte
 	_, _ = rand.Read(boot[:])
 	s := &Server{cfg: cfg, log: opts.Logger, level: opts.Level, reg: opts.Registry, reload: opts.Reload, key: key,
-		bootID: hex.EncodeToString(boot[:]), kick: make(chan struct{}, 1),
+		bootID: hex.EncodeToString(boot[:]), kick: make(chan struct{}, 1), raftKick: make(chan struct{}, 1),
 		stop: make(chan struct{}), loopDone: make(chan struct{}), conns: map[*conn]struct{}{}}
 	s.adminToken.Store(&cfg.AdminToken)
 	s.metrics = newMetrics(s.reg)
@@ -128,14 +131,25 @@ func (s *Server) Open() (err error) {
 		}
 	}()
 	now := time.Now()
-	if s.cfg.StateDir != "" {
-		if s.core.d, err = openDurable(s.cfg.StateDir, s.cfg.MaxTokens, s.log); err != nil {
+	raftPort := 0
+	switch {
+	case s.cfg.StateDir != "" && s.cfg.BootstrapExpect > 1:
+		// A replica of the log: the core serves once this server leads (raftLoop).
+		if s.core.d, err = s.openCluster(); err != nil {
 			return err
 		}
-		if err = s.core.start(s.core.d, s.cfg.StateDir, now); err != nil {
+		_, p, _ := net.SplitHostPort(s.core.d.node.Addr())
+		raftPort, _ = strconv.Atoi(p)
+	case s.cfg.StateDir != "":
+		if s.core.d, err = openDurable(s.cfg.StateDir, s.cfg.MaxTokens, s.log, replica.Hooks{
+			Commit: func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) }}); err != nil {
 			return err
 		}
-	} else {
+		if err = s.core.start(s.core.d, now); err != nil {
+			return err
+		}
+		s.metrics.raftLeader.Set(1)
+	default:
 		s.core.st.Epoch = 1
 	}
 	if s.ln, err = net.Listen("tcp", s.cfg.TokenAddr); err != nil {
@@ -150,14 +164,19 @@ func (s *Server) Open() (err error) {
 		Name: s.cfg.nodeName(), BindAddr: s.cfg.GossipBind, Port: s.cfg.GossipPort, Advertise: s.cfg.Advertise,
 		Join: s.cfg.Join, Key: s.key, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
 		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: s.bootID,
-			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr())},
+			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort},
 		OnChange: s.membersChanged,
 	})
 	if err != nil {
 		return err
 	}
+	s.gossip.Store(s.node)
 	s.loopStarted = true
 	go s.loop()
+	if d := s.core.d; d != nil && d.clustered {
+		s.wg.Add(1)
+		go s.raftLoop(d)
+	}
 	if s.parker, err = newParker(s); err != nil {
 		return fmt.Errorf("idle connection watcher: %w", err)
 	}
@@ -178,7 +197,7 @@ func (s *Server) Open() (err error) {
 	s.ready.Store(true)
 	s.log.Info("baton server up", "token_addr", s.ln.Addr().String(), "http_addr", s.httpLn.Addr().String(),
 		"gossip", s.node.Addr(), "node", s.cfg.nodeName(), "epoch", s.core.st.Epoch, "session_ttl", s.cfg.SessionTTL,
-		"state_dir", s.cfg.StateDir, "encrypted", s.key != nil)
+		"state_dir", s.cfg.StateDir, "bootstrap_expect", s.cfg.BootstrapExpect, "raft_port", raftPort, "encrypted", s.key != nil)
 	return nil
 }
 
@@ -204,6 +223,7 @@ func (s *Server) GossipAddr() string { return s.node.Addr() }
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.ready.Store(false)
+		s.handOver()
 		if s.node != nil {
 			_ = s.node.Leave(time.Second)
 		}
@@ -300,7 +320,8 @@ func (s *Server) Status() (Status, error) {
 	if err != nil {
 		return st, err
 	}
-	st.Node = s.cfg.nodeName()
+	st.Node = s.cfg.NodeName
+	st.Raft = s.raftStatus()
 	return st, nil
 }
 

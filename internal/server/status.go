@@ -17,6 +17,27 @@ type Status struct {
 	Sessions         []SessionStatus `json:"sessions"`
 	Events           []Event         `json:"events"` // joins, leaves, sessions, reclaims, restarts; oldest first
 	Grants           []Event         `json:"grants"` // the latest grants, oldest first
+	// Raft is this server's view of the replicated log; absent on a server alone.
+	Raft *RaftStatus `json:"raft,omitempty"`
+}
+
+// RaftStatus is a replicated server's view of the cluster.
+type RaftStatus struct {
+	ID           string       `json:"id"`
+	State        string       `json:"state"`  // leader, follower, candidate
+	Leader       string       `json:"leader"` // the leader's id (node name); empty while none is known
+	Term         uint64       `json:"term"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	Servers      []RaftServer `json:"servers"`
+}
+
+// RaftServer is one server of the raft configuration.
+type RaftServer struct {
+	ID     string `json:"id"`
+	Addr   string `json:"addr"`
+	Voter  bool   `json:"voter"`
+	Leader bool   `json:"leader"`
 }
 
 // TokenStatus is one token in Status.

@@ -1,0 +1,346 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/fsm"
+	"github.com/baton-dev/baton/internal/replica"
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// A replicated server (BATON_BOOTSTRAP_EXPECT above 1) is one of several that keep
+// the state in one raft log. They find each other through memberlist, as Consul's
+// servers do through Serf: each publishes its raft port in its node meta, and its
+// raft address is its node name and that port. The name is looked up in the
+// membership at every dial, so that a server recreated at another address is still
+// reached under the same raft identity.
+//
+// Only the leader serves clients. Its core copies the state from the log when it
+// wins the leadership (core.lead: Barrier, then every session gets a full TTL from
+// that moment before any expires), and throws it away when it loses it
+// (core.stepDown). A follower answers a hello with not_leader, naming the leader's
+// token address, and serves /status from the log's state.
+//
+// The rules this keeps (../shared/DESIGN.md, "Replication"), each tested in
+// replication_test.go:
+//   - a grant, release, queue change, expiry or reclaim is answered only after the
+//     entry that holds it commits (core.commit, durable.commit);
+//   - only a committed entry proposed by the current leader ends a session: a
+//     deposed leader's entries fail to commit, and it steps down without sending
+//     what depended on them;
+//   - a keepalive is acknowledged only while a quorum confirmed this leader less
+//     than a leader lease ago, or after a fresh check (durable.needProof);
+//   - a new leader calls Barrier before it serves, then gives every session a full
+//     TTL from then before it expires any;
+//   - fences live in the log and never go back.
+
+// openCluster opens this server's replica of the log, in its own directory under
+// BATON_STATE_DIR (servers may share one volume: Compose cannot give each replica of
+// a service its own). It does not wait for a leader: the first election waits for
+// BATON_BOOTSTRAP_EXPECT servers to find each other (raftLoop).
+func (s *Server) openCluster() (*durable, error) {
+	cfg := s.cfg
+	d := &durable{log: fsm.NewLog(cfg.MaxTokens), dir: filepath.Join(cfg.StateDir, cfg.NodeName), clustered: true}
+	rc := replica.DefaultConfig()
+	rc.ID = cfg.NodeName
+	rc.Dir = filepath.Join(d.dir, "raft")
+	rc.BindAddr = net.JoinHostPort(cfg.GossipBind, strconv.Itoa(cfg.RaftPort))
+	rc.Advertise = net.JoinHostPort(cfg.NodeName, strconv.Itoa(cfg.RaftPort))
+	rc.Dial = s.dialRaft
+	rc.Logger = s.log.With("component", "raft")
+	rc.Hooks = replica.Hooks{
+		Commit:       func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) },
+		LeaderChange: func(replica.Leadership) { s.kickRaft() },
+	}
+	d.lease = rc.LeaderLeaseTimeout
+	if err := os.MkdirAll(rc.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("BATON_STATE_DIR %s: %w", cfg.StateDir, err)
+	}
+	var err error
+	if d.node, err = replica.Open(rc, d.log); err != nil {
+		return nil, fmt.Errorf("raft (BATON_STATE_DIR %s, BATON_RAFT_PORT %d): %w", cfg.StateDir, cfg.RaftPort, err)
+	}
+	return d, nil
+}
+
+// dialRaft dials a raft peer by name: the name is looked up in the membership,
+// and dialled as given (a DNS name, an address) when the membership does not know it.
+func (s *Server) dialRaft(ctx context.Context, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		if n := s.gossip.Load(); n != nil {
+			if m, ok := n.Lookup(host); ok && m.Meta.Role == cluster.RoleServer {
+				if m.Meta.RaftPort > 0 { // it may have restarted on another port
+					port = strconv.Itoa(m.Meta.RaftPort)
+				}
+				addr = net.JoinHostPort(m.Addr, port)
+			}
+		}
+	}
+	if s.cfg.RaftDial != nil {
+		return s.cfg.RaftDial(ctx, host, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+func (s *Server) kickRaft() {
+	select {
+	case s.raftKick <- struct{}{}:
+	default:
+	}
+}
+
+// raftLoop follows the replica: it bootstraps the cluster once enough servers have
+// found each other, publishes who leads in the membership and the metrics, tells
+// the core when this server's leadership changed, and, on the leader, adds servers
+// that joined the membership to the raft configuration, one at a time.
+func (s *Server) raftLoop(d *durable) {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last replica.Leadership
+	bootstrapped := false
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.raftKick:
+		case <-t.C:
+		}
+		l, _ := d.node.Leadership()
+		if l.LeaderID != last.LeaderID && l.LeaderID != "" {
+			s.metrics.raftLeaderChanges.Inc()
+		}
+		last = l
+		s.metrics.raftLeader.Set(b2f(l.IsLeader))
+		_ = s.node.SetLeader(l.IsLeader, time.Second)
+		if l.IsLeader != d.serving.Load() {
+			s.post(&work{fn: s.core.leadershipChanged})
+		}
+		if !bootstrapped {
+			bootstrapped = s.maybeBootstrap(d)
+		}
+		if l.IsLeader {
+			s.reconcile(d)
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// serverMembers are the alive, replicating servers in the membership, by name.
+func (s *Server) serverMembers() []replica.Server {
+	var out []replica.Server
+	for _, m := range s.node.Members() {
+		if m.State == cluster.StateAlive && m.Meta.Role == cluster.RoleServer && m.Meta.RaftPort > 0 && !m.Meta.Leaving {
+			out = append(out, replica.Server{ID: m.Name, Addr: net.JoinHostPort(m.Name, strconv.Itoa(m.Meta.RaftPort)), Voter: true})
+		}
+	}
+	slices.SortFunc(out, func(a, b replica.Server) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// maybeBootstrap starts the cluster once BATON_BOOTSTRAP_EXPECT servers have found
+// each other, each of them with the same set: true once done, or once this server
+// turns out to have a log already. It waits while some server says it leads: that
+// cluster exists, and its leader adds this server (reconcile).
+func (s *Server) maybeBootstrap(d *durable) bool {
+	if _, ok := s.node.Leader(); ok {
+		return false
+	}
+	servers := s.serverMembers()
+	if len(servers) < s.cfg.BootstrapExpect {
+		return false
+	}
+	err := d.node.Bootstrap(servers)
+	switch {
+	case errors.Is(err, replica.ErrHasState):
+		return true
+	case err != nil:
+		s.log.Warn("raft bootstrap failed; will retry", "err", err)
+		return false
+	}
+	s.log.Info("raft cluster bootstrapped", "servers", len(servers))
+	return true
+}
+
+// reconcile adds to the raft configuration a server the membership knows and the
+// configuration does not (a server added to the deployment, or one whose state was
+// lost), one per call. A server that died is never removed here: only by an
+// operator (POST /admin/remove-server), as its loss may be temporary.
+func (s *Server) reconcile(d *durable) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conf, err := d.node.Servers(ctx)
+	if err != nil {
+		return
+	}
+	for _, m := range s.serverMembers() {
+		if slices.ContainsFunc(conf, func(c replica.Server) bool { return c.ID == m.ID && c.Addr == m.Addr }) {
+			continue
+		}
+		if err := d.node.AddVoter(ctx, m.ID, m.Addr); err != nil {
+			s.log.Warn("raft: could not add server", "server", m.ID, "err", err)
+		}
+		return
+	}
+}
+
+// leadershipChanged brings the core in line with the replica: it starts serving
+// when this server leads, and stops when it does not.
+func (c *core) leadershipChanged(now time.Time) {
+	d := c.d
+	switch lead := d.node.IsLeader(); {
+	case lead && !d.leading:
+		c.lead()
+	case !lead && d.leading:
+		c.stepDown("another server leads")
+	}
+}
+
+// lead starts serving as the leader: once every entry committed before is applied
+// here (Barrier), the core copies the log's state, gives every session a full TTL
+// from now, and starts a new epoch. A failure leaves it a follower; the loop tries
+// again on its next round while raft says this server leads.
+func (c *core) lead() {
+	d := c.d
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := d.node.Barrier(ctx)
+	cancel()
+	if err == nil {
+		now := time.Now() // after the barrier: the sessions' grace counts from here
+		if now.Before(c.s.lastNow) {
+			now = c.s.lastNow
+		}
+		err = c.start(d, now)
+	}
+	if err != nil {
+		c.s.log.Warn("raft: won the leadership but could not take over; will retry", "err", err)
+		c.reset()
+		return
+	}
+	c.s.lastNow = time.Now()
+	c.event(Event{Kind: "leader", Detail: fmt.Sprintf("epoch %d", c.st.Epoch)})
+	c.s.log.Info("leading: serving clients", "epoch", c.st.Epoch, "sessions", c.st.Sessions.Len(), "tokens", c.st.Tokens.Len())
+}
+
+// stepDown stops serving: the replies the batch held are dropped (their state may
+// not commit), every connection is closed with notice (clients resume their
+// sessions on the new leader), and the state is thrown away: it is copied from the
+// log again if this server leads again.
+func (c *core) stepDown(why string) {
+	c.dropReplies()
+	c.closeAll()
+	c.reset()
+	c.event(Event{Kind: "follower", Detail: why})
+	c.s.log.Warn("stepped down: no longer serving clients", "why", why)
+}
+
+// reset leaves the core a follower with an empty state.
+func (c *core) reset() {
+	d := c.d
+	d.leading = false
+	d.serving.Store(false)
+	d.entry, d.needProof = nil, false
+	st := fsm.New[*conn](c.s.cfg.MaxTokens)
+	st.MaxTTL = c.ttl
+	c.st = st
+	c.expiryTimer.Stop()
+	c.graceTimer.Stop()
+	c.graceEnd = time.Time{}
+}
+
+// notLeader refuses a hello on a follower and names the leader's token address,
+// if it is known, for the client to follow.
+//
+//go:noinline
+func (c *core) notLeader(cn *conn) {
+	addr := ""
+	if id, _ := c.d.node.Leader(); id != "" {
+		if m, ok := c.s.node.Lookup(id); ok && m.State == cluster.StateAlive && m.Meta.TokenPort > 0 {
+			addr = m.TokenAddr()
+		}
+	}
+	c.s.metrics.notLeader.Inc()
+	c.s.log.Debug("hello refused: not the leader", "conn", cn.remote, "leader", addr)
+	c.reply(cn, wire.Frame{Op: wire.OpError, Code: wire.CodeNotLeader, Text: addr})
+	c.closeConn(cn, false)
+}
+
+// raftStatus is the replica's part of /status; nil without a replicated log.
+func (s *Server) raftStatus() *RaftStatus {
+	d := s.core.d
+	if d == nil || !d.clustered {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := d.node.Status(ctx)
+	if err != nil {
+		return &RaftStatus{State: "unknown: " + err.Error()}
+	}
+	rs := &RaftStatus{ID: st.ID, State: st.State, Leader: st.Leader, Term: st.Term, CommitIndex: st.CommitIndex,
+		AppliedIndex: st.AppliedIndex, Servers: []RaftServer{}}
+	for _, sv := range st.Servers {
+		rs.Servers = append(rs.Servers, RaftServer{ID: sv.ID, Addr: sv.Addr, Voter: sv.Voter, Leader: sv.ID == st.Leader})
+	}
+	return rs
+}
+
+// RemoveServer takes a server out of the raft configuration: for one that is gone
+// for good. Leader only.
+func (s *Server) RemoveServer(id string) error {
+	d := s.core.d
+	if d == nil || !d.clustered {
+		return errors.New("not a replicated server (BATON_BOOTSTRAP_EXPECT is 1)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return d.node.RemoveServer(ctx, id)
+}
+
+// handOver gives the leadership to another server before this one stops, so that
+// clients wait for no election. Best effort.
+func (s *Server) handOver() {
+	d := s.core.d
+	if d == nil || !d.clustered || !d.node.IsLeader() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := d.node.TransferLeadership(ctx); err != nil {
+		s.log.Warn("raft: leadership not handed over before stopping", "err", err)
+		return
+	}
+	s.log.Info("raft: leadership handed over before stopping")
+}
+
+// Leading reports whether this server serves clients: a replicated server while it
+// leads, any other server always.
+func (s *Server) Leading() bool {
+	d := s.core.d
+	return d == nil || !d.clustered || d.serving.Load()
+}

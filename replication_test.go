@@ -1,0 +1,352 @@
+package baton_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/testutil"
+	"github.com/baton-dev/baton/internal/wire"
+)
+
+// The replication rules (../shared/DESIGN.md, "Replication"; internal/server/raft.go),
+// on three servers over real raft and memberlist transports on loopback.
+
+// section is one critical section whose release the cluster accepted.
+type section struct {
+	client     string
+	fence      uint64
+	start, end time.Time
+}
+
+// contenders are clients that take a token in turn, each adding one to its
+// counter, and record what they saw.
+type contenders struct {
+	token    string
+	mu       sync.Mutex // guards sections, unknown
+	sections []section
+	unknown  int // releases whose outcome the client could not know
+	accepted atomic.Int64
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+func startContenders(t *testing.T, cl *testutil.Cluster, n int, token string) *contenders {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cs := &contenders{token: token, cancel: cancel}
+	for i := range n {
+		name := fmt.Sprintf("c%d", i+1)
+		c := cl.Dial(t, name, nil)
+		cs.wg.Add(1)
+		go func() {
+			defer cs.wg.Done()
+			for ctx.Err() == nil {
+				cs.turn(ctx, c, name)
+			}
+		}()
+	}
+	t.Cleanup(cs.stop)
+	return cs
+}
+
+// turn is one acquire, critical section, release.
+func (cs *contenders) turn(ctx context.Context, c *baton.Client, name string) {
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	l, err := c.Acquire(actx, cs.token)
+	cancel()
+	if err != nil {
+		return
+	}
+	start := time.Now()
+	rec := l.Record
+	end := time.Now()
+	// The release is sent even if the lease was lost: the cluster decides.
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = l.Release(rctx, baton.Record{Counter: rec.Counter + 1})
+	cancel()
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	switch {
+	case err == nil:
+		cs.sections = append(cs.sections, section{client: name, fence: l.Fence, start: start, end: end})
+		cs.accepted.Add(1)
+	case errors.Is(err, baton.ErrOutcomeUnknown):
+		cs.unknown++
+	}
+}
+
+func (cs *contenders) stop() {
+	cs.cancel()
+	cs.wg.Wait()
+}
+
+// awaitProgress waits for n more accepted releases.
+func (cs *contenders) awaitProgress(t *testing.T, n int64, d time.Duration, what string) {
+	t.Helper()
+	from := cs.accepted.Load()
+	testutil.Eventually(t, d, fmt.Sprintf("%d more accepted releases: %s", n, what), func() bool {
+		return cs.accepted.Load()-from >= n
+	})
+}
+
+// firstSectionAfter is how long after t0 the first accepted critical section began.
+func (cs *contenders) firstSectionAfter(t0 time.Time) time.Duration {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	first := time.Duration(-1)
+	for _, s := range cs.sections {
+		if d := s.start.Sub(t0); d > 0 && (first < 0 || d < first) {
+			first = d
+		}
+	}
+	return first
+}
+
+// check stops the contenders and checks the rules on what they saw and on the
+// leader's state: no two accepted sections overlap, fences strictly increase in
+// the order of the sections, and the counter is the accepted releases plus at most
+// those whose outcome was unknown.
+func (cs *contenders) check(t *testing.T, cl *testutil.Cluster) {
+	t.Helper()
+	cs.stop()
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	secs := slices.Clone(cs.sections)
+	slices.SortFunc(secs, func(a, b section) int { return a.start.Compare(b.start) })
+	for i := 1; i < len(secs); i++ {
+		a, b := secs[i-1], secs[i]
+		if b.start.Before(a.end) {
+			t.Errorf("two holders at once: %s fence %d [%s, %s] and %s fence %d from %s",
+				a.client, a.fence, a.start.Format(time.StampMicro), a.end.Format(time.StampMicro), b.client, b.fence, b.start.Format(time.StampMicro))
+		}
+		if b.fence <= a.fence {
+			t.Errorf("fence went back: %s had %d, then %s had %d", a.client, a.fence, b.client, b.fence)
+		}
+	}
+	leader := cl.AwaitLeader(t, 20*time.Second)
+	st, err := cl.Server(leader).Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range st.Tokens {
+		if tk.Name != cs.token {
+			continue
+		}
+		if lo, hi := uint64(len(secs)), uint64(len(secs)+cs.unknown); tk.Counter < lo || tk.Counter > hi {
+			t.Errorf("counter %d: want the %d accepted releases, plus at most the %d whose outcome was unknown", tk.Counter, lo, cs.unknown)
+		}
+		if len(secs) > 0 && tk.Fence < secs[len(secs)-1].fence {
+			t.Errorf("token fence %d is below a fence a client held, %d", tk.Fence, secs[len(secs)-1].fence)
+		}
+		t.Logf("%d sections accepted, %d outcomes unknown, counter %d, fence %d", len(secs), cs.unknown, tk.Counter, tk.Fence)
+		return
+	}
+	t.Errorf("token %q not in the leader's status", cs.token)
+}
+
+// The leader is closed while clients contend: another leads, the clients follow
+// it and resume their sessions, and the token moves again within an election and
+// a TTL.
+func TestReplicatedLeaderClosed(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	cs := startContenders(t, cl, 3, "counter")
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving before the fault")
+	cl.Stop(leader) // it hands the leadership over first, as a server told to stop does
+	t0 := time.Now()
+	next := cl.AwaitLeader(t, 10*time.Second)
+	if next == leader {
+		t.Fatalf("server %d still leads after it was closed", leader)
+	}
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving under the new leader")
+	checkMovedAgain(t, cs, cl, t0, fmt.Sprintf("leader s%d closed, s%d leads", leader+1, next+1))
+	cs.check(t, cl)
+}
+
+// checkMovedAgain checks that the token moved again within an election and a TTL
+// of the fault at t0.
+func checkMovedAgain(t *testing.T, cs *contenders, cl *testutil.Cluster, t0 time.Time, what string) {
+	t.Helper()
+	took := cs.firstSectionAfter(t0)
+	t.Logf("%s: the next accepted critical section began %s after the fault", what, took)
+	if limit := 5*time.Second + cl.Server(cl.Leader()).Cfg.SessionTTL; took < 0 || took > limit {
+		t.Errorf("%s: the token moved again %s after the fault, want within %s (an election and a TTL)", what, took, limit)
+	}
+}
+
+// The leader is cut off from the other servers (its clients still reach it): it
+// loses its lease and steps down, the others elect a leader, the clients follow
+// it, and when the cut heals the old leader rejoins as a follower.
+func TestReplicatedLeaderCutOff(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	cs := startContenders(t, cl, 3, "counter")
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving before the fault")
+	t0 := time.Now()
+	cl.Cut(leader)
+	var next int
+	testutil.Eventually(t, 15*time.Second, "another server to lead, and the cut-off one to stop serving", func() bool {
+		next = cl.Leader()
+		return next >= 0 && next != leader && !cl.Server(leader).Leading()
+	})
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving under the new leader")
+	checkMovedAgain(t, cs, cl, t0, fmt.Sprintf("leader s%d cut off, s%d leads", leader+1, next+1))
+	cl.Heal(leader)
+	testutil.Eventually(t, 20*time.Second, "the healed server to follow the new leader", func() bool {
+		st, err := cl.Server(leader).Status()
+		return err == nil && st.Raft != nil && st.Raft.State == "follower" && st.Raft.Leader != ""
+	})
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving after the cut healed")
+	cs.check(t, cl)
+}
+
+// A follower stops and starts again: the other two carry on, and it catches up.
+func TestReplicatedFollowerRestarts(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	follower := (leader + 1) % 3
+	cs := startContenders(t, cl, 3, "counter")
+	cs.awaitProgress(t, 10, 20*time.Second, "the token moving before the fault")
+	cl.Stop(follower)
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving with one follower down")
+	f := cl.Start(follower)
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving after the follower came back")
+	testutil.Eventually(t, 20*time.Second, "the restarted follower to apply what the leader committed", func() bool {
+		lst, _ := cl.Server(cl.Leader()).Status()
+		fst, _ := f.Status()
+		return lst.Raft != nil && fst.Raft != nil && fst.Raft.State == "follower" && fst.Raft.AppliedIndex+50 >= lst.Raft.CommitIndex
+	})
+	cs.check(t, cl)
+	// The follower shows the replicated token and points to the leader.
+	fst, err := f.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fst.Raft.Leader == "" || len(fst.Raft.Servers) != 3 {
+		t.Errorf("follower's raft status: %+v, want a leader and 3 servers", fst.Raft)
+	}
+	if len(fst.Tokens) != 1 || fst.Tokens[0].Fence == 0 {
+		t.Errorf("follower's tokens: %+v, want the replicated counter token", fst.Tokens)
+	}
+}
+
+// Every server stops, then all start again from their directories: fences carry
+// on above the last one granted, and the counter with them (rule 5).
+func TestReplicatedAllRestart(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	cl.AwaitLeader(t, 30*time.Second)
+	cs := startContenders(t, cl, 2, "counter")
+	cs.awaitProgress(t, 20, 20*time.Second, "the token moving before the restart")
+	before := cs.accepted.Load()
+	for i := range 3 {
+		cl.Stop(i)
+	}
+	for i := range 3 {
+		cl.Start(i)
+	}
+	cl.AwaitLeader(t, 30*time.Second)
+	cs.awaitProgress(t, 20, 30*time.Second, "the token moving after every server restarted")
+	if before == 0 {
+		t.Fatal("no section before the restart")
+	}
+	cs.check(t, cl)
+}
+
+// Rule 4: a holder keeps its lease across a failover. The new leader gives every
+// session a full TTL before it expires any, the holder resumes its session there,
+// and its release is accepted; the waiter then gets the token with a higher fence.
+func TestReplicatedHolderKeepsLeaseAcrossFailover(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	holder, waiter := cl.Dial(t, "holder", nil), cl.Dial(t, "waiter", nil)
+	ctx := context.Background()
+	l, err := holder.Acquire(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := make(chan *baton.Lease, 1)
+	go func() {
+		wl, err := waiter.Acquire(ctx, "t")
+		if err == nil {
+			granted <- wl
+		}
+	}()
+	testutil.Eventually(t, 10*time.Second, "the waiter queued behind the holder", func() bool {
+		st, _ := cl.Server(leader).Status()
+		return len(st.Tokens) == 1 && len(st.Tokens[0].Queue) == 1
+	})
+	cl.Stop(leader)
+	next := cl.AwaitLeader(t, 10*time.Second)
+	testutil.Eventually(t, 10*time.Second, "the holder to resume its session on the new leader", func() bool {
+		return holder.Info().Connected
+	})
+	if err := l.Err(); err != nil {
+		t.Fatalf("the holder's lease ended across the failover: %v", err)
+	}
+	select {
+	case wl := <-granted:
+		t.Fatalf("the waiter was granted fence %d while the holder still held fence %d", wl.Fence, l.Fence)
+	default:
+	}
+	if err := l.Release(ctx, baton.Record{Counter: 1}); err != nil {
+		t.Fatalf("the holder's release after the failover: %v, want it accepted", err)
+	}
+	select {
+	case wl := <-granted:
+		if wl.Fence <= l.Fence {
+			t.Errorf("waiter's fence %d, want above the holder's %d", wl.Fence, l.Fence)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter got no grant within 10s of the release")
+	}
+	if n := testutil.Metric(t, cl.Server(next).Reg, "baton_reclaims_total", nil); n != 0 {
+		t.Errorf("baton_reclaims_total on the new leader = %v, want 0: nobody lost a lease", n)
+	}
+}
+
+// leaderLease is raft's leader lease in the servers' configuration (replica.DefaultConfig).
+const leaderLease = 250 * time.Millisecond
+
+// Rules 1 and 3: a leader that has lost its quorum grants nothing and extends no
+// session. Both followers stop; a keepalive and an acquire of a free token sent to
+// the leader get neither an ack nor a grant, and the leader lets the client go.
+func TestReplicatedLeaderWithoutQuorumAnswersNothing(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	raw := testutil.DialRaw(t, cl.Server(leader).TokenAddr(), "lonely")
+	for i := range 3 {
+		if i != leader {
+			cl.Stop(i)
+		}
+	}
+	// No quorum has confirmed this leader since the second follower stopped. Once a
+	// leader lease has passed since then, the leader may act only on a fresh check,
+	// which cannot succeed: the precondition is a time on the clock, not an event.
+	time.Sleep(leaderLease)
+	// The leader may have stepped down and let go of the connection already: then
+	// the writes fail, and nothing can have been acknowledged either.
+	_ = raw.W.Write(&wire.Frame{Op: wire.OpKeepalive, Seq: 100})
+	_ = raw.W.Write(&wire.Frame{Op: wire.OpAcquire, Seq: 101, Token: "free"})
+	_ = raw.W.Flush()
+	for {
+		f, err := raw.TryNext(10 * time.Second)
+		if err != nil {
+			break // the leader let go of the connection, or stayed silent
+		}
+		switch f.Op {
+		case wire.OpKeepaliveAck:
+			t.Fatalf("a leader without a quorum acknowledged a keepalive")
+		case wire.OpGrant:
+			t.Fatalf("a leader without a quorum granted %q fence %d", f.Token, f.Fence)
+		case wire.OpClosing:
+			return
+		}
+	}
+}
