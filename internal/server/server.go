@@ -11,6 +11,30 @@
 // core.commit). The state itself changes only through internal/fsm, whose effects the
 // core turns into replies. The mechanisms of the fast path and its rules are in
 // docs/design.md.
+//
+// With BATON_STATE_DIR the state is a raft log, of this server alone or replicated
+// among BATON_BOOTSTRAP_EXPECT servers (raft.go), and only the leader serves. The
+// rules of ../shared/DESIGN.md "Replication", and where each is kept and tested
+// (replication_test.go at the module root, unless named):
+//  1. Commit before answer: a grant, release, queue change, session open or end,
+//     expiry or reclaim is answered only after the log entry holding it commits
+//     (core.commit, core.settle). TestReplicatedLeaderWithoutQuorumAnswersNothing.
+//  2. Pure apply: the state changes only through internal/fsm commands that carry
+//     the leader's time and ids (internal/fsm's determinism tests).
+//  3. Only a leader that can prove it acts: only a committed entry proposed by the
+//     current leader ends a session; a deposed leader's entries fail to commit, and
+//     it steps down without sending what depended on them (core.stepDown). A
+//     keepalive is acknowledged only within a lease of a quorum's confirmation, or
+//     after VerifyLeader (durable.commit, mustVerify). TestKeepaliveAckNeedsALeaseOrACheck
+//     here, TestReplicatedLeaderWithoutQuorumAnswersNothing, TestReplicatedLeaderCutOff.
+//  4. Grace on election: a new leader calls Barrier, copies the log's state, and
+//     gives every session a full TTL from then before it expires any (core.lead).
+//     TestReplicatedHolderKeepsLeaseAcrossFailover.
+//  5. Fences never go back: they live in the log. TestReplicatedAllRestart.
+//  6. Retries are idempotent: applied releases are remembered per session in the
+//     replicated state (internal/session/answers.go).
+//  7. Clients follow the leader: a follower's not_leader names it (core.notLeader),
+//     and the leader says so in its memberlist meta.
 package server
 
 import (
