@@ -162,6 +162,15 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 	}
 	servers := s.serverMembers()
 	if len(servers) < s.cfg.BootstrapExpect {
+		if now := time.Now(); now.Sub(s.waitLogged) >= 10*time.Second {
+			s.waitLogged = now
+			names := make([]string, len(servers))
+			for i, sv := range servers {
+				names[i] = sv.ID
+			}
+			s.log.Warn("waiting for servers before the first raft election: check BATON_JOIN and that every server has BATON_BOOTSTRAP_EXPECT and BATON_STATE_DIR set",
+				"want", s.cfg.BootstrapExpect, "found", len(servers), "servers", names, "join", s.cfg.Join)
+		}
 		return false
 	}
 	err := d.node.Bootstrap(servers)

@@ -87,19 +87,21 @@ type Server struct {
 	node     *cluster.Node
 	gossip   atomic.Pointer[cluster.Node] // node, for goroutines that start before it is set (raft's dials)
 	raftKick chan struct{}                // the replica's leadership changed (raftLoop)
-	parker   *parker                      // nil where connections cannot be parked
-	core     *core
-	coreMu   sync.Mutex // held by the core's owner of the moment
-	batch    []*conn    // connections of the frames in the current batch; the owner's
-	qmu      sync.Mutex // guards queue, spare, stopped
-	queue    []work     // posted, not yet served
-	spare    []work     // the other half of a double buffer for queue
-	lastNow  time.Time  // the time of the last batch served; with coreMu held
-	stopped  bool       // Close has served the last of the queue; posts are refused
-	kick     chan struct{}
-	stop     chan struct{}
-	loopDone chan struct{}
-	wg       sync.WaitGroup // accept loop and every connection's goroutines
+	// waitLogged is when raftLoop last said it waits for servers to bootstrap.
+	waitLogged time.Time
+	parker     *parker // nil where connections cannot be parked
+	core       *core
+	coreMu     sync.Mutex // held by the core's owner of the moment
+	batch      []*conn    // connections of the frames in the current batch; the owner's
+	qmu        sync.Mutex // guards queue, spare, stopped
+	queue      []work     // posted, not yet served
+	spare      []work     // the other half of a double buffer for queue
+	lastNow    time.Time  // the time of the last batch served; with coreMu held
+	stopped    bool       // Close has served the last of the queue; posts are refused
+	kick       chan struct{}
+	stop       chan struct{}
+	loopDone   chan struct{}
+	wg         sync.WaitGroup // accept loop and every connection's goroutines
 
 	connsMu sync.Mutex // guards conns
 	conns   map[*conn]struct{}
