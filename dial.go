@@ -55,7 +55,7 @@ func dial(cfg Config, resume uint64) dialResult {
 		if !errors.As(r.err, &nl) || nl.leader == "" {
 			return r
 		}
-		if why := unfollowed(cfg, nl.leader, len(via)); why != "" {
+		if why := unfollowed(cfg, addr, nl.leader, len(via)); why != "" {
 			r.err = fmt.Errorf("%w; not followed: %s", r.err, why)
 			return r
 		}
@@ -65,12 +65,16 @@ func dial(cfg Config, resume uint64) dialResult {
 	}
 }
 
-// unfollowed says why the leader a follower named is not dialled, after hops
+// unfollowed says why the leader that server named is not dialled, after hops
 // followed already in this connect; "" when it is.
-func unfollowed(cfg Config, leader string, hops int) string {
+func unfollowed(cfg Config, server, leader string, hops int) string {
 	switch {
 	case cfg.Follow == nil:
 		return "Config.Follow is nil"
+	case leader == server:
+		// A server elected but not yet serving (it first catches up with the log)
+		// names itself: asking it again at once would only hear the same.
+		return "it names itself"
 	case hops >= maxFollow:
 		return fmt.Sprintf("%d followed already in this connect", hops)
 	case !cfg.Follow(leader):
