@@ -142,12 +142,15 @@ func TestNotLeaderNotFollowedWithoutApproval(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		unnamed bool // the follower knows no leader
+		self    bool // the follower names itself
 		follow  func(string) bool
+		asks    bool // Follow is asked about each answer
 		why     string
 	}{
 		{name: "Follow nil", why: "Config.Follow is nil"},
-		{name: "Follow refuses", follow: func(string) bool { return false }, why: "does not approve"},
+		{name: "Follow refuses", follow: func(string) bool { return false }, asks: true, why: "does not approve"},
 		{name: "no leader known", unnamed: true, follow: func(string) bool { return true }, why: "knows no leader"},
+		{name: "names itself", self: true, follow: func(string) bool { return true }, why: "names itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := testutil.StartServer(t, nil)
@@ -156,6 +159,10 @@ func TestNotLeaderNotFollowedWithoutApproval(t *testing.T) {
 				named = ""
 			}
 			f := testutil.StartFollower(t, named)
+			if tc.self {
+				named = f.Addr()
+				f.SetLeader(named)
+			}
 			cfg := baton.Config{Addr: f.Addr(), Node: "c1"}
 			var asked atomic.Int32
 			if tc.follow != nil {
@@ -183,8 +190,12 @@ func TestNotLeaderNotFollowedWithoutApproval(t *testing.T) {
 			if hellos < 2 {
 				t.Errorf("follower read %d hellos in 1s, want the client to keep trying", hellos)
 			}
-			if n := int(asked.Load()); tc.unnamed && n != 0 || !tc.unnamed && tc.follow != nil && n != hellos {
-				t.Errorf("Follow asked %d times for %d not_leader answers", n, hellos)
+			want := 0
+			if tc.asks {
+				want = hellos
+			}
+			if n := int(asked.Load()); n != want {
+				t.Errorf("Follow asked %d times for %d not_leader answers, want %d", n, hellos, want)
 			}
 			close(errs) // Dial has returned, and its dialer with it
 			for err := range errs {
@@ -250,4 +261,67 @@ func TestNotLeaderLoopEndsAfterBoundedHops(t *testing.T) {
 		t.Fatalf("connect failed with %q, want ErrNotLeader, not followed", err)
 	}
 	t.Logf("the first connect failed with: %v", err)
+}
+
+// On a real three-server cluster, a client whose every connect asks a follower
+// first (a stale view of who leads) is sent on to the leader, and keeps its lease
+// when that leader stops. After the stop, the server asked may have just been
+// elected itself: then no follow is needed, and the test says which it was.
+func TestClientFollowsTheLeaderOfACluster(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.SessionTTL = 3 * time.Second })
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	var addrs []string
+	for i := range 3 {
+		addrs = append(addrs, cl.Server(i).TokenAddr())
+	}
+	var asked atomic.Int32
+	resolve := func(context.Context) (string, error) {
+		// A server that is up and does not lead, while there is one.
+		for i := range 3 {
+			if s := cl.Server(i); s != nil && i != cl.Leader() {
+				return addrs[i], nil
+			}
+		}
+		return "", errors.New("no server up")
+	}
+	follow := func(addr string) bool {
+		asked.Add(1)
+		for _, a := range addrs {
+			if a == addr {
+				return true
+			}
+		}
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := baton.Dial(ctx, baton.Config{Resolve: resolve, Follow: follow, Node: "holder", Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatalf("Dial through a follower: %v", err)
+	}
+	defer c.Close()
+	if got := c.Info().Server; got != addrs[leader] || asked.Load() == 0 {
+		t.Fatalf("session on %s after %d follows, want it on the leader s%d (%s) through a follower", got, asked.Load(), leader+1, addrs[leader])
+	}
+	lease, err := c.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatalf("Acquire on the leader: %v", err)
+	}
+	session, before := c.Info().Session, asked.Load()
+
+	t0 := time.Now()
+	cl.Stop(leader)
+	next := cl.AwaitLeader(t, 10*time.Second)
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("session %x resumed on the new leader s%d", session, next+1), func() bool {
+		i := c.Info()
+		return i.Connected && i.Session == session && i.Server == addrs[next]
+	})
+	t.Logf("s%d stopped; the session was resumed on s%d %s later; Follow was asked %d times", leader+1, next+1,
+		time.Since(t0).Round(time.Millisecond), asked.Load()-before)
+	if err := lease.Err(); err != nil {
+		t.Fatalf("the lease ended across the failover: %v", err)
+	}
+	if err := lease.Release(ctx, baton.Record{Counter: 1}); err != nil {
+		t.Fatalf("Release on the new leader: %v, want it accepted", err)
+	}
 }
