@@ -97,3 +97,43 @@ func TestWorkerDoesNotFollowToAnUnknownServer(t *testing.T) {
 	}
 	t.Logf("w0's problem: %s", w.Status().Problem)
 }
+
+// Workers on a real three-server cluster find the leader through the membership,
+// and go on under the next leader when it stops, each in its own session still.
+func TestWorkersFollowTheLeaderOfACluster(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.SessionTTL = 3 * time.Second })
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	var seeds []string
+	for i := range 3 {
+		seeds = append(seeds, cl.Server(i).GossipAddr())
+	}
+	var ws []*testutil.Worker
+	for _, name := range []string{"w0", "w1"} {
+		cfg := testutil.WorkerConfig(cl.Server(leader), name)
+		cfg.Join = seeds
+		ws = append(ws, testutil.StartWorker(t, cfg))
+	}
+	onLeader := func(w *testutil.Worker, i, done int) bool {
+		st := w.Status()
+		return st.Connected && st.Server == cl.Server(i).TokenAddr() && st.Done > uint64(done)
+	}
+	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("both workers working on the leader s%d", leader+1), func() bool {
+		return onLeader(ws[0], leader, 3) && onLeader(ws[1], leader, 3)
+	})
+	sessions := []string{ws[0].Status().Session, ws[1].Status().Session}
+	done := []int{int(ws[0].Status().Done), int(ws[1].Status().Done)}
+
+	t0 := time.Now()
+	cl.Stop(leader)
+	next := cl.AwaitLeader(t, 10*time.Second)
+	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("both workers working on the new leader s%d", next+1), func() bool {
+		return onLeader(ws[0], next, done[0]+3) && onLeader(ws[1], next, done[1]+3)
+	})
+	t.Logf("s%d stopped; both workers had three more critical sections on s%d %s later", leader+1, next+1,
+		time.Since(t0).Round(time.Millisecond))
+	for i, w := range ws {
+		if s := w.Status().Session; s != sessions[i] {
+			t.Errorf("%s's session went from %s to %s across the failover, want it resumed", w.Name, sessions[i], s)
+		}
+	}
+}
