@@ -72,8 +72,9 @@ func unfollowed(cfg Config, server, leader string, hops int) string {
 	case cfg.Follow == nil:
 		return "Config.Follow is nil"
 	case leader == server:
-		// A server elected but not yet serving (it first catches up with the log)
-		// names itself: asking it again at once would only hear the same.
+		// A server raft has elected but that does not serve yet (it catches up with
+		// the log first), or one handing its leadership over, names itself: asking
+		// it again at once would only hear the same.
 		return "it names itself"
 	case hops >= maxFollow:
 		return fmt.Sprintf("%d followed already in this connect", hops)
