@@ -107,6 +107,7 @@ type Server struct {
 	conns   map[*conn]struct{}
 
 	closeOnce   sync.Once
+	killed      atomic.Bool // Kill: stop as a killed process would, without notices
 	ready       atomic.Bool
 	loopStarted bool // set by Open, read by Close on the same goroutine
 }
@@ -249,8 +250,11 @@ func (s *Server) GossipAddr() string { return s.node.Addr() }
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.ready.Store(false)
-		s.handOver()
-		if s.node != nil {
+		killed := s.killed.Load()
+		if !killed {
+			s.handOver()
+		}
+		if s.node != nil && !killed {
 			_ = s.node.Leave(time.Second)
 		}
 		if s.httpSrv != nil {
@@ -263,7 +267,7 @@ func (s *Server) Close() error {
 		if s.ln != nil {
 			s.ln.Close()
 		}
-		if s.loopStarted {
+		if s.loopStarted && !killed {
 			_ = s.do(func(time.Time) { s.core.closeAll(); s.core.commit() })
 		}
 		close(s.stop)
@@ -291,6 +295,19 @@ func (s *Server) Close() error {
 		s.wg.Wait()
 	})
 	return nil
+}
+
+// Kill stops the server the way a killed process stops, for tests of crashes: its
+// connections are cut without notice, it does not leave the cluster or hand the
+// leadership over, and nothing more it has is sent.
+func (s *Server) Kill() error {
+	s.killed.Store(true)
+	s.connsMu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.connsMu.Unlock()
+	return s.Close()
 }
 
 // do runs fn as the core's owner and waits for it.

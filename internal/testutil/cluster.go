@@ -46,6 +46,9 @@ func StartCluster(t testing.TB, n int, mod func(*server.Config)) *Cluster {
 		cfg.NodeName = fmt.Sprintf("s%d", i+1)
 		cfg.StateDir = t.TempDir()
 		cfg.BootstrapExpect = n
+		// Sessions outlive an election on a busy machine: detection takes up to twice
+		// raft's heartbeat timeout.
+		cfg.SessionTTL = 3 * time.Second
 		_, p, _ := net.SplitHostPort(gossip[i])
 		cfg.GossipPort, _ = strconv.Atoi(p)
 		cfg.RaftPort = FreePort(t)
@@ -126,6 +129,18 @@ func (cl *Cluster) Stop(i int) {
 	cl.mu.Unlock()
 	if s != nil {
 		s.Close()
+	}
+}
+
+// Kill stops server i as a killed process stops (server.Kill): no notices, no
+// leadership handed over.
+func (cl *Cluster) Kill(i int) {
+	cl.mu.Lock()
+	s := cl.srvs[i]
+	cl.srvs[i] = nil
+	cl.mu.Unlock()
+	if s != nil {
+		s.Kill()
 	}
 }
 
