@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
@@ -128,36 +127,6 @@ func (p *proc) settle(timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("baton-cluster: no server led for %s within %s", leaderStable, timeout)
-}
-
-// drain waits, up to timeout, until every member's state has no session left: a
-// client's Close sends its goodbye without waiting for its commit, and a cluster
-// stopped before the commit loses that batch when it continues (its leader steps
-// down, having heard from no quorum within its lease), so that the sessions of the
-// measurement would live on in the log into the next, to be expired there. A
-// follower's state is the committed one. A drain that times out is reported, not
-// fatal.
-func (p *proc) drain(timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for {
-		left := 0.0
-		for _, m := range p.members {
-			g := serverGauges(m.http, "baton_sessions")
-			n, ok := g["baton_sessions"]
-			if !ok {
-				n = 1 // not answering: not known to be drained
-			}
-			left += n
-		}
-		if left == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "baton-cluster: sessions still open %s after the clients closed (%.0f, summed over the servers)\n", timeout, left)
-			return
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
 }
 
 // resolveLeader is the clients' Resolve: the token address of the member that leads.

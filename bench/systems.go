@@ -145,15 +145,48 @@ func child(kind string) func() (*proc, error) {
 
 var systems = map[string]*system{
 	"floor": {name: "floor", start: child("floor"), dial: dialFloor},
-	"baton": {name: "baton", start: child("baton"), dial: dialBaton, multi: true, keeps: true},
+	"baton": {name: "baton", start: child("baton"), dial: dialBaton, multi: true, keeps: true, drain: drainSessions},
 	// baton with a state directory and no peers: a raft log of one server, every
 	// batch made durable before its replies leave.
-	"baton-durable": {name: "baton-durable", start: child("baton-durable"), dial: dialBaton, multi: true, keeps: true, durable: true},
+	"baton-durable": {name: "baton-durable", start: child("baton-durable"), dial: dialBaton, multi: true, keeps: true, durable: true,
+		drain: drainSessions},
 	// baton as compose deploys it: three such servers replicating one log (cluster.go).
 	"baton-cluster": {name: "baton-cluster", start: startCluster, dial: dialCluster, multi: true, keeps: true, durable: true,
-		settle: func(p *proc) error { return p.settle(30 * time.Second) }, drain: func(p *proc) { p.drain(15 * time.Second) }},
+		settle: func(p *proc) error { return p.settle(30 * time.Second) }, drain: drainSessions},
 	"etcd":  {name: "etcd", start: child("etcd"), dial: dialEtcd, multi: true, durable: true},
 	"redis": {name: "redis", start: startRedis, dial: dialRedis, multi: true},
+}
+
+// drainSessions waits until every one of a baton system's servers has no session
+// left, up to 15 s. A client's Close sends its goodbye without waiting for an answer,
+// and the server is stopped (SIGSTOP) right after a measurement: without the wait,
+// it would continue, for the next one, past every session's deadline and expire
+// those sessions (taking back what they held) before it read their goodbyes, and a
+// cluster would lose a goodbye batch still committing (its leader steps down when it
+// continues, having heard from no quorum within its lease), to expire the sessions
+// later. A cluster follower's state is the committed one. A drain that times out is
+// reported, not fatal.
+func drainSessions(p *proc) {
+	const timeout = 15 * time.Second
+	deadline := time.Now().Add(timeout)
+	for {
+		left := 0.0
+		for _, c := range p.children() {
+			n, ok := serverGauges(c.http, "baton_sessions")["baton_sessions"]
+			if !ok {
+				n = 1 // not answering: not known to be drained
+			}
+			left += n
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "sessions still open %s after their clients closed: %.0f (summed over the servers)\n", timeout, left)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
 }
 
 // serveChild runs the server of kind in this process until SIGINT or SIGTERM;
