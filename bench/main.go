@@ -102,7 +102,7 @@ func main() {
 		return
 	}
 	// BENCH_CLIENT_CPUPROFILE profiles this process: the client sessions' side.
-	defer cpuProfile("BENCH_CLIENT_CPUPROFILE")()
+	defer cpuProfile("BENCH_CLIENT_CPUPROFILE", "")()
 	o := options{systems: strings.Split(*systemsFlag, ","), tokens: *tokens, idleTokens: *idleTokens, idle: *idle,
 		idleFor: *idleFor, duration: *duration, warmup: *warmup, reps: *reps, kills: *kills, fsync: *fsync}
 	for _, f := range strings.Split(*clientsFlag, ",") {
@@ -142,11 +142,22 @@ func main() {
 }
 
 // runServer runs a system's server as a child process until SIGINT or SIGTERM, with
-// the profiling knobs: BENCH_CPUPROFILE (CPU profile of the run), BENCH_MEMPROFILE
-// (heap profile on SIGUSR1; the idle shape sends it at the end of its watch) and
-// BENCH_SERVER_PROCS (GOMAXPROCS, apart from the benchmark process's).
+// the profiling knobs: BENCH_CPUPROFILE (CPU profile of the run; a cluster member
+// adds its name to the file's: PATH.bench-s1), BENCH_MEMPROFILE (heap profile on
+// SIGUSR1; the idle shape sends it at the end of its watch) and BENCH_SERVER_PROCS
+// (GOMAXPROCS, apart from the benchmark process's). spec is a cluster member's
+// -member.
 func runServer(kind, spec string) {
-	defer cpuProfile("BENCH_CPUPROFILE")()
+	var m *member
+	suffix := ""
+	if spec != "" {
+		m = new(member)
+		if err := json.Unmarshal([]byte(spec), m); err != nil {
+			fail(fmt.Errorf("-member: %w", err))
+		}
+		suffix = "." + m.Name
+	}
+	defer cpuProfile("BENCH_CPUPROFILE", suffix)()
 	if n, err := strconv.Atoi(os.Getenv("BENCH_SERVER_PROCS")); err == nil && n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
@@ -166,19 +177,19 @@ func runServer(kind, spec string) {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	if err := serveChild(kind, spec, func() { <-sig }); err != nil {
+	if err := serveChild(kind, m, func() { <-sig }); err != nil {
 		fail(err)
 	}
 }
 
 // cpuProfile starts a CPU profile into the file the environment variable env names,
-// if it is set; the result stops it.
-func cpuProfile(env string) (stop func()) {
+// with suffix added, if it is set; the result stops it.
+func cpuProfile(env, suffix string) (stop func()) {
 	path := os.Getenv(env)
 	if path == "" {
 		return func() {}
 	}
-	f, err := os.Create(path)
+	f, err := os.Create(path + suffix)
 	if err != nil {
 		fail(err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -189,9 +188,9 @@ func drainSessions(p *proc) {
 	}
 }
 
-// serveChild runs the server of kind in this process until SIGINT or SIGTERM;
-// spec is a cluster member's configuration (JSON of member).
-func serveChild(kind, spec string, wait func()) error {
+// serveChild runs the server of kind in this process until SIGINT or SIGTERM; m
+// configures a cluster member.
+func serveChild(kind string, m *member, wait func()) error {
 	switch kind {
 	case "baton", "baton-durable", "baton-cluster":
 		cfg := server.DefaultConfig()
@@ -208,9 +207,8 @@ func serveChild(kind, spec string, wait func()) error {
 			cfg.StateDir = dir
 		}
 		if kind == "baton-cluster" {
-			var m member
-			if err := json.Unmarshal([]byte(spec), &m); err != nil {
-				return fmt.Errorf("-member: %w", err)
+			if m == nil {
+				return errors.New("baton-cluster needs -member")
 			}
 			cfg.NodeName, cfg.GossipPort, cfg.RaftPort, cfg.Join = m.Name, m.GossipPort, m.RaftPort, m.Join
 			cfg.BootstrapExpect = clusterSize
