@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton/internal/wire"
@@ -299,13 +298,13 @@ func (m *machine) reconcile(w *wire.Frame, resumed bool) {
 
 // lost handles the end of a connection. Unless the server announced it (a restart:
 // the session lives on), the leases can no longer be trusted, with one exception: a
-// durable session (its state in a raft log) whose connection the server's side
-// ended. That server crashed or lost the leadership, and whoever serves next keeps
-// the session, with a full TTL of grace (../shared/DESIGN.md, replication rules 4
-// and 7): the leases stay trusted until the session's deadline while the client
-// resumes, and the welcome says what the session still holds. A connection this side
-// gave up on (a read timeout) may look like this process's death to a live server:
-// those leases end.
+// durable session (its state in a raft log) whose connection the server's process
+// closed in order (closedByServer). That server crashed or stopped serving, and
+// whoever serves next keeps the session, with a full TTL of grace
+// (../shared/DESIGN.md, replication rules 4 and 7): the leases stay trusted until
+// the session's deadline while the client resumes, and the welcome says what the
+// session still holds. A connection reset, or one this side gave up on (a read
+// timeout), may look like this process's death to a live server: those leases end.
 func (m *machine) lost(err error) {
 	if !m.connected {
 		return
@@ -679,9 +678,13 @@ func (m *machine) shutdown() {
 	m.send(&wire.Frame{Op: wire.OpGoodbye})
 }
 
-// closedByServer reports whether a connection's end came from the server's side: it
-// closed or reset the connection, rather than this side giving up on it.
+// closedByServer reports whether the server's process closed the connection: an
+// orderly close (EOF), which is what a process's sockets get when it exits or is
+// killed. A reset is not taken for one: a middlebox that drops a connection resets
+// it both ways, and the server, reading a reset, ends the session at once as if
+// this process had died (so must this side end its leases). A middlebox that closed
+// both ways in order would deceive both sides alike: baton assumes none between
+// clients and servers (docs/design.md).
 func closedByServer(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
