@@ -82,15 +82,15 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// The server service runs as many replicas as the first election waits for, each
-// with a name of its own (no BATON_NODE_NAME: the container's), one host port each
-// (a range, or none), and the one state volume they share, each in its own
-// directory under it.
+// The server service runs as many replicas as the first election waits for, by
+// default three, both from BATON_SERVERS; each with a name of its own (no
+// BATON_NODE_NAME: the container's), one host port each (a range, or none), and the
+// one state volume they share, each in its own directory under it.
 func TestComposeRunsThreeServers(t *testing.T) {
 	var doc struct {
 		Services map[string]struct {
 			Deploy struct {
-				Replicas int `yaml:"replicas"`
+				Replicas string `yaml:"replicas"`
 			} `yaml:"deploy"`
 			Environment map[string]string `yaml:"environment"`
 			Ports       []string          `yaml:"ports"`
@@ -99,12 +99,14 @@ func TestComposeRunsThreeServers(t *testing.T) {
 	}
 	readYAML(t, "../docker-compose.yml", &doc)
 	srv := doc.Services["server"]
-	if srv.Deploy.Replicas != 3 {
-		t.Errorf("server: deploy.replicas %d, want 3", srv.Deploy.Replicas)
+	const servers = "${BATON_SERVERS:-3}"
+	if srv.Deploy.Replicas != servers {
+		t.Errorf("server: deploy.replicas %q, want %s", srv.Deploy.Replicas, servers)
 	}
-	if got := srv.Environment["BATON_BOOTSTRAP_EXPECT"]; got != strconv.Itoa(srv.Deploy.Replicas) {
-		t.Errorf("server: BATON_BOOTSTRAP_EXPECT %q, want the replicas' number %d", got, srv.Deploy.Replicas)
+	if got := srv.Environment["BATON_BOOTSTRAP_EXPECT"]; got != srv.Deploy.Replicas {
+		t.Errorf("server: BATON_BOOTSTRAP_EXPECT %q, want the replicas' number %q: servers that start together must agree on the first configuration", got, srv.Deploy.Replicas)
 	}
+	replicas := 3
 	if v, ok := srv.Environment["BATON_NODE_NAME"]; ok {
 		t.Errorf("server: BATON_NODE_NAME = %q would name every replica alike", v)
 	}
@@ -121,8 +123,8 @@ func TestComposeRunsThreeServers(t *testing.T) {
 		lo, hi, isRange := strings.Cut(def[strings.LastIndex(def, ":")+1:], "-")
 		a, err1 := strconv.Atoi(lo)
 		b, err2 := strconv.Atoi(hi)
-		if !isRange || err1 != nil || err2 != nil || b-a+1 < srv.Deploy.Replicas {
-			t.Errorf("server: port %q: a fixed host port collides across %d replicas; give a range of at least that many", p, srv.Deploy.Replicas)
+		if !isRange || err1 != nil || err2 != nil || b-a+1 < replicas {
+			t.Errorf("server: port %q: a fixed host port collides across %d replicas; give a range of at least that many", p, replicas)
 		}
 	}
 	if len(srv.Volumes) != 1 || !strings.HasSuffix(srv.Volumes[0], ":"+srv.Environment["BATON_STATE_DIR"]) {
