@@ -84,6 +84,13 @@ var (
 	// ErrRefused: the server refused the request (handshake, or an acquire: bad
 	// name, too many tokens, a duplicate); the wrapped text says why. Fix the request.
 	ErrRefused = errors.New("baton: refused by the server")
+	// ErrNotLeader: a connect ended at a server that is not the raft leader: it knew
+	// no leader (an election is under way, or too few servers are up), or the one it
+	// named was not followed (see Config.Follow). Not a mistake in the request, and
+	// nothing is lost: the session and its leases stand, and the client tries Addr
+	// or Resolve again after its back-off. The wrapped text names both servers. It
+	// reaches the Logger with each failed connect; no call returns it.
+	ErrNotLeader = errors.New("baton: server is not the leader")
 )
 
 // Record is the shared resource a token guards: the original program's counter and
@@ -104,10 +111,12 @@ type Config struct {
 	Addr    string
 	Resolve func(ctx context.Context) (string, error)
 	// Follow is asked when a server refuses the hello because it is not the raft
-	// leader and names the leader's token address: true dials that address at once.
-	// It should say yes only to servers it knows (the worker: alive server members),
-	// so that a hostile or confused server cannot send the client anywhere. Nil
-	// never follows: the client tries Addr or Resolve again after its back-off.
+	// leader and names the leader's token address: true dials that address at once,
+	// in the same connect, resuming the same session. It should say yes only to
+	// servers it knows (the worker: alive server members), so that a hostile or
+	// confused server cannot send the client anywhere. One connect follows at most
+	// two such answers. Nil never follows: the client tries Addr or Resolve again
+	// after its back-off. Called from the dialer's goroutine, one call at a time.
 	Follow func(addr string) bool
 	// Node names this client to the server; required. BootID tells this process from
 	// an earlier one with the same node name; random by default.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/baton-dev/baton/internal/wire"
@@ -27,6 +29,7 @@ type machine struct {
 	connGen   uint64 // counts connections: the current one's number
 	server    string // its address
 	announced bool   // the server said Closing: our session lives on, resume it
+	durable   bool   // the session outlives the server's process (Welcome.Durable): see lost
 	closed    bool   // Close has run: nothing more happens
 	dialing   bool
 	backoff   time.Duration
@@ -157,7 +160,21 @@ func (m *machine) dialFailed(err error) {
 	}
 	level("connect failed, retrying", "err", err, "attempt", m.failed, "in", m.backoff)
 	m.fx.redial, m.fx.redialIn = true, m.backoff
-	m.backoff = min(2*m.backoff, time.Second)
+	m.backoff = min(2*m.backoff, m.redialCeiling())
+}
+
+// redialCeiling is the longest back-off between connects: a second, but a
+// twentieth of the TTL while a durable session holds leases, which stay trusted
+// only until the session's deadline unless it is resumed (an election is under way).
+func (m *machine) redialCeiling() time.Duration {
+	if m.durable && !m.closed {
+		for _, op := range m.ops {
+			if op.phase == reqHolding {
+				return min(max(m.ttl/20, 50*time.Millisecond), time.Second)
+			}
+		}
+	}
+	return time.Second
 }
 
 // welcome is a dial's success: the server's welcome to a hello sent at sentAt. The
@@ -177,7 +194,7 @@ func (m *machine) welcome(w *wire.Frame, sentAt time.Time, server string) {
 		m.loseLeases(ErrSessionExpired)
 		m.deadline = time.Time{}
 	}
-	m.session, m.epoch = w.Session, w.Epoch
+	m.session, m.epoch, m.durable = w.Session, w.Epoch, w.Durable
 	m.ttl = time.Duration(w.TTLms) * time.Millisecond
 	m.fx.keepalive = true
 	m.extend(sentAt)
@@ -281,12 +298,19 @@ func (m *machine) reconcile(w *wire.Frame, resumed bool) {
 }
 
 // lost handles the end of a connection. Unless the server announced it (a restart:
-// the session lives on), the leases can no longer be trusted.
+// the session lives on), the leases can no longer be trusted, with one exception: a
+// durable session (its state in a raft log) whose connection the server's side
+// ended. That server crashed or lost the leadership, and whoever serves next keeps
+// the session, with a full TTL of grace (../shared/DESIGN.md, replication rules 4
+// and 7): the leases stay trusted until the session's deadline while the client
+// resumes, and the welcome says what the session still holds. A connection this side
+// gave up on (a read timeout) may look like this process's death to a live server:
+// those leases end.
 func (m *machine) lost(err error) {
 	if !m.connected {
 		return
 	}
-	announced := m.announced
+	announced := m.announced || (m.durable && closedByServer(err))
 	if !announced {
 		// Leases end before the socket closes: the server takes a close from our side
 		// for the death of this process and may hand the token on at once.
@@ -306,7 +330,7 @@ func (m *machine) lost(err error) {
 	m.fx.hangUp, m.fx.noKA = true, true
 	m.fx.redial = true
 	if announced {
-		m.c.log.Info("server closed the connection with notice; resuming", "session", fmt.Sprintf("%x", m.session))
+		m.c.log.Info("server closed the connection; resuming the session", "session", fmt.Sprintf("%x", m.session), "err", err)
 		m.fx.redialIn = 0
 		return
 	}
@@ -653,4 +677,11 @@ func (m *machine) shutdown() {
 		r.lease.end(ErrClosed)
 	}
 	m.send(&wire.Frame{Op: wire.OpGoodbye})
+}
+
+// closedByServer reports whether a connection's end came from the server's side: it
+// closed or reset the connection, rather than this side giving up on it.
+func closedByServer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -327,5 +330,57 @@ func TestMachineInterleavings(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newRig(t)) })
+	}
+}
+
+// Rule 7 (../shared/DESIGN.md, "Replication"): a holder that stays alive keeps its
+// lease across a failover. A durable session (its state in a raft log) survives a
+// connection the server's side ended without notice (the leader crashed or lost the
+// leadership); a connection this side gave up on, or any on a session kept only in
+// a server's memory, ends the leases.
+func TestMachineLeaseAcrossUnannouncedLoss(t *testing.T) {
+	timeout := &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		name    string
+		durable bool
+		err     error
+		keeps   bool
+	}{
+		{"durable, the server closed (crash, step-down)", true, io.EOF, true},
+		{"durable, the server reset the connection", true, &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
+		{"durable, a write found the server gone", true, &net.OpError{Op: "write", Err: os.NewSyscallError("write", syscall.EPIPE)}, true},
+		{"durable, this side timed out on a silent server", true, timeout, false},
+		{"in memory, the server closed: its successor has no session", false, io.EOF, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: 7, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 1,
+				Durable: tc.durable}, r.now, "server")
+			op, l := r.hold("x", 5)
+			r.m.lost(tc.err)
+			if got := l.ended() == nil; got != tc.keeps {
+				t.Fatalf("after losing the connection with %v: lease kept = %v (ended: %v), want %v", tc.err, got, l.ended(), tc.keeps)
+			}
+			if !tc.keeps {
+				return
+			}
+			if !r.m.fx.redial || r.m.fx.redialIn != 0 {
+				t.Fatalf("effects %+v, want a redial at once", r.m.fx)
+			}
+			// The new leader lists the hold: the lease carries on, trusted afresh.
+			r.now = r.now.Add(300 * time.Millisecond)
+			r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: 7, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 2, Resumed: true,
+				Durable: true, Held: []wire.Held{{Seq: op.seq, Token: "x", Fence: 5}}}, r.now, "leader-2")
+			if err := l.ended(); err != nil {
+				t.Fatalf("lease after resuming on the new leader: %v, want still held", err)
+			}
+			// A leader that no longer lists it (the session's hold was reclaimed) ends it.
+			r.m.lost(io.EOF)
+			r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: 7, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 3, Resumed: true,
+				Durable: true}, r.now, "leader-3")
+			if l.ended() == nil {
+				t.Fatal("lease still held after a welcome that no longer lists it")
+			}
+		})
 	}
 }

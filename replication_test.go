@@ -259,10 +259,21 @@ func TestReplicatedAllRestart(t *testing.T) {
 	cs.check(t, cl)
 }
 
-// Rule 4: a holder keeps its lease across a failover. The new leader gives every
-// session a full TTL before it expires any, the holder resumes its session there,
-// and its release is accepted; the waiter then gets the token with a higher fence.
+// Rules 4 and 7: a holder keeps its lease across a failover, whether the leader
+// stopped (it hands over and says Closing) or was killed (its connections just
+// end). The new leader gives every session a full TTL before it expires any, the
+// holder resumes its session there, and its release is accepted; the waiter then
+// gets the token with a higher fence.
 func TestReplicatedHolderKeepsLeaseAcrossFailover(t *testing.T) {
+	t.Run("leader stopped", func(t *testing.T) {
+		holderKeepsLease(t, func(cl *testutil.Cluster, i int) { cl.Stop(i) })
+	})
+	t.Run("leader killed", func(t *testing.T) {
+		holderKeepsLease(t, func(cl *testutil.Cluster, i int) { cl.Kill(i) })
+	})
+}
+
+func holderKeepsLease(t *testing.T, fault func(cl *testutil.Cluster, leader int)) {
 	cl := testutil.StartCluster(t, 3, nil)
 	leader := cl.AwaitLeader(t, 30*time.Second)
 	holder, waiter := cl.Dial(t, "holder", nil), cl.Dial(t, "waiter", nil)
@@ -282,7 +293,7 @@ func TestReplicatedHolderKeepsLeaseAcrossFailover(t *testing.T) {
 		st, _ := cl.Server(leader).Status()
 		return len(st.Tokens) == 1 && len(st.Tokens[0].Queue) == 1
 	})
-	cl.Stop(leader)
+	fault(cl, leader)
 	next := cl.AwaitLeader(t, 10*time.Second)
 	testutil.Eventually(t, 10*time.Second, "the holder to resume its session on the new leader", func() bool {
 		return holder.Info().Connected

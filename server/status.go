@@ -35,7 +35,18 @@ func statusCommand(args []string) int {
 }
 
 func printStatus(out io.Writer, st *server.Status) {
-	fmt.Fprintf(out, "baton  node %s  epoch %d  session ttl %s\n\n", st.Node, st.Epoch, st.TTL)
+	fmt.Fprintf(out, "baton  node %s  epoch %d  session ttl %s\n", st.Node, st.Epoch, st.TTL)
+	if r := st.Raft; r != nil {
+		fmt.Fprintf(out, "raft   %s  term %d  leader %s  servers", r.State, r.Term, orDash(r.Leader))
+		for _, sv := range r.Servers {
+			fmt.Fprintf(out, " %s", sv.ID)
+		}
+		if r.State != "leader" {
+			fmt.Fprint(out, "  (the tokens as committed; the leader's page is live)")
+		}
+		fmt.Fprintln(out)
+	}
+	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOKEN\tHOLDER\tFENCE\tHELD FOR\tCOUNTER\tWAITS\tGRANTS\tQUEUE")
 	holds := map[string][]string{}
@@ -86,4 +97,11 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -21,9 +21,9 @@ type Config struct {
 	GossipBind       string        `envconfig:"GOSSIP_BIND" default:"0.0.0.0" desc:"memberlist bind address"`
 	Advertise        string        `envconfig:"ADVERTISE" desc:"address other nodes reach this one at (default: memberlist picks)"`
 	Join             []string      `envconfig:"JOIN" desc:"memberlist seeds, comma-separated (optional on the server)"`
-	NodeName         string        `envconfig:"NODE_NAME" desc:"memberlist node name (default: the hostname)"`
+	NodeName         string        `envconfig:"NODE_NAME" desc:"memberlist node name, and a replicated server's raft id (default: the container's name, else the hostname)"`
 	SessionTTL       time.Duration `envconfig:"SESSION_TTL" default:"5s" desc:"how long a session lives without a keepalive; a frozen or cut-off holder loses the token after it"`
-	StateDir         string        `envconfig:"STATE_DIR" desc:"directory for durable state (epoch, fences, records); empty keeps state in memory"`
+	StateDir         string        `envconfig:"STATE_DIR" desc:"directory for the raft log of the state (tokens, sessions, epoch); empty keeps state in memory. With BATON_BOOTSTRAP_EXPECT above 1, each server uses its own subdirectory, named after it"`
 	BootstrapExpect  int           `envconfig:"BOOTSTRAP_EXPECT" default:"1" desc:"with BATON_STATE_DIR: how many servers replicate the state; the first election waits until this many have found each other through BATON_JOIN (1: a server alone)"`
 	RaftPort         int           `envconfig:"RAFT_PORT" default:"7001" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port servers replicate on (TCP); 0 picks a free one"`
 	AdminToken       string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`

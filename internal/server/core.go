@@ -473,7 +473,8 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 	c.st.Sessions.Touch(s, now)
 	c.armExpiry(now)
 
-	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.ID), TTLms: uint64(ttl / time.Millisecond), Epoch: c.st.Epoch, Resumed: resumed}
+	w := wire.Frame{Op: wire.OpWelcome, Session: uint64(s.ID), TTLms: uint64(ttl / time.Millisecond), Epoch: c.st.Epoch, Resumed: resumed,
+		Durable: c.d != nil}
 	for name, seq := range s.Requests {
 		t := c.st.Tokens.Get(name)
 		if t.Holder == s.ID {

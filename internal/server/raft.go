@@ -30,18 +30,7 @@ import (
 // (core.stepDown). A follower answers a hello with not_leader, naming the leader's
 // token address, and serves /status from the log's state.
 //
-// The rules this keeps (../shared/DESIGN.md, "Replication"), each tested in
-// replication_test.go:
-//   - a grant, release, queue change, expiry or reclaim is answered only after the
-//     entry that holds it commits (core.commit, durable.commit);
-//   - only a committed entry proposed by the current leader ends a session: a
-//     deposed leader's entries fail to commit, and it steps down without sending
-//     what depended on them;
-//   - a keepalive is acknowledged only while a quorum confirmed this leader less
-//     than a leader lease ago, or after a fresh check (durable.needProof);
-//   - a new leader calls Barrier before it serves, then gives every session a full
-//     TTL from then before it expires any;
-//   - fences live in the log and never go back.
+// The replication rules this keeps are listed, with their tests, in the package doc.
 
 // openCluster opens this server's replica of the log, in its own directory under
 // BATON_STATE_DIR (servers may share one volume: Compose cannot give each replica of
@@ -173,6 +162,15 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 	}
 	servers := s.serverMembers()
 	if len(servers) < s.cfg.BootstrapExpect {
+		if now := time.Now(); now.Sub(s.waitLogged) >= 10*time.Second {
+			s.waitLogged = now
+			names := make([]string, len(servers))
+			for i, sv := range servers {
+				names[i] = sv.ID
+			}
+			s.log.Warn("waiting for servers before the first raft election: check BATON_JOIN and that every server has BATON_BOOTSTRAP_EXPECT and BATON_STATE_DIR set",
+				"want", s.cfg.BootstrapExpect, "found", len(servers), "servers", names, "join", s.cfg.Join)
+		}
 		return false
 	}
 	err := d.node.Bootstrap(servers)

@@ -11,6 +11,30 @@
 // core.commit). The state itself changes only through internal/fsm, whose effects the
 // core turns into replies. The mechanisms of the fast path and its rules are in
 // docs/design.md.
+//
+// With BATON_STATE_DIR the state is a raft log, of this server alone or replicated
+// among BATON_BOOTSTRAP_EXPECT servers (raft.go), and only the leader serves. The
+// rules of ../shared/DESIGN.md "Replication", and where each is kept and tested
+// (replication_test.go at the module root, unless named):
+//  1. Commit before answer: a grant, release, queue change, session open or end,
+//     expiry or reclaim is answered only after the log entry holding it commits
+//     (core.commit, core.settle). TestReplicatedLeaderWithoutQuorumAnswersNothing.
+//  2. Pure apply: the state changes only through internal/fsm commands that carry
+//     the leader's time and ids (internal/fsm's determinism tests).
+//  3. Only a leader that can prove it acts: only a committed entry proposed by the
+//     current leader ends a session; a deposed leader's entries fail to commit, and
+//     it steps down without sending what depended on them (core.stepDown). A
+//     keepalive is acknowledged only within a lease of a quorum's confirmation, or
+//     after VerifyLeader (durable.commit, mustVerify). TestKeepaliveAckNeedsALeaseOrACheck
+//     here, TestReplicatedLeaderWithoutQuorumAnswersNothing, TestReplicatedLeaderCutOff.
+//  4. Grace on election: a new leader calls Barrier, copies the log's state, and
+//     gives every session a full TTL from then before it expires any (core.lead).
+//     TestReplicatedHolderKeepsLeaseAcrossFailover.
+//  5. Fences never go back: they live in the log. TestReplicatedAllRestart.
+//  6. Retries are idempotent: applied releases are remembered per session in the
+//     replicated state (internal/session/answers.go).
+//  7. Clients follow the leader: a follower's not_leader names it (core.notLeader),
+//     and the leader says so in its memberlist meta.
 package server
 
 import (
@@ -63,24 +87,27 @@ type Server struct {
 	node     *cluster.Node
 	gossip   atomic.Pointer[cluster.Node] // node, for goroutines that start before it is set (raft's dials)
 	raftKick chan struct{}                // the replica's leadership changed (raftLoop)
-	parker   *parker                      // nil where connections cannot be parked
-	core     *core
-	coreMu   sync.Mutex // held by the core's owner of the moment
-	batch    []*conn    // connections of the frames in the current batch; the owner's
-	qmu      sync.Mutex // guards queue, spare, stopped
-	queue    []work     // posted, not yet served
-	spare    []work     // the other half of a double buffer for queue
-	lastNow  time.Time  // the time of the last batch served; with coreMu held
-	stopped  bool       // Close has served the last of the queue; posts are refused
-	kick     chan struct{}
-	stop     chan struct{}
-	loopDone chan struct{}
-	wg       sync.WaitGroup // accept loop and every connection's goroutines
+	// waitLogged is when raftLoop last said it waits for servers to bootstrap.
+	waitLogged time.Time
+	parker     *parker // nil where connections cannot be parked
+	core       *core
+	coreMu     sync.Mutex // held by the core's owner of the moment
+	batch      []*conn    // connections of the frames in the current batch; the owner's
+	qmu        sync.Mutex // guards queue, spare, stopped
+	queue      []work     // posted, not yet served
+	spare      []work     // the other half of a double buffer for queue
+	lastNow    time.Time  // the time of the last batch served; with coreMu held
+	stopped    bool       // Close has served the last of the queue; posts are refused
+	kick       chan struct{}
+	stop       chan struct{}
+	loopDone   chan struct{}
+	wg         sync.WaitGroup // accept loop and every connection's goroutines
 
 	connsMu sync.Mutex // guards conns
 	conns   map[*conn]struct{}
 
 	closeOnce   sync.Once
+	killed      atomic.Bool // Kill: stop as a killed process would, without notices
 	ready       atomic.Bool
 	loopStarted bool // set by Open, read by Close on the same goroutine
 }
@@ -223,8 +250,11 @@ func (s *Server) GossipAddr() string { return s.node.Addr() }
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.ready.Store(false)
-		s.handOver()
-		if s.node != nil {
+		killed := s.killed.Load()
+		if !killed {
+			s.handOver()
+		}
+		if s.node != nil && !killed {
 			_ = s.node.Leave(time.Second)
 		}
 		if s.httpSrv != nil {
@@ -237,7 +267,7 @@ func (s *Server) Close() error {
 		if s.ln != nil {
 			s.ln.Close()
 		}
-		if s.loopStarted {
+		if s.loopStarted && !killed {
 			_ = s.do(func(time.Time) { s.core.closeAll(); s.core.commit() })
 		}
 		close(s.stop)
@@ -265,6 +295,19 @@ func (s *Server) Close() error {
 		s.wg.Wait()
 	})
 	return nil
+}
+
+// Kill stops the server the way a killed process stops, for tests of crashes: its
+// connections are cut without notice, it does not leave the cluster or hand the
+// leadership over, and nothing more it has is sent.
+func (s *Server) Kill() error {
+	s.killed.Store(true)
+	s.connsMu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.connsMu.Unlock()
+	return s.Close()
 }
 
 // do runs fn as the core's owner and waits for it.

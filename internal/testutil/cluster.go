@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ func StartCluster(t testing.TB, n int, mod func(*server.Config)) *Cluster {
 		cfg.NodeName = fmt.Sprintf("s%d", i+1)
 		cfg.StateDir = t.TempDir()
 		cfg.BootstrapExpect = n
+		// Sessions outlive an election on a busy machine: detection takes up to twice
+		// raft's heartbeat timeout.
+		cfg.SessionTTL = 3 * time.Second
 		_, p, _ := net.SplitHostPort(gossip[i])
 		cfg.GossipPort, _ = strconv.Atoi(p)
 		cfg.RaftPort = FreePort(t)
@@ -82,23 +86,38 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// Start starts server i (again) from its state directory.
+// Start starts server i (again) from its state directory. A port it had may have
+// been taken meanwhile (an outgoing connection's local port comes from the same
+// range): it then starts on new ones, as a container recreated at another address
+// does.
 func (cl *Cluster) Start(i int) *Server {
 	cl.t.Helper()
-	cfg := cl.cfgs[i]
-	reg := prometheus.NewRegistry()
-	s, err := server.New(cfg, server.Options{Logger: Logger(cl.t).With("node", cfg.NodeName), Registry: reg})
-	if err != nil {
-		cl.t.Fatalf("server.New %s: %v", cfg.NodeName, err)
+	for attempt := 0; ; attempt++ {
+		cl.mu.Lock()
+		cfg := cl.cfgs[i]
+		cl.mu.Unlock()
+		reg := prometheus.NewRegistry()
+		s, err := server.New(cfg, server.Options{Logger: Logger(cl.t).With("node", cfg.NodeName), Registry: reg})
+		if err != nil {
+			cl.t.Fatalf("server.New %s: %v", cfg.NodeName, err)
+		}
+		if err := s.Open(); err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) && attempt < 3 {
+				cl.t.Logf("%s: %v; starting on other ports", cfg.NodeName, err)
+				cl.mu.Lock()
+				cl.cfgs[i].TokenAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(cl.t)))
+				cl.cfgs[i].RaftPort, cl.cfgs[i].GossipPort = FreePort(cl.t), FreePort(cl.t)
+				cl.mu.Unlock()
+				continue
+			}
+			cl.t.Fatalf("server.Open %s: %v", cfg.NodeName, err)
+		}
+		srv := &Server{Server: s, Reg: reg, Cfg: cfg}
+		cl.mu.Lock()
+		cl.srvs[i] = srv
+		cl.mu.Unlock()
+		return srv
 	}
-	if err := s.Open(); err != nil {
-		cl.t.Fatalf("server.Open %s: %v", cfg.NodeName, err)
-	}
-	srv := &Server{Server: s, Reg: reg, Cfg: cfg}
-	cl.mu.Lock()
-	cl.srvs[i] = srv
-	cl.mu.Unlock()
-	return srv
 }
 
 // Stop closes server i (its clients see their connections closed); a no-op when
@@ -110,6 +129,18 @@ func (cl *Cluster) Stop(i int) {
 	cl.mu.Unlock()
 	if s != nil {
 		s.Close()
+	}
+}
+
+// Kill stops server i as a killed process stops (server.Kill): no notices, no
+// leadership handed over.
+func (cl *Cluster) Kill(i int) {
+	cl.mu.Lock()
+	s := cl.srvs[i]
+	cl.srvs[i] = nil
+	cl.mu.Unlock()
+	if s != nil {
+		s.Kill()
 	}
 }
 
@@ -164,12 +195,16 @@ func (cl *Cluster) Dial(t testing.TB, node string, mod func(*baton.Config)) *bat
 
 func (cl *Cluster) resolve(context.Context) (string, error) {
 	if i := cl.Leader(); i >= 0 {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
 		return cl.cfgs[i].TokenAddr, nil
 	}
 	return "", errors.New("no server leads")
 }
 
 func (cl *Cluster) isServer(addr string) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	for _, c := range cl.cfgs {
 		if c.TokenAddr == addr {
 			return true

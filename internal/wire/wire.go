@@ -23,7 +23,8 @@ import (
 const Magic = "BATN"
 
 // Version is the protocol version this build speaks. A peer with another is refused.
-const Version = 1
+// 2: Welcome says whether the session outlives the server's process (Durable).
+const Version = 2
 
 // Limits on what a peer may send.
 const (
@@ -156,6 +157,10 @@ type Frame struct {
 	BootID  string
 	Version uint8
 	Resumed bool
+	// Durable (welcome): the session is kept in a raft log, so it outlives the
+	// server's process: a connection the server's side ends without notice (it
+	// crashed, or lost the leadership) does not end the session.
+	Durable bool
 	Nonce   []byte
 	MAC     []byte
 	Held    []Held
@@ -274,6 +279,7 @@ func appendOther(b []byte, f *Frame) []byte {
 			b = binary.AppendUvarint(b, w.Seq)
 			b = appendString(b, w.Token)
 		}
+		b = appendBool(b, f.Durable)
 	case OpQueued:
 		b = appendSeqToken(b, f)
 		b = binary.AppendUvarint(b, f.Pos)
@@ -469,6 +475,7 @@ func decode(body []byte, f *Frame, names *internTable) error {
 		for i := 0; i < n && d.err == nil; i++ {
 			f.Waiting = append(f.Waiting, Waiting{Seq: d.uvarint(), Token: d.name()})
 		}
+		f.Durable = d.bool()
 	case OpAcquire, OpCancel:
 		f.Seq = d.uvarint()
 		f.Token = d.name()

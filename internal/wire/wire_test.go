@@ -14,7 +14,7 @@ func sample() []Frame {
 	return []Frame{
 		{Op: OpChallenge, Version: Version, Nonce: bytes.Repeat([]byte{7}, NonceSize), Epoch: 3},
 		{Op: OpHello, Version: Version, Text: "client-1", BootID: "b00t", Session: 42, TTLms: 5000, MAC: bytes.Repeat([]byte{1}, MACSize)},
-		{Op: OpWelcome, Session: 42, TTLms: 5000, Epoch: 9, Resumed: true,
+		{Op: OpWelcome, Session: 42, TTLms: 5000, Epoch: 9, Resumed: true, Durable: true,
 			Held:    []Held{{Seq: 4, Token: "counter", Fence: 17, Rec: Record{Counter: 16, Waits: 3}}},
 			Waiting: []Waiting{{Seq: 5, Token: "other"}}},
 		{Op: OpAcquire, Seq: 1, Token: "counter"},

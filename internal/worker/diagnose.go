@@ -14,7 +14,8 @@ import (
 // view is what the worker sees of its way to the server at one moment.
 type view struct {
 	connected  bool   // the client has a session with a server
-	serverAddr string // an alive server member's token address, "" if none is known
+	serverAddr string // the token address the worker dials (Worker.server), "" if none is known
+	leads      bool   // that server says in the cluster that it leads
 	members    int    // members alive, this node included
 	joinErr    error  // the last join of the seeds failed with this
 	dialErr    error  // the last connect to the server failed with this
@@ -54,6 +55,15 @@ func diagnose(v view) diagnosis {
 			msg: "in the cluster, but no member is a server: is the server running (or restarting)?"}
 	case v.serverAddr == "":
 		return diagnosis{cause: "alone", msg: "no server in the cluster yet: the seeds in BATON_JOIN (" + v.seeds + ") have not been reached"}
+	case v.dialErr != nil && errors.Is(v.dialErr, baton.ErrNotLeader):
+		// Not a mistake in the configuration: the servers are choosing a leader, or
+		// this node's view of which one leads is behind theirs.
+		if v.leads {
+			return diagnosis{cause: "not-leader", err: v.dialErr,
+				msg: "the server at " + v.serverAddr + " says in the cluster that it leads, but answers not_leader: a change of leader has not settled"}
+		}
+		return diagnosis{cause: "no-leader", err: v.dialErr,
+			msg: "the servers answer not_leader and none says in the cluster that it leads: an election is under way, or too few servers are up to elect one"}
 	case v.dialErr != nil && errors.Is(v.dialErr, baton.ErrRefused):
 		d := diagnosis{cause: "refused", err: v.dialErr, msg: "the server refuses this client"}
 		switch {

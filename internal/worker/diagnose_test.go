@@ -14,6 +14,7 @@ import (
 
 func TestDiagnose(t *testing.T) {
 	refused := func(code string) error { return fmt.Errorf("%w: %s: hello refused", baton.ErrRefused, code) }
+	notLeader := fmt.Errorf("%w: a:7000 knows no leader", baton.ErrNotLeader)
 	for _, tc := range []struct {
 		name  string
 		v     view
@@ -34,6 +35,8 @@ func TestDiagnose(t *testing.T) {
 		{"refused: key", view{serverAddr: "a:7000", dialErr: refused("auth")}, "refused:auth", "BATON_CLUSTER_KEY"},
 		{"refused: version", view{serverAddr: "a:7000", dialErr: refused("version")}, "refused:version", "version"},
 		{"refused: other", view{serverAddr: "a:7000", dialErr: refused("too_many")}, "refused", "refuses"},
+		{"not leader, none known", view{serverAddr: "a:7000", dialErr: notLeader}, "no-leader", "election"},
+		{"not leader, though it says it leads", view{serverAddr: "a:7000", leads: true, dialErr: notLeader}, "not-leader", "a:7000"},
 		{"token port closed", view{serverAddr: "a:7000", dialErr: errors.New("connection refused")}, "dial", "a:7000"},
 		{"connecting", view{serverAddr: "a:7000"}, "connecting", "a:7000"},
 		// A server seen in the cluster outranks an old join error.

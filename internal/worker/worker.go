@@ -224,7 +224,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer func() { stopDoctor(); <-doctorDone }()
 
 	clientLog := slog.New(&dialWatch{next: w.log.Handler(), report: func(err error) { w.dialErr.Store(&err) }})
-	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Node: w.name, BootID: w.bootID,
+	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Follow: w.follow, Node: w.name, BootID: w.bootID,
 		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -283,8 +283,8 @@ func (w *Worker) view() view {
 		v.connected = true
 		return v
 	}
-	if m, ok := w.node.Server(); ok {
-		v.serverAddr = m.TokenAddr()
+	if m, ok := w.server(); ok {
+		v.serverAddr, v.leads = m.TokenAddr(), m.Meta.Leader
 	}
 	for _, m := range w.node.Members() {
 		if m.State == cluster.StateAlive {
@@ -300,14 +300,6 @@ func (w *Worker) view() view {
 
 // HTTPAddr is the bound HTTP address.
 func (w *Worker) HTTPAddr() string { return w.httpLn.Addr().String() }
-
-func (w *Worker) resolve(ctx context.Context) (string, error) {
-	m, ok := w.node.Server()
-	if !ok {
-		return "", errors.New("no server in the cluster yet")
-	}
-	return m.TokenAddr(), nil
-}
 
 // cycle is one acquire, critical section, release, think.
 func (w *Worker) cycle(ctx context.Context, client *baton.Client) {
