@@ -375,7 +375,8 @@ func (d *deployment) containers(service string) []container {
 
 // list lists a service's running containers, with one docker inspect for all and
 // without logging: it runs inside polls. Node is the container's name without the
-// project ("server-2"), which is what the servers name themselves.
+// project ("server-2", from Compose v2's "<project>-server-2" or v1's
+// "<project>_server_2"), which is what the servers name themselves.
 func (d *deployment) list(service string) []container {
 	d.t.Helper()
 	out, err := d.run(d.compose[0], append(d.compose[1:], "-p", d.project, "ps", "-q", service)...)
@@ -399,7 +400,8 @@ func (d *deployment) list(service string) []container {
 			continue
 		}
 		name := strings.TrimPrefix(f[1], "/")
-		c := container{ID: f[0][:12], Name: name, Node: strings.TrimPrefix(name, d.project+"-")}
+		node := strings.ReplaceAll(strings.TrimLeft(strings.TrimPrefix(name, d.project), "-_"), "_", "-")
+		c := container{ID: f[0][:12], Name: name, Node: node}
 		if len(f) > 3 {
 			c.IP = f[3]
 		}
@@ -603,8 +605,19 @@ func (d *deployment) settled(timeout time.Duration, after string) time.Duration 
 		}
 		last = fmt.Sprintf("leader %s term %d, %d voters, %d of %d sessions connected", lead.Raft.ID, lead.Raft.Term, voters, connected, len(lead.Sessions))
 		return voters == replicas && connected == clients && len(lead.Sessions) == clients
-	}, func() string { return last })
+	}, func() string { return last + "; " + d.serverStates() })
 	return took
+}
+
+// serverStates says how each server container is, for a failure message: a server
+// that crashes at start shows as restarting, its restart count rising.
+func (d *deployment) serverStates() string {
+	out, err := d.run(d.compose[0], append(d.compose[1:], "-p", d.project, "ps", "-a", "-q", "server")...)
+	if err != nil || len(strings.Fields(out)) == 0 {
+		return "no server containers"
+	}
+	states, _ := d.run("docker", append([]string{"inspect", "-f", "{{.Name}} {{.State.Status}} restarts={{.RestartCount}}"}, strings.Fields(out)...)...)
+	return strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(states), "\n", ",")), " ")
 }
 
 // sections gathers the critical sections every running client reports (its latest
