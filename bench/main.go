@@ -3,16 +3,22 @@
 //
 // Workload: N sessions contend for one token; each loops acquire, critical section
 // (increment a shared int and check nobody else is inside), release; no work. Shapes:
-// N = 1, 8, 64, 512 on one token; T tokens with 4 sessions each; K idle baton
+// N = 1, 8, 64, 512 on one token; T tokens with 4 sessions each; N=8 on one token
+// beside I idle tokens (-idle-tokens, on servers of their own); K idle baton
 // sessions (server memory); holders killed with SIGKILL (next grant). Systems:
 //
-//	floor  a minimal raw-TCP FIFO token server: one byte a message, one round trip a handoff
-//	baton  the real server and client package: sessions, fences, metrics on
-//	etcd   concurrency.Mutex on an embedded etcd
-//	redis  Debian's redis-server, SET NX PX retried every 1 ms
+//	floor          a minimal raw-TCP FIFO token server: one byte a message, one round trip a handoff
+//	baton          the real server and client package: sessions, fences, metrics on
+//	baton-durable  the same with a state directory: a raft log of one server
+//	baton-cluster  three durable servers replicating one log, as compose runs them (not by default)
+//	etcd           concurrency.Mutex on an embedded etcd
+//	redis          Debian's redis-server, SET NX PX retried every 1 ms
+//
+// Where a durable system runs, each repetition also measures the disk's append+fsync
+// (-fsync): one durable write's time, the ceiling of a durable handoff.
 //
 //	cd bench && go run . -duration 10s -reps 3      # the README's table
-//	cd bench && go run . -short                      # CI: seconds, no timing asserted
+//	cd bench && go run . -short                      # CI: seconds, no timing asserted, every system
 //	cd bench && go run . -chain trace.txt -pids S,C  # where a handoff's time goes (README)
 package main
 
@@ -28,28 +34,38 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
 type options struct {
-	systems  []string
-	clients  []int
-	tokens   int
-	idle     int
-	idleFor  time.Duration
-	duration time.Duration
-	warmup   time.Duration
-	reps     int
-	kills    int
+	systems    []string
+	clients    []int
+	tokens     int
+	idleTokens int
+	idle       int
+	idleFor    time.Duration
+	duration   time.Duration
+	warmup     time.Duration
+	reps       int
+	kills      int
+	fsync      time.Duration
 }
+
+// defaultSystems are measured when -systems is not given. baton-cluster is not among
+// them: with it the full run would take several minutes longer than its budget.
+const defaultSystems = "floor,baton,baton-durable,etcd,redis"
 
 func main() {
 	serve := flag.String("serve", "", "internal: run this system's server and print its address")
+	memberSpec := flag.String("member", "", "internal: with -serve baton-cluster, the member's configuration")
 	hold := flag.String("hold", "", "internal: hold the token at this baton address until killed")
-	systemsFlag := flag.String("systems", "floor,baton,baton-durable,etcd,redis", "systems to measure")
+	systemsFlag := flag.String("systems", defaultSystems, "systems to measure (also: baton-cluster)")
 	clientsFlag := flag.String("clients", "1,8,64,512", "sessions on one token, per shape")
 	tokens := flag.Int("tokens", 1000, "tokens for the many-tokens shape, 4 sessions each (0 skips)")
+	idleTokens := flag.Int("idle-tokens", 0, "also run N=8 on one token beside this many idle tokens, on servers of their own (systems that keep tokens; 0 skips)")
+	fsync := flag.Duration("fsync", 2*time.Second, "where a durable system runs, time the disk's append+fsync this long each repetition (0 skips)")
 	idle := flag.Int("idle", 10000, "idle baton sessions for the memory shape (0 skips)")
 	idleFor := flag.Duration("idle-for", 5*time.Minute, "how long to watch the idle server's memory")
 	duration := flag.Duration("duration", 10*time.Second, "measured time per run")
@@ -78,7 +94,7 @@ func main() {
 	}
 
 	if *serve != "" {
-		runServer(*serve)
+		runServer(*serve, *memberSpec)
 		return
 	}
 	if *hold != "" {
@@ -86,9 +102,9 @@ func main() {
 		return
 	}
 	// BENCH_CLIENT_CPUPROFILE profiles this process: the client sessions' side.
-	defer cpuProfile("BENCH_CLIENT_CPUPROFILE")()
-	o := options{systems: strings.Split(*systemsFlag, ","), tokens: *tokens, idle: *idle, idleFor: *idleFor,
-		duration: *duration, warmup: *warmup, reps: *reps, kills: *kills}
+	defer cpuProfile("BENCH_CLIENT_CPUPROFILE", "")()
+	o := options{systems: strings.Split(*systemsFlag, ","), tokens: *tokens, idleTokens: *idleTokens, idle: *idle,
+		idleFor: *idleFor, duration: *duration, warmup: *warmup, reps: *reps, kills: *kills, fsync: *fsync}
 	for _, f := range strings.Split(*clientsFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -97,8 +113,11 @@ func main() {
 		o.clients = append(o.clients, n)
 	}
 	if *short {
-		o.clients, o.tokens, o.idle, o.idleFor = []int{1, 8}, 50, 200, 2*time.Second
-		o.duration, o.warmup, o.reps, o.kills = time.Second, 200*time.Millisecond, 1, 3
+		o.clients, o.tokens, o.idleTokens, o.idle, o.idleFor = []int{1, 8}, 50, 100, 200, 2*time.Second
+		o.duration, o.warmup, o.reps, o.kills, o.fsync = time.Second, 200*time.Millisecond, 1, 3, 200*time.Millisecond
+		if !flagSet("systems") { // CI runs every system, so that none stops working unseen
+			o.systems = append(o.systems, "baton-cluster")
+		}
 	}
 	rep, err := run(o)
 	if err != nil {
@@ -123,11 +142,22 @@ func main() {
 }
 
 // runServer runs a system's server as a child process until SIGINT or SIGTERM, with
-// the profiling knobs: BENCH_CPUPROFILE (CPU profile of the run), BENCH_MEMPROFILE
-// (heap profile on SIGUSR1; the idle shape sends it at the end of its watch) and
-// BENCH_SERVER_PROCS (GOMAXPROCS, apart from the benchmark process's).
-func runServer(kind string) {
-	defer cpuProfile("BENCH_CPUPROFILE")()
+// the profiling knobs: BENCH_CPUPROFILE (CPU profile of the run; a cluster member
+// adds its name to the file's: PATH.bench-s1), BENCH_MEMPROFILE (heap profile on
+// SIGUSR1; the idle shape sends it at the end of its watch) and BENCH_SERVER_PROCS
+// (GOMAXPROCS, apart from the benchmark process's). spec is a cluster member's
+// -member.
+func runServer(kind, spec string) {
+	var m *member
+	suffix := ""
+	if spec != "" {
+		m = new(member)
+		if err := json.Unmarshal([]byte(spec), m); err != nil {
+			fail(fmt.Errorf("-member: %w", err))
+		}
+		suffix = "." + m.Name
+	}
+	defer cpuProfile("BENCH_CPUPROFILE", suffix)()
 	if n, err := strconv.Atoi(os.Getenv("BENCH_SERVER_PROCS")); err == nil && n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
@@ -147,24 +177,31 @@ func runServer(kind string) {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	if err := serveChild(kind, func() { <-sig }); err != nil {
+	if err := serveChild(kind, m, func() { <-sig }); err != nil {
 		fail(err)
 	}
 }
 
 // cpuProfile starts a CPU profile into the file the environment variable env names,
-// if it is set; the result stops it.
-func cpuProfile(env string) (stop func()) {
+// with suffix added, if it is set; the result stops it.
+func cpuProfile(env, suffix string) (stop func()) {
 	path := os.Getenv(env)
 	if path == "" {
 		return func() {}
 	}
-	f, err := os.Create(path)
+	f, err := os.Create(path + suffix)
 	if err != nil {
 		fail(err)
 	}
 	_ = pprof.StartCPUProfile(f)
 	return pprof.StopCPUProfile
+}
+
+// flagSet says whether the flag named name was given.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func fail(err error) {
@@ -173,19 +210,29 @@ func fail(err error) {
 }
 
 type report struct {
-	When     time.Time   `json:"when"`
-	Options  string      `json:"options"`
-	Results  []result    `json:"results"` // medians per shape and system
-	Idle     *idleResult `json:"idle,omitempty"`
-	KillMs   []float64   `json:"next_grant_after_kill_ms,omitempty"`
-	Overlaps int64       `json:"overlaps"`
+	When    time.Time `json:"when"`
+	Options string    `json:"options"`
+	Results []result  `json:"results"` // medians per shape and system
+	// Disk is the append+fsync timing on the durable systems' disk, one per repetition.
+	Disk     []diskResult `json:"disk,omitempty"`
+	Idle     *idleResult  `json:"idle,omitempty"`
+	KillMs   []float64    `json:"next_grant_after_kill_ms,omitempty"`
+	Overlaps int64        `json:"overlaps"`
 }
 
 type shape struct {
 	name     string
 	sessions int
 	tokens   int
+	// idleTokens are made beforehand, on servers of their own.
+	idleTokens int
 }
+
+// idleTokensSessions is the sessions on one token beside -idle-tokens idle ones.
+const idleTokensSessions = 8
+
+// idleKey marks, in run's map of servers, a system's servers for the idle-tokens shape.
+const idleKey = "+idle"
 
 func run(o options) (*report, error) {
 	rep := &report{When: time.Now().UTC(), Options: fmt.Sprintf("%+v", o)}
@@ -196,12 +243,11 @@ func run(o options) (*report, error) {
 	if o.tokens > 0 {
 		shapes = append(shapes, shape{name: fmt.Sprintf("%d tokens × 4 sessions", o.tokens), sessions: 4 * o.tokens, tokens: o.tokens})
 	}
-	procs := map[string]*proc{}
-	defer func() {
-		for _, p := range procs {
-			p.stop()
-		}
-	}()
+	if o.idleTokens > 0 {
+		shapes = append(shapes, shape{name: idleShapeName(o.idleTokens), sessions: idleTokensSessions, tokens: 1, idleTokens: o.idleTokens})
+	}
+	sv := &servers{procs: map[string]*proc{}, stopped: map[string]bool{}}
+	defer sv.stopAll()
 	for _, name := range o.systems {
 		sys := systems[name]
 		if sys == nil {
@@ -211,26 +257,60 @@ func run(o options) (*report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		procs[name] = p
+		sv.procs[name] = p
 	}
+	if o.idleTokens > 0 {
+		for _, name := range o.systems {
+			if sys := systems[name]; sys.keeps {
+				if err := startIdle(sv, sys, o.idleTokens); err != nil {
+					return nil, fmt.Errorf("%s with %d idle tokens: %w", name, o.idleTokens, err)
+				}
+			}
+		}
+	}
+	durable := slices.ContainsFunc(o.systems, func(n string) bool { return systems[n].durable })
 	all := map[string][]result{}
 	for r := 0; r < o.reps; r++ {
+		if durable && o.fsync > 0 {
+			var d diskResult
+			if err := sv.alone("", func() (err error) { d, err = timeFsync(o.fsync); return err }); err != nil {
+				return nil, fmt.Errorf("disk: %w", err)
+			}
+			fmt.Fprintf(os.Stderr, "rep %d disk: append+fsync p50 %.3f ms p99 %.3f ms\n", r+1, d.P50ms, d.P99ms)
+			rep.Disk = append(rep.Disk, d)
+		}
 		for si, sh := range shapes {
 			for _, name := range o.systems {
 				sys := systems[name]
-				if sh.tokens > 1 && !sys.multi {
+				if sh.tokens > 1 && !sys.multi || sh.idleTokens > 0 && !sys.keeps {
 					continue
+				}
+				key := name
+				if sh.idleTokens > 0 {
+					key += idleKey
 				}
 				token := fmt.Sprintf("r%d-s%d", r, si)
 				var res result
-				err := alone(procs, name, func() (err error) {
-					res, err = contend(sys, procs[name], sh, token, o.warmup, o.duration)
+				err := sv.alone(key, func() (err error) {
+					if sys.settle != nil {
+						if err := sys.settle(sv.procs[key]); err != nil {
+							return err
+						}
+					}
+					res, err = contend(sys, sv.procs[key], sh, token, o.warmup, o.duration)
+					if sys.drain != nil {
+						sys.drain(sv.procs[key])
+					}
 					return err
 				})
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", name, sh.name, err)
 				}
-				fmt.Fprintf(os.Stderr, "rep %d %-24s %-6s %9.0f sections/s p99 %.3f ms\n", r+1, sh.name, name, res.SectionsPerSec, res.P99ms)
+				moved := ""
+				if res.LeaderChanges > 0 {
+					moved = fmt.Sprintf(" (the leadership moved %d times while measured)", res.LeaderChanges)
+				}
+				fmt.Fprintf(os.Stderr, "rep %d %-24s %-13s %9.0f sections/s p99 %.3f ms%s\n", r+1, sh.name, name, res.SectionsPerSec, res.P99ms, moved)
 				rep.Overlaps += res.Overlaps
 				all[sh.name+"\x00"+name] = append(all[sh.name+"\x00"+name], res)
 			}
@@ -243,37 +323,63 @@ func run(o options) (*report, error) {
 			}
 		}
 	}
-	if o.kills > 0 && procs["baton"] != nil {
-		if err := alone(procs, "baton", func() (err error) { rep.KillMs, err = killTrials(procs["baton"], o.kills); return err }); err != nil {
+	if o.kills > 0 && sv.procs["baton"] != nil {
+		if err := sv.alone("baton", func() (err error) { rep.KillMs, err = killTrials(sv.procs["baton"], o.kills); return err }); err != nil {
 			return nil, err
 		}
 	}
 	if o.idle > 0 && slices.Contains(o.systems, "baton") {
 		// The idle shape starts a server of its own: every other one is paused.
-		if err := alone(procs, "", func() (err error) { rep.Idle, err = idleSessions(o.idle, o.idleFor); return err }); err != nil {
+		if err := sv.alone("", func() (err error) { rep.Idle, err = idleSessions(o.idle, o.idleFor); return err }); err != nil {
 			return nil, err
 		}
 	}
 	return rep, nil
 }
 
-// alone runs fn with every server but name's stopped (SIGSTOP), then continues
-// them. An idle server still runs timers and background work (a freshly started etcd
+// servers are a run's servers, by system name (and idleKey), and which of them are
+// stopped (SIGSTOP).
+type servers struct {
+	procs   map[string]*proc
+	stopped map[string]bool
+}
+
+// alone runs fn with every server but name's stopped (SIGSTOP) and name's running.
+// An idle server still runs timers and background work (a freshly started etcd
 // most of all: one pass of all four systems at N=512, just started, gave the floor
 // and baton 30k handoffs/s, against 38k to 46k with the two alone, and 43k and 39k
 // with the others stopped), and the system measured should have the cores to
 // itself. No client is connected to a stopped server.
-func alone(procs map[string]*proc, name string, fn func() error) error {
-	signalOthers := func(sig os.Signal) {
-		for n, p := range procs {
-			if n != name {
-				_ = p.cmd.Process.Signal(sig)
-			}
+//
+// The others stay stopped afterwards, until the alone that runs them: continued for
+// the moment between two measurements, a server would wake to timers that expired
+// while it was stopped (a raft cluster starts an election, memberlist suspects its
+// peers) and be stopped again in the middle of what they started.
+func (sv *servers) alone(name string, fn func() error) error {
+	for n, p := range sv.procs {
+		if n != name && !sv.stopped[n] {
+			p.signal(syscall.SIGSTOP)
+			sv.stopped[n] = true
 		}
 	}
-	signalOthers(syscall.SIGSTOP)
-	defer signalOthers(syscall.SIGCONT)
+	if p := sv.procs[name]; p != nil && sv.stopped[name] {
+		p.signal(syscall.SIGCONT)
+		sv.stopped[name] = false
+	}
 	return fn()
+}
+
+// stopAll continues every server and stops it.
+func (sv *servers) stopAll() {
+	var wg sync.WaitGroup
+	for n, p := range sv.procs {
+		if sv.stopped[n] {
+			p.signal(syscall.SIGCONT)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); p.stop() }()
+	}
+	wg.Wait()
 }
 
 func median(rs []result) result {
@@ -294,6 +400,10 @@ func median(rs []result) result {
 	m.CPUmsPer1000 = pick(func(r result) float64 { return r.CPUmsPer1000 })
 	m.RSSMB = pick(func(r result) float64 { return r.RSSMB })
 	m.Reps = len(rs)
+	m.LeaderChanges = 0
+	for _, r := range rs {
+		m.LeaderChanges += r.LeaderChanges
+	}
 	return m
 }
 
@@ -331,9 +441,13 @@ func (rep *report) markdown() string {
 			continue
 		}
 		fl, et, rd := byShape[s]["floor"], byShape[s]["etcd"], byShape[s]["redis"]
+		if fl.Reps+et.Reps+rd.Reps == 0 { // none of them ran this shape
+			continue
+		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", s, ratio(rate(bt), rate(fl)), ratio(rate(bt), rate(et)),
 			ratio(rate(bt), rate(rd)), ratio(bt.P99ms, fl.P99ms))
 	}
+	rep.durableMarkdown(&b, byShape, order, rate, ratio)
 	if len(rep.KillMs) > 0 {
 		ms := slices.Clone(rep.KillMs)
 		slices.Sort(ms)
@@ -351,4 +465,85 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "RSS at each fifth of the %s: %s MB\n", ir.Watched, strings.Join(fifths, ", "))
 	}
 	return b.String()
+}
+
+// durableMarkdown writes the durable systems' ratios: to the disk's ceiling, to baton
+// in memory, to etcd, and with idle tokens to without.
+func (rep *report) durableMarkdown(b *strings.Builder, byShape map[string]map[string]result, order []string,
+	rate func(result) float64, ratio func(a, c float64) string) {
+	ceiling := 0.0
+	if len(rep.Disk) > 0 {
+		p50 := make([]float64, len(rep.Disk))
+		p99 := make([]float64, len(rep.Disk))
+		for i, d := range rep.Disk {
+			p50[i], p99[i] = d.P50ms, d.P99ms
+		}
+		slices.Sort(p50)
+		slices.Sort(p99)
+		m50, m99 := p50[len(p50)/2], p99[len(p99)/2]
+		ceiling = 1000 / m50
+		fmt.Fprintf(b, "\nDisk of the state directories (%s): append+fsync of 64 B, one at a time, p50 %.3f ms, p99 %.3f ms "+
+			"(medians of %d timings): a ceiling of %.0f durable handoffs/s on one token.\n", rep.Disk[0].Dir, m50, m99, len(rep.Disk), ceiling)
+	}
+	has := func(system string) bool {
+		for _, s := range order {
+			if _, ok := byShape[s][system]; ok {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("baton-durable") && !has("baton-cluster") {
+		return
+	}
+	fmt.Fprintf(b, "\nDurable baton: baton-durable is one server with a state directory, baton-cluster three replicating one log "+
+		"(its CPU and RSS are the three servers' sums).\n\n"+
+		"| shape | durable/in memory | durable/disk ceiling | cluster/in memory | cluster/durable | cluster/etcd | cluster p99/durable p99 |\n"+
+		"|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range order {
+		r := byShape[s]
+		du, okDu := r["baton-durable"]
+		cl, okCl := r["baton-cluster"]
+		if !okDu && !okCl {
+			continue
+		}
+		mem, et := rate(r["baton"]), rate(r["etcd"])
+		ceil := "–"
+		if okDu && ceiling > 0 && strings.Contains(s, "one token") {
+			ceil = ratio(rate(du), ceiling)
+		}
+		cells := []string{"–", ceil, "–", "–", "–", "–"}
+		if okDu {
+			cells[0] = ratio(rate(du), mem)
+		}
+		if okCl {
+			cells[2], cells[4] = ratio(rate(cl), mem), ratio(rate(cl), et)
+			if okDu {
+				cells[3], cells[5] = ratio(rate(cl), rate(du)), ratio(cl.P99ms, du.P99ms)
+			}
+		}
+		fmt.Fprintf(b, "| %s | %s |\n", s, strings.Join(cells, " | "))
+	}
+	// The idle-tokens shape against the same shape without them.
+	for _, s := range order {
+		idle := byShape[s]
+		base := byShape[fmt.Sprintf("N=%d, one token", idleTokensSessions)]
+		if !strings.HasSuffix(s, "idle tokens") || base == nil {
+			continue
+		}
+		fmt.Fprintf(b, "\n%s against N=%d without them (servers of their own, the same run):\n\n| system | without | with | with/without | p99 with/without |\n|---|---:|---:|---:|---:|\n",
+			s, idleTokensSessions)
+		for _, name := range []string{"baton", "baton-durable", "baton-cluster"} {
+			w, okW := idle[name]
+			wo, okWo := base[name]
+			if okW && okWo {
+				fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s |\n", name, rate(wo), rate(w), ratio(rate(w), rate(wo)), ratio(w.P99ms, wo.P99ms))
+			}
+		}
+	}
+	for _, s := range order {
+		if cl, ok := byShape[s]["baton-cluster"]; ok && cl.LeaderChanges > 0 {
+			fmt.Fprintf(b, "\nbaton-cluster, %s: the leadership moved %d times while measured.\n", s, cl.LeaderChanges)
+		}
+	}
 }

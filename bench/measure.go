@@ -36,6 +36,9 @@ type result struct {
 	CPUmsPer1000   float64 `json:"server_cpu_ms_per_1000_sections"`
 	RSSMB          float64 `json:"server_rss_mb"`
 	Overlaps       int64   `json:"overlaps"`
+	// LeaderChanges counts the times a replicated system's leadership moved while
+	// measured (summed over the repetitions in a median).
+	LeaderChanges int64 `json:"leader_changes,omitempty"`
 }
 
 // procStat returns a process's CPU time (user+system) and resident memory.
@@ -166,13 +169,15 @@ func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration tim
 		}()
 	}
 	time.Sleep(warmup) // load shaping: connections and caches settle before measuring
-	cpu0, _ := procStat(p.pid())
+	cpu0, _ := p.stat()
+	leads0 := leadsOf(p)
 	measuring.Store(true)
 	start := time.Now()
 	time.Sleep(duration) // the measured window
 	measuring.Store(false)
 	elapsed := time.Since(start)
-	cpu1, rss := procStat(p.pid())
+	cpu1, rss := p.stat()
+	leads := leadsOf(p) - leads0
 	cancel()
 	for _, l := range lockers { // unblocks lockers that ignore ctx (the floor's blocking read)
 		if _, ok := l.(*floorLocker); ok {
@@ -201,7 +206,11 @@ func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration tim
 		SectionsPerSec: float64(nSections) / elapsed.Seconds(), HandoffsPerSec: float64(nHandoffs) / elapsed.Seconds(),
 		P50ms: pct(0.50), P99ms: pct(0.99), P999ms: pct(0.999),
 		CPUmsPer1000: float64((cpu1 - cpu0).Milliseconds()) / float64(nSections) * 1000, RSSMB: rss,
-		Overlaps: overlaps.Load()}, nil
+		Overlaps: overlaps.Load(), LeaderChanges: leads}, nil
+}
+
+func idleShapeName(n int) string {
+	return fmt.Sprintf("N=%d, one token, %d idle tokens", idleTokensSessions, n)
 }
 
 func runHolder(addr string) {
@@ -326,7 +335,7 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 		return nil, err
 	}
 	defer p.stop()
-	_, before := procStat(p.pid())
+	_, before := p.stat()
 	clients, dialErr := dialAll(n, func(i int) (*baton.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -342,7 +351,7 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	if dialErr != nil {
 		return nil, dialErr
 	}
-	_, connected := procStat(p.pid())
+	_, connected := p.stat()
 	r := &idleResult{Sessions: n, BeforeMB: before, ConnectedMB: connected, MaxMB: connected, Watched: watch.String()}
 	g := serverGauges(p.http, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes", "go_goroutines")
 	r.StackMB, r.HeapMB, r.Goroutines = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20), g["go_goroutines"]
@@ -350,7 +359,7 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	for fifth := 1; fifth <= 5; fifth++ {
 		due := start.Add(watch * time.Duration(fifth) / 5)
 		for {
-			_, rss := procStat(p.pid())
+			_, rss := p.stat()
 			r.MaxMB = max(r.MaxMB, rss)
 			if !time.Now().Before(due) {
 				r.FifthsMB = append(r.FifthsMB, rss) // the sample at the fifth's end
@@ -361,9 +370,74 @@ func idleSessions(n int, watch time.Duration) (*idleResult, error) {
 	}
 	r.EndMB = r.FifthsMB[len(r.FifthsMB)-1]
 	if os.Getenv("BENCH_MEMPROFILE") != "" {
-		_ = p.cmd.Process.Signal(syscall.SIGUSR1)
+		p.signal(syscall.SIGUSR1)
 	}
 	g = serverGauges(p.http, "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes")
 	r.EndStackMB, r.EndHeapMB = g["go_memstats_stack_inuse_bytes"]/(1<<20), g["go_memstats_heap_inuse_bytes"]/(1<<20)
 	return r, nil
+}
+
+// startIdle starts servers of sys's of their own for the idle-tokens shape, under
+// name+idleKey in sv, and makes n tokens there.
+func startIdle(sv *servers, sys *system, n int) error {
+	p, err := sys.start()
+	if err != nil {
+		return err
+	}
+	key := sys.name + idleKey
+	sv.procs[key] = p
+	return sv.alone(key, func() error {
+		if sys.settle != nil {
+			if err := sys.settle(p); err != nil {
+				return err
+			}
+		}
+		err := makeTokens(sys, p, n)
+		if sys.drain != nil {
+			sys.drain(p)
+		}
+		return err
+	})
+}
+
+// makeTokens takes and gives back n tokens (idle-0, idle-1, ...) once each, from 16
+// sessions: each stays in the state with its fence and record, and nobody waits for
+// it.
+func makeTokens(sys *system, p *proc, n int) error {
+	const sessions = 16
+	lockers, err := dialAll(sessions, func(i int) (locker, error) { return sys.dial(p, 1_000_000+i) })
+	defer func() {
+		for _, l := range lockers {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	errs := make(chan error, sessions)
+	for i, l := range lockers {
+		go func() {
+			for t := i; t < n; t += sessions {
+				unlock, err := l.Lock(ctx, "idle-"+strconv.Itoa(t))
+				if err == nil {
+					err = unlock()
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range lockers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

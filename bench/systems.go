@@ -11,10 +11,12 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,84 +36,189 @@ type locker interface {
 // system is a lock service under test: its server runs in a process of its own.
 type system struct {
 	name  string
-	serve string // -serve value that runs its server in a child; empty: an external command
 	start func() (*proc, error)
 	dial  func(p *proc, id int) (locker, error)
 	// multi says whether it takes many token names (the floor serves one token).
 	multi bool
+	// keeps says whether a released token stays in the server's state (its fence and
+	// record): only there can idle tokens be present (-idle-tokens).
+	keeps bool
+	// durable says whether it answers only what is on disk: the disk's append+fsync
+	// is then measured beside it.
+	durable bool
+	// settle, if set, runs before each measurement, once the system's servers are
+	// continued: the cluster waits there for its election to end.
+	settle func(p *proc) error
+	// drain, if set, runs after each measurement, once its clients are closed.
+	drain func(p *proc)
 }
 
+// proc is a system's server: one child process, or for a replicated system its
+// members, one child each.
 type proc struct {
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd // nil for a replicated system
 	addr string
 	http string
+	out  *bufio.Reader // the child's stdout, after its address line
+	// A cluster member's child says when it starts and stops serving (cluster.go).
+	leading atomic.Bool
+	leads   atomic.Int64 // times it started to lead
+	members []*proc
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// children are the processes of p's servers.
+func (p *proc) children() []*proc {
+	if p.members != nil {
+		return p.members
+	}
+	return []*proc{p}
+}
 
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
+func (p *proc) signal(sig os.Signal) {
+	for _, c := range p.children() {
+		_ = c.cmd.Process.Signal(sig)
 	}
 }
 
-// startChild re-executes this binary with -serve kind and reads the address line
-// it prints when ready.
-func startChild(kind string) (*proc, error) {
-	cmd := exec.Command(os.Args[0], "-serve", kind)
+// stat is the CPU time and resident memory of p's servers, summed.
+func (p *proc) stat() (cpu time.Duration, rssMB float64) {
+	for _, c := range p.children() {
+		t, r := procStat(c.cmd.Process.Pid)
+		cpu, rssMB = cpu+t, rssMB+r
+	}
+	return cpu, rssMB
+}
+
+// stop interrupts p's servers and waits for them to exit, killing one that takes
+// longer than 5 s.
+func (p *proc) stop() {
+	var wg sync.WaitGroup
+	for _, c := range p.children() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = c.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = c.cmd.Process.Kill()
+				<-done
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// startChild re-executes this binary with -serve kind and args and reads the address
+// line it prints when ready.
+func startChild(kind string, args ...string) (*proc, error) {
+	cmd := exec.Command(os.Args[0], append([]string{"-serve", kind}, args...)...)
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	pipe, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	out := bufio.NewReader(pipe)
+	line, err := out.ReadString('\n')
 	f := strings.Fields(line)
 	if err != nil || len(f) < 1 {
 		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		return nil, fmt.Errorf("%s server said %q: %v", kind, line, err)
 	}
-	p := &proc{cmd: cmd, addr: f[0]}
+	p := &proc{cmd: cmd, addr: f[0], out: out}
 	if len(f) > 1 {
 		p.http = f[1]
 	}
 	return p, nil
 }
 
-var systems = map[string]*system{
-	"floor": {name: "floor", serve: "floor", start: func() (*proc, error) { return startChild("floor") }, dial: dialFloor},
-	"baton": {name: "baton", serve: "baton", start: func() (*proc, error) { return startChild("baton") }, dial: dialBaton, multi: true},
-	// baton as compose deploys it: with a state directory, every batch made durable
-	// before its replies leave.
-	"baton-durable": {name: "baton-durable", serve: "baton-durable", start: func() (*proc, error) { return startChild("baton-durable") }, dial: dialBaton, multi: true},
-	"etcd":          {name: "etcd", serve: "etcd", start: func() (*proc, error) { return startChild("etcd") }, dial: dialEtcd, multi: true},
-	"redis":         {name: "redis", start: startRedis, dial: dialRedis, multi: true},
+func child(kind string) func() (*proc, error) {
+	return func() (*proc, error) { return startChild(kind) }
 }
 
-// serveChild runs the server of kind in this process until SIGINT or SIGTERM.
-func serveChild(kind string, wait func()) error {
+var systems = map[string]*system{
+	"floor": {name: "floor", start: child("floor"), dial: dialFloor},
+	"baton": {name: "baton", start: child("baton"), dial: dialBaton, multi: true, keeps: true, drain: drainSessions},
+	// baton with a state directory and no peers: a raft log of one server, every
+	// batch made durable before its replies leave.
+	"baton-durable": {name: "baton-durable", start: child("baton-durable"), dial: dialBaton, multi: true, keeps: true, durable: true,
+		drain: drainSessions},
+	// baton as compose deploys it: three such servers replicating one log (cluster.go).
+	"baton-cluster": {name: "baton-cluster", start: startCluster, dial: dialCluster, multi: true, keeps: true, durable: true,
+		settle: func(p *proc) error { return p.settle(30 * time.Second) }, drain: drainSessions},
+	"etcd":  {name: "etcd", start: child("etcd"), dial: dialEtcd, multi: true, durable: true},
+	"redis": {name: "redis", start: startRedis, dial: dialRedis, multi: true},
+}
+
+// drainSessions waits until every one of a baton system's servers has no session
+// left, up to 15 s. A client's Close sends its goodbye without waiting for an answer,
+// and the server is stopped (SIGSTOP) right after a measurement: without the wait,
+// it would continue, for the next one, past every session's deadline and expire
+// those sessions (taking back what they held) before it read their goodbyes, and a
+// cluster would lose a goodbye batch still committing (its leader steps down when it
+// continues, having heard from no quorum within its lease), to expire the sessions
+// later. A cluster follower's state is the committed one. A drain that times out is
+// reported, not fatal.
+func drainSessions(p *proc) {
+	const timeout = 15 * time.Second
+	deadline := time.Now().Add(timeout)
+	for {
+		left := 0.0
+		for _, c := range p.children() {
+			n, ok := serverGauges(c.http, "baton_sessions")["baton_sessions"]
+			if !ok {
+				n = 1 // not answering: not known to be drained
+			}
+			left += n
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "sessions still open %s after their clients closed: %.0f (summed over the servers)\n", timeout, left)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+}
+
+// serveChild runs the server of kind in this process until SIGINT or SIGTERM; m
+// configures a cluster member.
+func serveChild(kind string, m *member, wait func()) error {
 	switch kind {
-	case "baton", "baton-durable":
+	case "baton", "baton-durable", "baton-cluster":
 		cfg := server.DefaultConfig()
 		cfg.TokenAddr, cfg.HTTPAddr, cfg.GossipBind, cfg.GossipPort, cfg.NodeName = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1", 0, "bench"
-		cfg.MaxConns, cfg.MaxTokens = 20000, 5000
-		if kind == "baton-durable" {
-			dir, err := os.MkdirTemp("", "bench-baton")
+		// Tokens stay in the state once made: room for every shape's tokens, the
+		// idle ones included.
+		cfg.MaxConns, cfg.MaxTokens = 20000, 20000
+		if kind != "baton" {
+			dir, err := os.MkdirTemp("", "bench-"+kind)
 			if err != nil {
 				return err
 			}
 			defer os.RemoveAll(dir)
 			cfg.StateDir = dir
 		}
-		srv, err := server.New(cfg, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if kind == "baton-cluster" {
+			if m == nil {
+				return errors.New("baton-cluster needs -member")
+			}
+			cfg.NodeName, cfg.GossipPort, cfg.RaftPort, cfg.Join = m.Name, m.GossipPort, m.RaftPort, m.Join
+			cfg.BootstrapExpect = clusterSize
+		}
+		logger, closeLog, err := serverLogger(kind, cfg.NodeName)
+		if err != nil {
+			return err
+		}
+		defer closeLog()
+		srv, err := server.New(cfg, server.Options{Logger: logger})
 		if err == nil {
 			err = srv.Open()
 		}
@@ -119,6 +226,12 @@ func serveChild(kind string, wait func()) error {
 			return err
 		}
 		fmt.Println(srv.TokenAddr(), srv.HTTPAddr())
+		if kind == "baton-cluster" {
+			stop := make(chan struct{})
+			watched := make(chan struct{})
+			go func() { defer close(watched); watchLeading(srv.Leading, stop) }()
+			defer func() { close(stop); <-watched }()
+		}
 		wait()
 		return srv.Close()
 	case "floor":
@@ -262,13 +375,34 @@ type batonLocker struct {
 }
 
 func dialBaton(p *proc, id int) (locker, error) {
+	return dialBatonWith(baton.Config{Addr: p.addr}, id)
+}
+
+// dialBatonWith opens session id with cfg, which says where the server is.
+func dialBatonWith(cfg baton.Config, id int) (locker, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := baton.Dial(ctx, baton.Config{Addr: p.addr, Node: fmt.Sprintf("bench-%d-%d", os.Getpid(), id)})
+	cfg.Node = fmt.Sprintf("bench-%d-%d", os.Getpid(), id)
+	c, err := baton.Dial(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	return &batonLocker{c: c}, nil
+}
+
+// serverLogger is a baton child's logger: discarded, unless BENCH_SERVER_LOG names
+// a directory, where each server writes its log (text, info and above) to a file of
+// its own.
+func serverLogger(kind, node string) (*slog.Logger, func(), error) {
+	dir := os.Getenv("BENCH_SERVER_LOG")
+	if dir == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil)), func() {}, nil
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", kind, node, os.Getpid())))
+	if err != nil {
+		return nil, nil, fmt.Errorf("BENCH_SERVER_LOG: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(f, nil)), func() { f.Close() }, nil
 }
 
 func (b *batonLocker) Lock(ctx context.Context, token string) (func() error, error) {
