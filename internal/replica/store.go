@@ -48,9 +48,10 @@ func openStores(dir string, retain int, logger hclog.Logger) (*stores, error) {
 	if err := os.MkdirAll(filepath.Join(dir, walDir), 0o700); err != nil {
 		return nil, fmt.Errorf("replica: state dir: %w", err)
 	}
-	// raft-wal v0.4.0's Close leaves its meta database open, and with it the
+	// raft-wal v0.4.0's Close left its meta database open, and with it the
 	// database's file lock: a node reopened in the same process would wait on the
-	// lock forever. So the meta database is made here and closed after the WAL.
+	// lock forever. So the meta database is made here and closed after the WAL (a
+	// no-op since v0.4.1, whose Close closes it).
 	meta := &metadb.BoltMetaDB{}
 	wal, err := raftwal.Open(filepath.Join(dir, walDir), raftwal.WithMetaStore(meta), raftwal.WithLogger(logger.Named("wal")))
 	if err != nil {
