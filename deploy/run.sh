@@ -2,7 +2,7 @@
 # Brings the baton deployment up on any machine with a Docker engine, then hands over
 # to plain compose commands.
 #
-#   deploy/run.sh                      # server, 8 clients, Prometheus (and Grafana)
+#   deploy/run.sh                      # 3 servers, 8 clients, Prometheus (and Grafana)
 #   deploy/run.sh --scale client=12    # any `docker compose up` arguments instead
 #
 # 1. Finds Compose v2 (`docker compose`), or builds it from the Go module proxy
@@ -88,11 +88,13 @@ args=("$@")
 say "docker compose up -d --build ${args[*]}"
 docker compose up -d --build "${args[@]}"
 
-port=${BATON_SERVER_PORT:-8080}
+ports=${BATON_SERVER_PORTS:-8080-8082}
+first=${ports##*:}
+first=${first%%-*}
 cat <<EOT
 
-baton is up.
-  status page   http://localhost:${port}/
+baton is up: ${BATON_SERVERS:-3} servers, one of them leading.
+  status page   http://localhost:${first}/  (each server on one port of ${ports})
   Prometheus    http://localhost:${BATON_PROMETHEUS_PORT:-9090}/
 EOT
 [ "$images" = local ] || echo "  Grafana       http://localhost:${BATON_GRAFANA_PORT:-3000}/"
@@ -100,6 +102,6 @@ cat <<'EOT'
   status table  docker compose exec server /server status
   logs          docker compose logs -f client
   scale         docker compose up -d --scale client=12
-  restart       docker compose kill -s HUP server
-  stop          docker compose down        (add -v to drop the server's state)
+  restart       docker compose kill -s HUP server      (all three, in place)
+  stop          docker compose down        (add -v to drop the servers' state)
 EOT

@@ -14,9 +14,31 @@ import (
 const datasourceUID = "baton-prometheus"
 
 type dashboard struct {
-	UID    string  `json:"uid"`
-	Title  string  `json:"title"`
-	Panels []panel `json:"panels"`
+	UID         string  `json:"uid"`
+	Title       string  `json:"title"`
+	Panels      []panel `json:"panels"`
+	Annotations struct {
+		List []struct {
+			Name string `json:"name"`
+			Expr string `json:"expr"`
+		} `json:"list"`
+	} `json:"annotations"`
+}
+
+// perServer are the server metrics every server reports alike, or that only the
+// leader reports but two servers may both report for a moment (a hand-over): a
+// panel takes their max across servers, never their sum, and never the raw series
+// (three lines, or a line that jumps between servers).
+var perServer = map[string]string{
+	"baton_fence":                     "the leader's",
+	"baton_counter":                   "the leader's",
+	"baton_waits":                     "the leader's",
+	"baton_queue_length":              "the leader's",
+	"baton_holder":                    "the leader's",
+	"baton_releases_total":            "the leader's",
+	"baton_epoch":                     "replicated: every server's",
+	"baton_members":                   "each server's own view",
+	"baton_raft_leader_changes_total": "each server counts every change it sees",
 }
 
 type panel struct {
@@ -84,12 +106,45 @@ func TestDashboardIsWellFormed(t *testing.T) {
 			if tg.Datasource.UID != datasourceUID {
 				t.Errorf("panel %q target uses datasource %q", p.Title, tg.Datasource.UID)
 			}
-			if _, err := parser.NewParser(parser.Options{}).ParseExpr(grafanaVars(tg.Expr)); err != nil {
-				t.Errorf("panel %q: %q does not parse: %v", p.Title, tg.Expr, err)
-			}
+			checkExpr(t, "panel "+p.Title, tg.Expr)
 		}
 	}
+	for _, a := range d.Annotations.List {
+		exprs++
+		checkExpr(t, "annotation "+a.Name, a.Expr)
+	}
 	t.Logf("%d panels, %d expressions parse", len(d.Panels), exprs)
+}
+
+// checkExpr parses a dashboard expression and checks that it reads every metric of
+// perServer through a max.
+func checkExpr(t *testing.T, where, expr string) {
+	t.Helper()
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(grafanaVars(expr))
+	if err != nil {
+		t.Errorf("%s: %q does not parse: %v", where, expr, err)
+		return
+	}
+	parser.Inspect(e, func(n parser.Node, path []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		why, ok := perServer[vs.Name]
+		if !ok {
+			return nil
+		}
+		var agg *parser.AggregateExpr
+		for _, p := range path {
+			if a, ok := p.(*parser.AggregateExpr); ok {
+				agg = a
+			}
+		}
+		if agg == nil || agg.Op != parser.MAX {
+			t.Errorf("%s: %q reads %s (%s on each of three servers) without max across them", where, expr, vs.Name, why)
+		}
+		return nil
+	})
 }
 
 // The provisioning files carry what Grafana needs, and agree with the compose file:

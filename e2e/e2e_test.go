@@ -3,12 +3,15 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/baton-dev/baton/internal/server"
 	"github.com/baton-dev/baton/internal/worker"
 )
 
@@ -18,13 +21,15 @@ import (
 func TestDeployment(t *testing.T) {
 	d := newDeployment(t)
 	d.do("build", "server", "client")
+	tag := cmp.Or(os.Getenv("BATON_TAG"), "dev")
 	for _, img := range []string{"server", "client"} {
-		size := d.docker("image", "inspect", "-f", "{{.Size}}", fmt.Sprintf("baton-%s:dev", img))
-		t.Logf("image baton-%s:dev: %s bytes", img, size)
+		size := d.docker("image", "inspect", "-f", "{{.Size}}", fmt.Sprintf("baton-%s:%s", img, tag))
+		t.Logf("image baton-%s:%s: %s bytes", img, tag, size)
 	}
 	up := time.Now()
 	d.do(append([]string{"up", "-d", "--scale", "client=8"}, d.services...)...)
 	t.Logf("up returned after %s", time.Since(up).Round(time.Millisecond))
+	d.relistServers()
 
 	steps := []struct {
 		name string
@@ -39,7 +44,10 @@ func TestDeployment(t *testing.T) {
 		{"6_pause_holder", scenarioPause},
 		{"9a_dashboard_panels_have_data", scenarioDashboardData},
 		{"9b_status_page_in_chromium", scenarioStatusPage},
-		{"7_recreate_server", scenarioRecreateServer},
+		{"10_kill_leader", scenarioKillLeader},
+		{"11_pause_leader", scenarioPauseLeader},
+		{"12_network_disconnect_leader", scenarioDisconnectLeader},
+		{"7_recreate_all_servers", scenarioRecreateServers},
 	}
 	for _, s := range steps {
 		ok := t.Run(s.name, func(t *testing.T) {
@@ -53,10 +61,22 @@ func TestDeployment(t *testing.T) {
 	}
 }
 
-// 1. All 8 clients become members and get the token; the counter grows; grants are
-// fair once all are in line; no two critical sections overlap; no stale release was
-// accepted.
+// 1. Three servers elect a leader (`--scale client=8` leaves them three), each
+// answers on its host port; all 8 clients become members and get the token; the
+// counter grows; grants are fair once all are in line; no two critical sections
+// overlap; no stale release was accepted.
 func scenarioUp(d *deployment, up time.Time) {
+	var lead server.Status
+	d.eventually(90*time.Second, "a raft leader among the servers", func() bool {
+		st, _, err := d.leader()
+		lead = st
+		return err == nil
+	})
+	d.t.Logf("%s leads (term %d) %s after up began", lead.Raft.ID, lead.Raft.Term, time.Since(up).Round(time.Millisecond))
+	if n := len(d.list("server")); n != replicas {
+		d.errorf("%d server containers run after `up --scale client=8`, want %d", n, replicas)
+	}
+	d.checkPublished()
 	d.eventually(90*time.Second, "8 alive client members with sessions", func() bool {
 		st, err := d.status()
 		if err != nil {
@@ -112,25 +132,27 @@ func scenarioUp(d *deployment, up time.Time) {
 		d.errorf("unfair: since full membership one client did %d critical sections, another %d (FIFO keeps them within 2)", hi, lo)
 	}
 	slices.SortFunc(intervals, func(a, b worker.Interval) int { return a.Start.Compare(b.Start) })
-	for i := 1; i < len(intervals); i++ {
-		if intervals[i].Start.Before(intervals[i-1].End) {
-			d.errorf("overlapping critical sections: fence %d [%s, %s] and fence %d starting %s",
-				intervals[i-1].Fence, intervals[i-1].Start.Format(time.StampMicro), intervals[i-1].End.Format(time.StampMicro),
-				intervals[i].Fence, intervals[i].Start.Format(time.StampMicro))
-		}
-	}
-	d.t.Logf("%d client-reported critical sections checked for overlap", len(intervals))
+	d.checkSections(intervals)
+	d.t.Logf("%d client-reported critical sections checked for overlap and rising fences", len(intervals))
 	tk := d.token()
 	if tk.Counter != tk.Releases {
 		d.errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
 	}
-	table := d.do("exec", "-T", "server", "/server", "status")
-	for _, want := range []string{"TOKEN", "HOLDER", "FENCE", "counter", "MEMBER", "GRANTS", "WAITS", "client"} {
-		if !strings.Contains(table, want) {
-			d.errorf("`exec server /server status` lacks %q:\n%s", want, table)
-		}
+	// `exec server` runs in the first replica, which may follow: its table is the
+	// replicated state. `--index N` reaches the leader, server-N.
+	lead, _, err := d.leader()
+	if err != nil {
+		d.fatalf("%v", err)
 	}
-	d.t.Logf("status table:\n%s", table)
+	for _, args := range [][]string{{"exec", "-T", "server"}, {"exec", "-T", "--index", strings.TrimPrefix(lead.Raft.ID, "server-"), "server"}} {
+		table := d.do(append(args, "/server", "status")...)
+		for _, want := range []string{"TOKEN", "HOLDER", "FENCE", "counter", "MEMBER", "GRANTS", "WAITS", "client", "server-3"} {
+			if !strings.Contains(table, want) {
+				d.errorf("`%s /server status` lacks %q:\n%s", strings.Join(args, " "), want, table)
+			}
+		}
+		d.t.Logf("%s /server status:\n%s", strings.Join(args, " "), table)
+	}
 	if n := d.metric("baton_stale_releases_total"); n != 0 {
 		d.errorf("%v stale releases in a healthy run", n)
 	}
@@ -164,7 +186,7 @@ func scenarioScale(d *deployment, _ time.Time) {
 		return m == 4 && s == 4 && left >= 8
 	})
 	d.t.Logf("scaled down to 4 in %s", took.Round(time.Millisecond))
-	if n := d.metric("baton_members", `state="left"`); n < 8 {
+	if n := d.leaderMetric("baton_members", `state="left"`); n < 8 {
 		d.errorf("baton_members{state=left} = %v, want >= 8", n)
 	}
 	if n := d.metric("baton_reclaims_total", `reason="disconnect"`) + d.metric("baton_reclaims_total", `reason="expired"`); n != reclaims {
@@ -179,14 +201,14 @@ func scenarioScale(d *deployment, _ time.Time) {
 	})
 }
 
-// 8. Prometheus really scrapes the server and every client replica, and sees
-// grants rising.
+// 8. Prometheus really scrapes every server and every client replica, sees one
+// leader and the token's gauges from it alone, and grants rising.
 func scenarioPrometheus(d *deployment, _ time.Time) {
 	clients := len(d.containers("client"))
-	d.eventually(90*time.Second, fmt.Sprintf("Prometheus up=1 for the server and %d clients", clients), func() bool {
+	d.eventually(90*time.Second, fmt.Sprintf("Prometheus up=1 for %d servers and %d clients", replicas, clients), func() bool {
 		srv, err1 := d.promQuery(`up{job="baton-server"}`, "instance")
 		cli, err2 := d.promQuery(`up{job="baton-client"} == 1`, "instance")
-		if err1 != nil || err2 != nil || len(srv) != 1 {
+		if err1 != nil || err2 != nil || len(srv) != replicas {
 			return false
 		}
 		for _, v := range srv {
@@ -195,6 +217,11 @@ func scenarioPrometheus(d *deployment, _ time.Time) {
 			}
 		}
 		return len(cli) == clients
+	})
+	d.eventually(30*time.Second, "one leader in Prometheus, the only one to export the token's fence", func() bool {
+		leaders, err1 := d.promQuery(`sum(baton_raft_is_leader)`, "")
+		fences, err2 := d.promQuery(`count(baton_fence)`, "")
+		return err1 == nil && err2 == nil && leaders[""] == 1 && fences[""] == 1
 	})
 	var first float64
 	d.eventually(60*time.Second, "baton_grants_total rising in Prometheus", func() bool {
@@ -210,58 +237,100 @@ func scenarioPrometheus(d *deployment, _ time.Time) {
 	})
 }
 
-// 3. `docker compose kill -s HUP server`, three times under load: the container
-// stays up, epoch +3, restarts +3, fence and counter continue, clients resume.
+// 3. `docker compose kill -s HUP server`, three times under load: it signals every
+// server; the containers stay up, the epoch rises with each, the leader counts its
+// restarts, fence and counter continue, clients resume.
 func scenarioHUP(d *deployment, _ time.Time) {
+	d.settled(60*time.Second, "before the HUPs")
 	st0 := d.mustStatus()
 	restarts0 := d.metric("baton_restarts_total")
 	last := d.token()
-	id := strings.TrimSpace(d.do("ps", "-q", "server"))
+	before := d.list("server")
 	for i := 1; i <= 3; i++ {
+		epoch := d.mustStatus().Epoch
 		d.do("kill", "-s", "HUP", "server")
 		at := time.Now()
-		d.eventually(10*time.Second, fmt.Sprintf("epoch %d", st0.Epoch+uint64(i)), func() bool {
+		d.eventually(10*time.Second, fmt.Sprintf("an epoch above %d", epoch), func() bool {
 			st, err := d.status()
-			return err == nil && st.Epoch == st0.Epoch+uint64(i)
+			return err == nil && st.Epoch > epoch
 		})
 		d.eventually(20*time.Second, "clients to resume after HUP", func() bool { return d.token().Counter > last.Counter+1 })
-		d.t.Logf("HUP %d: clients resumed %s after the signal", i, time.Since(at).Round(time.Millisecond))
-		now := d.token()
+		st := d.mustStatus()
+		d.t.Logf("HUP %d: clients resumed %s after the signal; %s leads, epoch %d", i, time.Since(at).Round(time.Millisecond), st.Raft.ID, st.Epoch)
+		now := tokenOf(st.Tokens)
 		if now.Fence < last.Fence || now.Counter < last.Counter {
 			d.fatalf("HUP %d went back: fence %d→%d counter %d→%d", i, last.Fence, now.Fence, last.Counter, now.Counter)
 		}
+		if now.Counter != now.Releases {
+			d.errorf("HUP %d: counter %d != accepted releases %d", i, now.Counter, now.Releases)
+		}
 		last = now
 	}
-	state := d.docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}} {{.Id}}", id)
-	if f := strings.Fields(state); f[0] != "true" || f[1] != "0" || !strings.HasPrefix(f[2], id) {
-		d.errorf("server container after HUPs: %s, want the same container running, never restarted", state)
+	for _, c := range before {
+		state := d.docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}}", c.ID)
+		if state != "true 0" {
+			d.errorf("%s after HUPs: running and restart count %q, want the same container running, never restarted", c.Name, state)
+		}
 	}
-	if n := d.metric("baton_restarts_total"); n != restarts0+3 {
-		d.errorf("baton_restarts_total %v, want %v", n, restarts0+3)
+	if n := d.metric("baton_restarts_total"); n < restarts0+3 {
+		d.errorf("baton_restarts_total over the servers %v, want at least %v", n, restarts0+3)
 	}
+	d.t.Logf("epoch %d → %d", st0.Epoch, d.mustStatus().Epoch)
 }
 
 // 4. SIGKILL of the container that holds the token: the next grant within 1 s, the
 // reclaim counted.
 func scenarioKillHolder(d *deployment, _ time.Time) {
-	for attempt := 1; attempt <= 5; attempt++ {
+	for attempt := 1; attempt <= 8; attempt++ {
 		reclaims := d.metric("baton_reclaims_total", `reason="disconnect"`)
-		hc, tk := d.holderContainer()
+		hc, tk := d.freshHolder()
 		issued := time.Now()
 		d.docker("kill", "-s", "KILL", hc.ID)
 		took := d.eventually(5*time.Second, "the next grant after the holder's kill", func() bool { return d.token().Fence > tk.Fence })
-		if d.metric("baton_reclaims_total", `reason="disconnect"`) == reclaims {
-			d.t.Logf("attempt %d: %s released before the kill landed; again", attempt, hc.Node)
+		reason, ok := d.reclaimed(tk.Fence)
+		if !ok {
+			// A client killed between holds is simply gone: start it again, so that
+			// the scenarios after this one have the clients they expect.
+			d.t.Logf("attempt %d: %s released before the kill landed; started again", attempt, hc.Node)
+			d.docker("start", hc.ID)
 			continue
 		}
-		d.t.Logf("killed holder %s (fence %d): next grant %s after docker kill returned, %s after it was issued",
-			hc.Node, tk.Fence, took.Round(time.Millisecond), time.Since(issued).Round(time.Millisecond))
+		d.t.Logf("killed holder %s (fence %d): reclaimed (%s), next grant %s after docker kill returned, %s after it was issued",
+			hc.Node, tk.Fence, reason, took.Round(time.Millisecond), time.Since(issued).Round(time.Millisecond))
+		if reason != "disconnect" {
+			d.errorf("the killed holder's token was reclaimed for %q, want disconnect: the server must see its connection close", reason)
+		}
+		if d.metric("baton_reclaims_total", `reason="disconnect"`) <= reclaims {
+			d.errorf("baton_reclaims_total{reason=\"disconnect\"} did not count the reclaim")
+		}
 		if took > time.Second {
 			d.errorf("next grant %s after the holder was killed, want < 1s", took)
 		}
 		return
 	}
-	d.fatalf("no kill landed while the token was held in 5 attempts")
+	d.fatalf("no kill landed while the token was held in 8 attempts")
+}
+
+// freshHolder waits for the next grant and returns its holder at once, so that most
+// of its hold is still ahead when a fault is applied to it (`docker kill` takes a
+// few hundred milliseconds on a busy machine; a hold, 250 ms).
+func (d *deployment) freshHolder() (container, server.TokenStatus) {
+	d.t.Helper()
+	start := d.token().Fence
+	d.eventually(20*time.Second, "a fresh grant", func() bool { return d.token().Fence > start })
+	return d.holderContainer()
+}
+
+// reclaimed says whether, and why, the leader took back the grant of fence without
+// a release: its events list each reclaim with the fence and the reason.
+func (d *deployment) reclaimed(fence uint64) (reason string, ok bool) {
+	d.t.Helper()
+	for _, e := range d.mustStatus().Events {
+		if e.Kind == "reclaim" && e.Token == "counter" && e.Fence == fence {
+			return e.Detail, true
+		}
+	}
+	return "", false
 }
 
 func (d *deployment) sessionExpiry(node string) time.Time {
@@ -286,17 +355,16 @@ func (d *deployment) sessionExpiry(node string) time.Time {
 func (d *deployment) cutHolder(what string, cut, heal func(container)) (container, uint64, time.Time, time.Time, time.Time) {
 	d.t.Helper()
 	for attempt := 1; attempt <= 8; attempt++ {
-		expired := d.metric("baton_reclaims_total", `reason="expired"`)
-		// Wait for a fresh grant so that most of the hold is still ahead.
-		start := d.token().Fence
-		d.eventually(20*time.Second, "a fresh grant", func() bool { return d.token().Fence > start })
-		hc, tk := d.holderContainer()
+		hc, tk := d.freshHolder()
 		expiresAt := d.sessionExpiry(hc.Node)
 		cut(hc)
 		at := time.Now()
 		d.eventually(4*d.ttl, "the next grant after the "+what, func() bool { return d.token().Fence > tk.Fence })
 		granted := time.Now()
-		if d.metric("baton_reclaims_total", `reason="expired"`) > expired {
+		if reason, ok := d.reclaimed(tk.Fence); ok {
+			if reason != "expired" {
+				d.errorf("the %s holder's token was reclaimed for %q, want expired", what, reason)
+			}
 			return hc, tk.Fence, expiresAt, at, granted
 		}
 		d.t.Logf("attempt %d: %s released before the %s landed; again", attempt, hc.Node, what)
@@ -379,39 +447,58 @@ func scenarioPause(d *deployment, _ time.Time) {
 	}
 }
 
-// 7. The server container recreated (new container, maybe a new address): clients
-// find it again through memberlist, the fence never goes back (state volume).
-func scenarioRecreateServer(d *deployment, _ time.Time) {
+// 7. Every server container recreated at once (`up -d --force-recreate server`:
+// new containers, maybe new addresses, the same names and the shared state volume):
+// they elect a leader from their logs, clients find it through memberlist, the fence
+// never goes back.
+func scenarioRecreateServers(d *deployment, _ time.Time) {
+	d.settled(60*time.Second, "before recreating the servers")
 	before := d.token()
 	st0 := d.mustStatus()
-	oldIP := d.containers("server")[0].IP
-	// Scenario 4's killed client stays down (docker kill is a manual stop for
-	// restart: unless-stopped), so count what runs.
-	clients := len(d.containers("client"))
-	d.do("up", "-d", "--no-deps", "--force-recreate", "server")
+	old := d.list("server")
 	at := time.Now()
-	var last string
-	d.t.Cleanup(func() {
-		if d.t.Failed() {
-			d.t.Logf("last status seen: %s", last)
-		}
-	})
-	took := d.eventually(90*time.Second, fmt.Sprintf("all %d clients back with sessions on the new server", clients), func() bool {
-		st, err := d.status()
-		if err != nil {
+	d.do("up", "-d", "--no-deps", "--force-recreate", "server")
+	upTook := time.Since(at)
+	d.relistServers()
+	var lead server.Status
+	elected := d.eventually(60*time.Second, "a leader among the recreated servers", func() bool {
+		st, c, err := d.leader()
+		if err != nil || slices.ContainsFunc(old, func(o container) bool { return o.ID == c.ID }) {
 			return false
 		}
-		last = fmt.Sprintf("epoch %d sessions %+v members %+v", st.Epoch, st.Sessions, st.Members)
 		if tk := tokenOf(st.Tokens); tk.Fence < before.Fence {
 			d.fatalf("fence went back: %d after recreate, %d before", tk.Fence, before.Fence)
 		}
-		return st.Epoch > st0.Epoch && len(st.Sessions) == clients
+		lead = st
+		return true
 	})
-	d.eventually(30*time.Second, "the counter to continue", func() bool { return d.token().Counter > before.Counter })
-	d.t.Logf("server recreated (address %s → %s): clients back %s, critical sections again %s after",
-		oldIP, d.containers("server")[0].IP, took.Round(time.Millisecond), time.Since(at).Round(time.Millisecond))
-	after := d.token()
-	if after.Fence <= before.Fence || after.Counter < before.Counter {
-		d.errorf("after recreate fence %d counter %d; before %d and %d", after.Fence, after.Counter, before.Fence, before.Counter)
+	back := d.settled(90*time.Second, "after recreating the servers")
+	// Begun once `up` returned: the old servers are gone by then.
+	first := d.firstGrantAfter(at.Add(upTook), 30*time.Second, "a critical section begun after the recreation")
+	now := d.list("server")
+	var moved []string
+	for _, c := range now {
+		for _, o := range old {
+			if o.ID == c.ID {
+				d.errorf("%s was not recreated", c.Name)
+			}
+			if o.Node == c.Node && o.IP != c.IP {
+				moved = append(moved, fmt.Sprintf("%s %s → %s", c.Node, o.IP, c.IP))
+			}
+		}
+	}
+	d.t.Logf("servers recreated (`up` took %s; %d moved address: %v): %s leads %s after `up` began, all clients back %s after that; the first critical section began %s after `up` began (fence %d)",
+		upTook.Round(time.Millisecond), len(moved), moved, lead.Raft.ID, (upTook + elected).Round(time.Millisecond), back.Round(time.Millisecond),
+		first.Start.Sub(at).Round(time.Millisecond), first.Fence)
+	after := d.mustStatus()
+	tk := tokenOf(after.Tokens)
+	if tk.Fence <= before.Fence || tk.Counter < before.Counter || first.Fence <= before.Fence {
+		d.errorf("after recreate fence %d (first section's %d) counter %d; before %d and %d", tk.Fence, first.Fence, tk.Counter, before.Fence, before.Counter)
+	}
+	if tk.Counter != tk.Releases {
+		d.errorf("counter %d != accepted releases %d", tk.Counter, tk.Releases)
+	}
+	if after.Epoch <= st0.Epoch {
+		d.errorf("epoch %d after recreate, %d before", after.Epoch, st0.Epoch)
 	}
 }
