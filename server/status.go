@@ -74,9 +74,13 @@ func printStatus(out io.Writer, st *server.Status) {
 	for _, m := range st.Members {
 		sess, grants, waits := "-", "-", "-"
 		if s, ok := sessions[m.Name]; ok {
-			sess = "expires in " + s.ExpiresIn
-			if !s.Connected {
-				sess += " (detached)"
+			switch {
+			case s.ExpiresIn == "": // a follower: the deadlines are the leader's
+				sess = "open"
+			case s.Connected:
+				sess = "expires in " + s.ExpiresIn
+			default:
+				sess = "expires in " + s.ExpiresIn + " (detached)"
 			}
 			grants, waits = fmt.Sprint(s.Grants), fmt.Sprint(s.Waited)
 		}

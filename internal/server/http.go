@@ -28,7 +28,7 @@ func (s *Server) routes() http.Handler {
 		}
 		if d := s.core.d; d != nil && d.clustered {
 			if id, _ := d.node.Leader(); id == "" {
-				http.Error(w, "not ready: no raft leader known (BATON_BOOTSTRAP_EXPECT servers must find each other)", http.StatusServiceUnavailable)
+				http.Error(w, "not ready: no raft leader known: a new cluster waits for BATON_BOOTSTRAP_EXPECT servers to find each other, an existing one for a quorum of its servers", http.StatusServiceUnavailable)
 				return
 			}
 		}

@@ -168,7 +168,7 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 			for i, sv := range servers {
 				names[i] = sv.ID
 			}
-			s.log.Warn("waiting for servers before the first raft election: check BATON_JOIN and that every server has BATON_BOOTSTRAP_EXPECT and BATON_STATE_DIR set",
+			s.log.Warn("raft: too few servers found to start a cluster (one that has a log already needs a quorum of its servers back): check BATON_JOIN, and that every server has BATON_BOOTSTRAP_EXPECT and BATON_STATE_DIR set",
 				"want", s.cfg.BootstrapExpect, "found", len(servers), "servers", names, "join", s.cfg.Join)
 		}
 		return false

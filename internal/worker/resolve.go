@@ -3,27 +3,56 @@ package worker
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 
 	"github.com/baton-dev/baton/internal/cluster"
 )
 
-// server is the server the worker dials: the one that says in the cluster that it
-// leads, else any alive server (a single server, which has no election, or one
-// that will name the leader in its not_leader answer).
+// server is the server the worker dials first: the one that says in the cluster
+// that it leads, else any alive server (a single server, which has no election, or
+// one that will name the leader in its not_leader answer).
 func (w *Worker) server() (cluster.Member, bool) {
-	if m, ok := w.node.Leader(); ok {
-		return m, true
-	}
-	return w.node.Server()
+	return pick(w.node.Members(), 1)
 }
 
-// resolve is the client's Config.Resolve: the token address of server.
+// resolve is the client's Config.Resolve: the token address of the server to try
+// for this connect (pick).
 func (w *Worker) resolve(context.Context) (string, error) {
-	m, ok := w.server()
+	m, ok := pick(w.node.Members(), w.connects.Add(1))
 	if !ok {
 		return "", errors.New("no server in the cluster yet")
 	}
 	return m.TokenAddr(), nil
+}
+
+// pick chooses the server for the n-th connect (from 1). Odd connects go to the
+// server that says it leads; even ones to the others in turn, which name the leader
+// they know. A leader that died still says it leads in the membership until the
+// cluster declares it dead, seconds later: meanwhile every other connect reaches a
+// live server, which knows the new leader as soon as it is elected.
+func pick(members []cluster.Member, n uint64) (cluster.Member, bool) {
+	var leader *cluster.Member
+	var others []cluster.Member
+	for i := range members {
+		m := &members[i]
+		if m.State != cluster.StateAlive || m.Meta.Role != cluster.RoleServer || m.Meta.Leaving {
+			continue
+		}
+		if m.Meta.Leader && leader == nil {
+			leader = m
+			continue
+		}
+		others = append(others, *m)
+	}
+	slices.SortFunc(others, func(a, b cluster.Member) int { return strings.Compare(a.Name, b.Name) })
+	switch {
+	case leader != nil && (n%2 == 1 || len(others) == 0):
+		return *leader, true
+	case len(others) > 0:
+		return others[(n/2)%uint64(len(others))], true
+	}
+	return cluster.Member{}, false
 }
 
 // follow is the client's Config.Follow: it approves the leader a follower names

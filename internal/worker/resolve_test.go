@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/baton-dev/baton/internal/cluster"
@@ -32,5 +33,43 @@ func TestServerAt(t *testing.T) {
 		if got := serverAt(members, addr); got != want {
 			t.Errorf("serverAt(%q) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// A leader that died keeps saying it leads until the membership declares it dead:
+// every other connect goes to another live server, in turn, which names the new
+// leader; with no leader known, the servers are tried in turn.
+func TestPickAlternatesLeaderAndOthers(t *testing.T) {
+	srv := func(name string, leader bool) cluster.Member {
+		return cluster.Member{Name: name, State: cluster.StateAlive, Meta: cluster.Meta{Role: cluster.RoleServer, Leader: leader}}
+	}
+	members := []cluster.Member{srv("server-3", false), srv("server-1", true), srv("server-2", false),
+		{Name: "client-1", State: cluster.StateAlive, Meta: cluster.Meta{Role: cluster.RoleClient}},
+		{Name: "server-4", State: cluster.StateDead, Meta: cluster.Meta{Role: cluster.RoleServer}}}
+	var got []string
+	for n := uint64(1); n <= 6; n++ {
+		m, _ := pick(members, n)
+		got = append(got, m.Name)
+	}
+	if want := []string{"server-1", "server-3", "server-1", "server-2", "server-1", "server-3"}; !slices.Equal(got, want) {
+		t.Errorf("connects go to %v, want %v", got, want)
+	}
+	noLeader := []cluster.Member{srv("server-2", false), srv("server-1", false)}
+	got = got[:0]
+	for n := uint64(1); n <= 4; n++ {
+		m, _ := pick(noLeader, n)
+		got = append(got, m.Name)
+	}
+	if want := []string{"server-1", "server-2", "server-2", "server-1"}; !slices.Equal(got, want) {
+		t.Errorf("with no leader, connects go to %v, want %v", got, want)
+	}
+	alone := []cluster.Member{srv("server", false)}
+	for n := uint64(1); n <= 3; n++ {
+		if m, ok := pick(alone, n); !ok || m.Name != "server" {
+			t.Errorf("a server alone: connect %d goes to %q (%v)", n, m.Name, ok)
+		}
+	}
+	if _, ok := pick(nil, 1); ok {
+		t.Error("no member: a server picked")
 	}
 }

@@ -143,10 +143,11 @@ type Worker struct {
 	mu     sync.Mutex // guards status
 	status Status
 
-	node    *cluster.Node
-	client  atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
-	httpLn  net.Listener
-	dialErr atomic.Pointer[error] // the client package's last failed connect; nil once connected
+	node     *cluster.Node
+	client   atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
+	httpLn   net.Listener
+	dialErr  atomic.Pointer[error] // the client package's last failed connect; nil once connected
+	connects atomic.Uint64         // connects resolved so far (resolve, pick)
 }
 
 const recentKept = 64
