@@ -63,13 +63,15 @@ bench-short:
 	cd bench && $(GO) test . && $(GO) run . -short
 
 # The nemesis and checker (chaos/, docs/chaos.md): a seeded, randomized, bounded fault
-# run against the real server and workers on 127.0.0.1, its history checked. The seed
-# is printed; CHAOS_SEED=N replays a schedule. chaos-short is the CI run.
+# run against three replicated servers and workers on 127.0.0.1, its history checked.
+# The seed is printed; CHAOS_SEED=N replays a schedule; CHAOS_FLAGS adds flags (e.g.
+# -keep -dir out/chaos). chaos-short is the CI run.
 CHAOS_FOR ?= 3m
 CHAOS_SEED ?=
+CHAOS_FLAGS ?=
 .PHONY: chaos chaos-short
 chaos:
-	$(GO) run ./chaos -for $(CHAOS_FOR) -seed $(or $(CHAOS_SEED),0)
+	$(GO) run ./chaos -for $(CHAOS_FOR) -seed $(or $(CHAOS_SEED),0) $(CHAOS_FLAGS)
 
 chaos-short:
-	$(GO) run ./chaos -for 75s -workers 4 -seed $(or $(CHAOS_SEED),0)
+	$(GO) run ./chaos -for 75s -workers 4 -seed $(or $(CHAOS_SEED),0) $(CHAOS_FLAGS)

@@ -105,9 +105,14 @@ func (p *proc) signal(sig syscall.Signal) error {
 
 // kill SIGKILLs p and waits until it has been reaped, at most d.
 func (p *proc) kill(d time.Duration) error {
+	p.sigkill()
+	return p.wait(d)
+}
+
+// sigkill SIGKILLs p and returns at once.
+func (p *proc) sigkill() {
 	p.why.Store("killed")
 	_ = p.signal(syscall.SIGKILL)
-	return p.wait(d)
 }
 
 // stop asks p to exit (SIGTERM) and waits at most d; it must exit 0.
