@@ -177,6 +177,8 @@ func (a *analysis) checkProgress() checkResult {
 func (a *analysis) checkExits() checkResult {
 	r := checkResult{N: 8, Name: "no unexpected exits"}
 	var spawns, exits, expected int
+	unexpected, why := map[string]int{}, map[string]string{}
+	var names []string
 	for _, e := range a.in.Events {
 		switch e.Kind {
 		case event.Spawn:
@@ -187,6 +189,10 @@ func (a *analysis) checkExits() checkResult {
 				expected++
 			} else {
 				r.violate("%s#%d exited by itself at %s: %s", e.W, e.Inst, a.at(e.T), e.Err)
+				if unexpected[e.W] == 0 {
+					names, why[e.W] = append(names, e.W), e.Err
+				}
+				unexpected[e.W]++
 			}
 		case event.Stuck:
 			r.violate("%s#%d did not exit within its deadline when told to stop", e.W, e.Inst)
@@ -195,5 +201,8 @@ func (a *analysis) checkExits() checkResult {
 		}
 	}
 	r.Counts = fmt.Sprintf("processes %d, exits %d (killed or told %d)", spawns, exits, expected)
+	for _, w := range names {
+		r.Counts += fmt.Sprintf("; %s exited by itself %d times, first: %s", w, unexpected[w], why[w])
+	}
 	return r
 }

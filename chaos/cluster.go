@@ -41,7 +41,8 @@ type cluster struct {
 	term     uint64     // its term
 	seen     int        // the last leader a leader event named (-1: none yet), and its term
 	seenTerm uint64
-	ending   bool // no more restarts: the run is stopping
+	ending   bool           // no more restarts: the run is stopping
+	crashes  map[string]int // unexpected exits in a row soon after starting, by process name
 }
 
 // serverSlot is one server: its ports stay the same across restarts, as a
@@ -385,16 +386,27 @@ func (c *cluster) workerIndex(name string) int {
 	return -1
 }
 
-// onExit restarts a process that ended on its own while the run goes on.
+// onExit restarts a process that ended on its own while the run goes on, after
+// 100 ms, doubled (up to 5 s) each time one of the same name dies within 5 s of
+// its start: a process that cannot start (a crash loop) is not restarted hundreds
+// of times.
 func (c *cluster) onExit(p *proc, expected bool) {
 	c.mu.Lock()
 	restart := !expected && !c.ending
+	if restart {
+		if time.Since(p.born) < 5*time.Second {
+			c.crashes[p.name]++
+		} else {
+			c.crashes[p.name] = 0
+		}
+	}
+	delay := min(100*time.Millisecond<<min(c.crashes[p.name], 6), 5*time.Second)
 	c.mu.Unlock()
 	if !restart {
 		return
 	}
 	go func() {
-		time.Sleep(100 * time.Millisecond) // do not spin on a process that dies at once
+		time.Sleep(delay) // do not spin on a process that dies at once
 		if i := c.serverIndex(p.name); i >= 0 {
 			_ = c.startServer(i)
 		} else if i := c.workerIndex(p.name); i >= 0 {

@@ -104,7 +104,8 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
 	c := &cluster{cfg: cfg, h: h, servers: servers, adminToken: hex.EncodeToString(tok[:]),
-		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1}
+		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
+		crashes: map[string]int{}}
 	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
 	defer c.ps.killAll() // also after a panic: no child outlives the harness
 	defer func() {
