@@ -298,8 +298,11 @@ func (c *cluster) raftStatus(ctx context.Context, hc *http.Client, i int) (raftV
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return raftView{}, err
 	}
-	if st.Raft == nil { // a server alone leads
-		return raftView{at: time.Now(), state: "leader", leader: c.servers[i].name}, nil
+	if st.Raft == nil { // a server alone leads; its process instance stands for a term
+		c.mu.Lock()
+		inst := c.servers[i].inst
+		c.mu.Unlock()
+		return raftView{at: time.Now(), state: "leader", leader: c.servers[i].name, term: uint64(inst)}, nil
 	}
 	return raftView{at: time.Now(), state: st.Raft.State, leader: st.Raft.Leader, term: st.Raft.Term}, nil
 }

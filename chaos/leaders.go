@@ -97,14 +97,14 @@ func (a *analysis) leaderFigures() (changes int, losses []*leaderLoss) {
 	return changes, losses
 }
 
-// spread formats durations as "n, median m, worst w".
+// spread formats durations as "median m, worst w" (the lower median of an even count).
 func spread(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "none"
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return fmt.Sprintf("median %s, worst %s", s[len(s)/2].Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
+	return fmt.Sprintf("median %s, worst %s", s[(len(s)-1)/2].Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
 }
 
 func (x *leaderLoss) String() string {
