@@ -37,7 +37,7 @@ func (in *checkInput) quietGapBound() time.Duration { return 2*in.HoldMax + in.T
 
 func (in *checkInput) faultBound(kind string, dur time.Duration) time.Duration {
 	switch kind {
-	case killWorker:
+	case killWorker, resetWorker: // the server takes a reset for the holder's death
 		return time.Second + in.HoldMax + slack
 	case stopWorker, partition:
 		return in.TTL + 2*in.HoldMax + slack

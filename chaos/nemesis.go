@@ -168,7 +168,7 @@ func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 		err = p.signal(syscall.SIGSTOP)
 		wait()
 		_ = p.signal(syscall.SIGCONT)
-	case partition:
+	case partition, resetWorker:
 		s := n.c.workers[tg.worker]
 		ev.Err = f.Mode.String()
 		n.h.add(ev)

@@ -12,6 +12,7 @@ const (
 	killWorker  = "kill-worker"  // SIGKILL, restarted after Dur
 	stopWorker  = "stop-worker"  // SIGSTOP for Dur, then SIGCONT
 	partition   = "partition"    // its proxies hold or drop bytes for Dur
+	resetWorker = "reset-worker" // its proxies reset every connection both ways, then hold for Dur
 	hupServer   = "hup-server"   // SIGHUP the leader: restart in place
 	closeConns  = "close-conns"  // POST /admin/close-connections to the leader
 	killServer  = "kill-server"  // SIGKILL a server drawn by the plan, restarted on its state after Dur
@@ -20,11 +21,12 @@ const (
 	restartAll  = "restart-all"  // SIGKILL every server, restarted on their state after Dur
 )
 
-var allKinds = []string{killWorker, stopWorker, partition, hupServer, closeConns, killServer, killLeader, pauseLeader, restartAll}
+var allKinds = []string{killWorker, stopWorker, partition, resetWorker, hupServer, closeConns, killServer, killLeader, pauseLeader,
+	restartAll}
 
 // weights of the kinds in a schedule: the faults that race with leases most often.
-var kindWeight = map[string]int{killWorker: 3, stopWorker: 4, partition: 4, hupServer: 2, closeConns: 2, killServer: 2,
-	killLeader: 3, pauseLeader: 3, restartAll: 1}
+var kindWeight = map[string]int{killWorker: 3, stopWorker: 4, partition: 4, resetWorker: 2, hupServer: 2, closeConns: 2,
+	killServer: 2, killLeader: 3, pauseLeader: 3, restartAll: 1}
 
 func isServerFault(kind string) bool {
 	switch kind {
@@ -56,7 +58,7 @@ type fault struct {
 	Holder bool          // aim at whoever holds the token then
 	Server int           // kill-server: the target
 	Dur    time.Duration // how long it lasts (0 for hup-server, close-conns)
-	Mode   proxyMode     // partition: hold or drop
+	Mode   proxyMode     // partition: hold or drop; reset-worker: reset
 }
 
 func (f fault) String() string {
@@ -150,6 +152,9 @@ func plan(c planConfig) []fault {
 			if rng.IntN(3) == 0 {
 				f.Mode = drop
 			}
+		case resetWorker:
+			f.Dur = between(ttl/2, 2*ttl)
+			f.Mode = reset
 		case killServer, killLeader:
 			f.Dur = between(100*time.Millisecond, 2*ttl)
 		case pauseLeader: // longer than the lease and than raft's failure detection
