@@ -9,13 +9,25 @@ import (
 	"github.com/baton-dev/baton/chaos/internal/event"
 )
 
-// Liveness bounds, from the documented behaviour (README, How it stays correct):
-// release → next grant at once; holder dies → within 1 s; holder frozen or cut off →
-// when its session expires, one TTL; HUP and close-connections → clients resume in
-// well under 1 s; server crash → down for the fault's length, then tokens that were
-// held wait one TTL, and clients redial within their 1 s backoff. slack absorbs a
-// loaded machine.
-const slack = time.Second
+// Liveness bounds, from the documented behaviour (README, How it stays correct;
+// docs/replication.md): release → next grant at once; holder dies → within 1 s;
+// holder frozen or cut off → when its session expires, one TTL; HUP and
+// close-connections → clients resume in well under 1 s. Leader lost (killed,
+// frozen, or every server killed) → raft elects another within election, clients
+// find it within redial, and the holder, which keeps its lease across the failover,
+// releases; restart-all adds its downtime and boot. slack absorbs a loaded machine.
+const (
+	slack = time.Second
+	// election: raft notices a lost leader within twice its 500 ms heartbeat
+	// timeout, then elects within one or two rounds of 500 ms to 1 s.
+	election = 3 * time.Second
+	// redial: a client's back-off (at most 1 s) before each of the connects that
+	// find the new leader: one that fails (a dead server, or a follower that knows no
+	// leader yet) and one sent to the leader a follower named.
+	redial = 2 * time.Second
+	// boot: a server process starting and replaying its log.
+	boot = 2 * time.Second
+)
 
 // recoverAfter is how long a fault's effects may last after it heals (a redial, the
 // grace after a crash); a gap is judged "with no fault active" only outside it.
@@ -25,14 +37,19 @@ func (in *checkInput) quietGapBound() time.Duration { return 2*in.HoldMax + in.T
 
 func (in *checkInput) faultBound(kind string, dur time.Duration) time.Duration {
 	switch kind {
-	case killWorker:
+	case killWorker, resetWorker: // the server takes a reset for the holder's death
 		return time.Second + in.HoldMax + slack
 	case stopWorker, partition:
 		return in.TTL + 2*in.HoldMax + slack
 	case hupServer, closeConns:
 		return time.Second + in.HoldMax + slack
-	case killServer:
-		return dur + in.TTL + 2*time.Second + in.HoldMax + slack
+	case killServer, killLeader, pauseLeader: // a follower's loss costs nothing
+		if in.Servers > 1 {
+			return election + redial + in.HoldMax + slack
+		}
+		return dur + boot + election + redial + in.HoldMax + slack // a server alone: down for dur
+	case restartAll:
+		return dur + boot + election + redial + in.HoldMax + slack
 	}
 	return in.recoverAfter()
 }
@@ -160,6 +177,8 @@ func (a *analysis) checkProgress() checkResult {
 func (a *analysis) checkExits() checkResult {
 	r := checkResult{N: 8, Name: "no unexpected exits"}
 	var spawns, exits, expected int
+	unexpected, why := map[string]int{}, map[string]string{}
+	var names []string
 	for _, e := range a.in.Events {
 		switch e.Kind {
 		case event.Spawn:
@@ -170,6 +189,10 @@ func (a *analysis) checkExits() checkResult {
 				expected++
 			} else {
 				r.violate("%s#%d exited by itself at %s: %s", e.W, e.Inst, a.at(e.T), e.Err)
+				if unexpected[e.W] == 0 {
+					names, why[e.W] = append(names, e.W), e.Err
+				}
+				unexpected[e.W]++
 			}
 		case event.Stuck:
 			r.violate("%s#%d did not exit within its deadline when told to stop", e.W, e.Inst)
@@ -178,5 +201,8 @@ func (a *analysis) checkExits() checkResult {
 		}
 	}
 	r.Counts = fmt.Sprintf("processes %d, exits %d (killed or told %d)", spawns, exits, expected)
+	for _, w := range names {
+		r.Counts += fmt.Sprintf("; %s exited by itself %d times, first: %s", w, unexpected[w], why[w])
+	}
 	return r
 }

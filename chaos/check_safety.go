@@ -42,8 +42,11 @@ func (a *analysis) checkFences() checkResult {
 	}
 	crashes := 0
 	for _, f := range a.faults {
-		if f.kind == killServer {
+		switch f.kind {
+		case killServer, killLeader:
 			crashes++
+		case restartAll:
+			crashes += a.in.Servers
 		}
 	}
 	if a.in.FinalErr == "" && a.in.Final.Fence < maxFence {

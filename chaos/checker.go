@@ -19,6 +19,7 @@ type checkInput struct {
 	Final    tokenStatus   // the server's /status for the token, after every worker left
 	FinalErr string        // why Final is missing, if it is
 	Workers  []string
+	Servers  int
 	TTL      time.Duration
 	HoldMax  time.Duration
 	ThinkMax time.Duration
@@ -80,8 +81,9 @@ type analysis struct {
 	in     *checkInput
 	t0     int64
 	leases map[leaseKey]*lease
-	grants []*lease // by granted time
-	faults []span   // by start
+	grants []*lease      // by granted time
+	faults []span        // by start
+	leads  []event.Event // the leaders the harness saw, in order
 }
 
 func analyse(in *checkInput) *analysis {
@@ -105,6 +107,8 @@ func analyse(in *checkInput) *analysis {
 			if l := a.leases[k]; l != nil {
 				l.stores = append(l.stores, e)
 			}
+		case event.Lead:
+			a.leads = append(a.leads, e)
 		case event.Fault:
 			if !strings.HasPrefix(e.Err, "skipped") {
 				s := &span{id: e.ID, kind: e.Op, w: e.W, inst: e.Inst, start: e.T, end: -1, dur: time.Duration(e.Dur)}

@@ -180,6 +180,30 @@ func TestChecker(t *testing.T) {
 				event.Event{T: 555 * ms, Kind: event.Fault, Op: hupServer, ID: 1, W: "server", Inst: 1},
 				event.Event{T: 555 * ms, Kind: event.Heal, Op: hupServer, ID: 1, W: "server", Inst: 1})
 		}, []int{6}},
+		{"leader lost, next grant within an election and a redial", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			for i := range in.Events {
+				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
+					e.T += int64(4 * time.Second)
+				}
+			}
+			in.Stopping += int64(4 * time.Second)
+			in.Events = append(in.Events,
+				event.Event{T: 555 * ms, Kind: event.Fault, Op: killLeader, ID: 1, W: "s1", Inst: 1},
+				event.Event{T: 900 * ms, Kind: event.Heal, Op: killLeader, ID: 1, W: "s1", Inst: 1})
+		}, nil},
+		{"leader lost, no grant for too long", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			for i := range in.Events {
+				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
+					e.T += int64(7 * time.Second)
+				}
+			}
+			in.Stopping += int64(7 * time.Second)
+			in.Events = append(in.Events,
+				event.Event{T: 555 * ms, Kind: event.Fault, Op: pauseLeader, ID: 1, W: "s1", Inst: 1},
+				event.Event{T: 3 * time.Second.Nanoseconds(), Kind: event.Heal, Op: pauseLeader, ID: 1, W: "s1", Inst: 1})
+		}, []int{6}},
 		{"a worker makes no progress after the last fault", func(t *testing.T, in *checkInput) {
 			in.Events = append(in.Events,
 				event.Event{T: 5 * ms, Kind: event.Fault, Op: closeConns, ID: 1, W: "server", Inst: 1},
@@ -228,7 +252,7 @@ func TestChecker(t *testing.T) {
 // TestPlan: a schedule is a function of its seed, bounded in count and time, and
 // every fault heals before the end.
 func TestPlan(t *testing.T) {
-	c := planConfig{Seed: 42, Workers: 5, TTL: time.Second, Start: time.Second, End: 60 * time.Second, Max: 1000,
+	c := planConfig{Seed: 42, Workers: 5, Servers: 3, TTL: time.Second, Start: time.Second, End: 120 * time.Second, Max: 1000,
 		Holder: 0.5, Calm: 0.2, Recover: 3 * time.Second}
 	a, b := plan(c), plan(c)
 	if fmt.Sprint(a) != fmt.Sprint(b) {
@@ -242,6 +266,12 @@ func TestPlan(t *testing.T) {
 	for _, f := range a {
 		if f.At < c.Start || f.At+f.Dur > c.End {
 			t.Errorf("%s outside [%s, %s]", f, c.Start, c.End)
+		}
+		if f.Server < 0 || f.Server >= c.Servers {
+			t.Errorf("%s: server %d of %d", f, f.Server, c.Servers)
+		}
+		if f.Kind == pauseLeader && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
+			t.Errorf("%s: a pause of the leader outside [TTL, 3 TTL]", f)
 		}
 		kinds[f.Kind]++
 	}
@@ -269,4 +299,39 @@ func TestPlan(t *testing.T) {
 	if n := len(plan(c)); n != 3 {
 		t.Errorf("Max 3: %d faults", n)
 	}
+}
+
+// TestLeaderFigures: after a leader is killed, the time to the next leader (a
+// higher term) and to the next grant, and whether the lease held then was released.
+func TestLeaderFigures(t *testing.T) {
+	in := cleanHistory(30) // grants every 100 ms from 100 ms
+	in.Events = append(in.Events,
+		event.Event{T: 50 * ms, Kind: event.Lead, W: "s1", Term: 2},
+		// w0 holds fence 11 (granted at 1.1 s, released at 1.15 s) when s1 dies at 1.12 s
+		event.Event{T: 1120 * ms, Kind: event.Fault, Op: killLeader, W: "s1", Target: "s1", ID: 1},
+		event.Event{T: 1500 * ms, Kind: event.Heal, Op: killLeader, W: "s1", Target: "s1", ID: 1},
+		event.Event{T: 1170 * ms, Kind: event.Lead, W: "s2", Term: 3},
+		// a follower's kill is no loss of the leader
+		event.Event{T: 2050 * ms, Kind: event.Fault, Op: killServer, W: "s3", Target: "s3", ID: 2},
+		event.Event{T: 2060 * ms, Kind: event.Heal, Op: killServer, W: "s3", Target: "s3", ID: 2},
+	)
+	sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
+	changes, losses := analyse(in).leaderFigures()
+	if changes != 1 {
+		t.Errorf("leader changes %d, want 1", changes)
+	}
+	if len(losses) != 1 || losses[0].kind != killLeader {
+		t.Fatalf("losses %v, want one kill-leader", losses)
+	}
+	x := losses[0]
+	if len(x.toLeader) != 1 || x.toLeader[0] != 50*time.Millisecond {
+		t.Errorf("to the next leader %v, want 50ms", x.toLeader)
+	}
+	if len(x.toGrant) != 1 || x.toGrant[0] != 80*time.Millisecond {
+		t.Errorf("to the next grant %v, want 80ms", x.toGrant)
+	}
+	if x.held[event.OK] != 1 || len(x.held) != 1 {
+		t.Errorf("held %v, want one released ok", x.held)
+	}
+	t.Log(x)
 }

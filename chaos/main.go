@@ -1,9 +1,11 @@
 // Command chaos is baton's nemesis and checker: a randomized, seeded, bounded fault
 // run against real processes on loopback. It builds the server and a worker that
-// uses the Go client package, starts them, applies a fault schedule drawn from the
-// seed (kill, freeze and cut off workers; HUP, close-connections and crash the
-// server), records a history stamped with CLOCK_MONOTONIC, and checks it for every
-// safety and liveness claim (checker.go). It exits 1 if any check is violated.
+// uses the Go client package, starts three replicated servers and the workers,
+// applies a fault schedule drawn from the seed (kill, freeze and cut off workers;
+// HUP and close-connections on the leader; kill a server; kill or freeze the leader;
+// kill every server), records a history stamped with CLOCK_MONOTONIC, and checks it
+// for every safety and liveness claim (checker.go). It exits 1 if any check is
+// violated.
 //
 //	go run ./chaos -for 3m -seed 42 -workers 5
 package main
@@ -28,6 +30,7 @@ func main() {
 	flag.DurationVar(&cfg.Quiet, "quiet", cfg.Quiet, "fault-free end of the run")
 	flag.Uint64Var(&cfg.Seed, "seed", 0, "seed of the fault schedule (0: random, printed)")
 	flag.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes")
+	flag.IntVar(&cfg.Servers, "servers", cfg.Servers, "server processes (BATON_BOOTSTRAP_EXPECT); 1 runs a server alone")
 	flag.DurationVar(&cfg.TTL, "ttl", cfg.TTL, "session TTL (BATON_SESSION_TTL)")
 	flag.BoolVar(&cfg.Sabotage, "sabotage", false, "workers ignore Err and write unfenced, the store does not check: must fail")
 	flag.StringVar(&kinds, "faults", strings.Join(allKinds, ","), "fault kinds to draw from")
@@ -42,6 +45,10 @@ func main() {
 			fmt.Fprintf(os.Stderr, "chaos: unknown fault kind %q (kinds: %s)\n", k, strings.Join(allKinds, ","))
 			os.Exit(2)
 		}
+	}
+	if cfg.Servers < 1 || cfg.Workers < 1 {
+		fmt.Fprintln(os.Stderr, "chaos: -servers and -workers must be at least 1")
+		os.Exit(2)
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64N(1 << 31)
@@ -61,8 +68,8 @@ func main() {
 		os.Exit(1)
 	}
 	cfg.Dir = dir
-	fmt.Printf("chaos: seed %d (replay: go run ./chaos -for %s -workers %d -seed %d); run directory %s\n",
-		cfg.Seed, cfg.For, cfg.Workers, cfg.Seed, dir)
+	fmt.Printf("chaos: seed %d (replay: go run ./chaos -for %s -workers %d -servers %d -seed %d); run directory %s\n",
+		cfg.Seed, cfg.For, cfg.Workers, cfg.Servers, cfg.Seed, dir)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -11,7 +12,8 @@ import (
 
 // nemesis carries out a plan against the cluster. Faults run concurrently (that is
 // the point: real failures overlap), but each target takes one fault at a time: a
-// fault whose target is busy when it comes due is skipped.
+// fault whose target is busy when it comes due is skipped, and so is a fault aimed
+// at the leader while none is known.
 type nemesis struct {
 	c     *cluster
 	h     *history
@@ -20,17 +22,16 @@ type nemesis struct {
 
 	// Only run's goroutine touches these; a fault's goroutine hands its bookkeeping
 	// back on done.
-	busy       map[int]bool // workers under a fault
-	serverBusy bool
-	done       chan func()
-	applied    int
-	skipped    int
-	running    int
+	busy    map[string]bool // workers and servers under a fault, by name
+	done    chan func()
+	applied int
+	skipped int
+	running int
 }
 
 // run applies faults at their times and returns once the last has healed.
 func (n *nemesis) run(ctx context.Context, faults []fault) {
-	n.busy, n.done = map[int]bool{}, make(chan func())
+	n.busy, n.done = map[string]bool{}, make(chan func())
 	next := 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -56,37 +57,59 @@ func (n *nemesis) run(ctx context.Context, faults []fault) {
 	}
 }
 
+// target is what a fault acts on, found when it starts.
+type target struct {
+	worker  int   // a worker fault's worker; -1 for a server fault
+	servers []int // a server fault's servers
+	term    uint64
+	names   []string // busy while the fault lasts
+}
+
 func (n *nemesis) launch(ctx context.Context, f fault) {
-	target := -1
-	if isServerFault(f.Kind) {
-		if n.serverBusy {
-			n.skip(f, "server busy")
-			return
-		}
-		n.serverBusy = true
-	} else {
-		target = f.Worker
+	tg := target{worker: -1}
+	switch {
+	case !isServerFault(f.Kind):
+		tg.worker = f.Worker
 		if f.Holder {
 			if i := n.c.workerIndex(n.h.currentHolder()); i >= 0 {
-				target = i
+				tg.worker = i
 			}
 		}
-		if n.busy[target] {
-			n.skip(f, "target busy")
+		tg.names = []string{n.c.workers[tg.worker].name}
+	case aimsAtLeader(f.Kind):
+		l, term := n.c.currentLeader()
+		if l < 0 {
+			n.skip(f, "no leader known")
 			return
 		}
-		n.busy[target] = true
+		tg.servers, tg.term = []int{l}, term
+	case f.Kind == restartAll:
+		for i := range n.c.servers {
+			tg.servers = append(tg.servers, i)
+		}
+	default:
+		tg.servers = []int{f.Server}
+	}
+	for _, i := range tg.servers {
+		tg.names = append(tg.names, n.c.servers[i].name)
+	}
+	for _, name := range tg.names {
+		if n.busy[name] {
+			n.skip(f, name+" busy")
+			return
+		}
+	}
+	for _, name := range tg.names {
+		n.busy[name] = true
 	}
 	n.applied++
 	n.running++
 	go func() {
-		err := n.apply(ctx, f, target)
+		err := n.apply(ctx, f, tg)
 		n.done <- func() {
 			n.running--
-			if target >= 0 {
-				delete(n.busy, target)
-			} else {
-				n.serverBusy = false
+			for _, name := range tg.names {
+				delete(n.busy, name)
 			}
 			if err != nil {
 				n.log("fault %s: %v", f, err)
@@ -101,21 +124,28 @@ func (n *nemesis) skip(f fault, why string) {
 }
 
 // apply carries out one fault and heals it; it always heals, even when ctx ends.
-func (n *nemesis) apply(ctx context.Context, f fault, target int) error {
+// A server that was killed is healed once it answers /readyz again (it knows a
+// leader); restart-all once every server does.
+func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 	ev := event.Event{Kind: event.Fault, Op: f.Kind, ID: f.ID, Dur: int64(f.Dur)}
-	heal := event.Event{Kind: event.Heal, Op: f.Kind, ID: f.ID}
 	var p *proc
-	if target >= 0 {
-		p, _ = n.c.worker(target)
+	switch {
+	case tg.worker >= 0:
+		p, _ = n.c.worker(tg.worker)
 		ev.Target, ev.W, ev.Inst = p.name, p.name, p.inst
 		if f.Holder {
 			ev.Err = "aimed at the holder"
 		}
-	} else {
-		p = n.c.currentServer()
-		ev.Target, ev.W, ev.Inst = "server", "server", p.inst
+	case len(tg.servers) == 1:
+		p = n.c.server(tg.servers[0])
+		ev.Target, ev.W, ev.Inst = p.name, p.name, p.inst
+		if aimsAtLeader(f.Kind) {
+			ev.Err, ev.Term = "aimed at the leader", tg.term
+		}
+	default:
+		ev.Target = "all"
 	}
-	heal.Target, heal.W, heal.Inst = ev.Target, ev.W, ev.Inst
+	heal := event.Event{Kind: event.Heal, Op: f.Kind, ID: f.ID, Target: ev.Target, W: ev.W, Inst: ev.Inst}
 	wait := func() {
 		t := time.NewTimer(f.Dur) // the fault's length, drawn by the plan
 		defer t.Stop()
@@ -131,33 +161,63 @@ func (n *nemesis) apply(ctx context.Context, f fault, target int) error {
 		err = p.kill(5 * time.Second)
 		wait()
 		if ctx.Err() == nil {
-			err = n.c.startWorker(target)
+			err = n.c.startWorker(tg.worker)
 		}
 	case stopWorker:
 		n.h.add(ev)
 		err = p.signal(syscall.SIGSTOP)
 		wait()
 		_ = p.signal(syscall.SIGCONT)
-	case partition:
-		s := n.c.workers[target]
+	case partition, resetWorker:
+		s := n.c.workers[tg.worker]
 		ev.Err = f.Mode.String()
 		n.h.add(ev)
-		s.proxy.cut(f.Mode)
+		for _, px := range s.proxies {
+			px.cut(f.Mode)
+		}
 		wait()
-		s.proxy.heal()
+		for _, px := range s.proxies {
+			px.heal()
+		}
 	case hupServer:
 		n.h.add(ev)
 		err = p.signal(syscall.SIGHUP)
 	case closeConns:
 		n.h.add(ev)
-		err = n.c.closeConnections()
-	case killServer:
+		err = n.c.closeConnections(tg.servers[0])
+	case killServer, killLeader:
 		n.h.add(ev)
 		err = p.kill(5 * time.Second)
 		wait()
 		if ctx.Err() == nil {
-			if err = n.c.startServer(); err == nil {
-				err = n.c.waitReady(ctx, 20*time.Second) // healed once it serves again
+			if err = n.c.startServer(tg.servers[0]); err == nil {
+				err = n.c.waitReady(ctx, tg.servers[0], 30*time.Second)
+			}
+		}
+	case pauseLeader:
+		n.h.add(ev)
+		err = p.signal(syscall.SIGSTOP)
+		wait()
+		_ = p.signal(syscall.SIGCONT)
+	case restartAll:
+		n.h.add(ev)
+		var ps []*proc
+		for _, i := range tg.servers {
+			ps = append(ps, n.c.server(i))
+		}
+		for _, p := range ps { // all at once, as a power cut does
+			p.sigkill()
+		}
+		for _, p := range ps {
+			err = errors.Join(err, p.wait(5*time.Second))
+		}
+		wait()
+		if ctx.Err() == nil {
+			for _, i := range tg.servers {
+				err = errors.Join(err, n.c.startServer(i))
+			}
+			for _, i := range tg.servers {
+				err = errors.Join(err, n.c.waitReady(ctx, i, 30*time.Second))
 			}
 		}
 	default:

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,7 +25,8 @@ type proc struct {
 	// why says why the harness expects the process to end: "" (it must not),
 	// "killed" (any end is expected) or "told" (SIGTERM: it must exit 0).
 	why  atomic.Value
-	exit string // how it ended; set before done closes
+	exit string    // how it ended; set before done closes
+	born time.Time // when it started
 }
 
 // procs starts and tracks child processes, writing spawn and exit events.
@@ -58,7 +60,7 @@ func (ps *procs) start(name string, inst int, path string, args, env []string, e
 	} else {
 		cmd.Stdout = logf
 	}
-	p := &proc{name: name, inst: inst, cmd: cmd, done: make(chan struct{})}
+	p := &proc{name: name, inst: inst, cmd: cmd, done: make(chan struct{}), born: time.Now()}
 	p.why.Store("")
 	ps.mu.Lock() // held across Start: killAll must not miss a process being born
 	if ps.closed {
@@ -79,14 +81,20 @@ func (ps *procs) start(name string, inst int, path string, args, env []string, e
 			events(out) // to EOF: Wait must come after the last read
 		}
 		err := cmd.Wait()
-		logf.Close()
+		_ = logf.Close() // its name stays readable
 		p.exit = "exit 0"
 		if err != nil {
 			p.exit = err.Error()
 		}
 		why := p.why.Load().(string)
 		expected := why == "killed" || (why == "told" && err == nil)
-		ps.h.add(event.Event{Kind: event.Exit, W: name, Inst: inst, Pid: cmd.Process.Pid, Err: p.exit, Expected: expected})
+		e := event.Event{Kind: event.Exit, W: name, Inst: inst, Pid: cmd.Process.Pid, Err: p.exit, Expected: expected}
+		if !expected {
+			if last := lastWords(logf.Name()); last != "" {
+				e.Err += ": " + last
+			}
+		}
+		ps.h.add(e)
 		close(p.done)
 		if ps.onExit != nil {
 			ps.onExit(p, expected)
@@ -105,9 +113,14 @@ func (p *proc) signal(sig syscall.Signal) error {
 
 // kill SIGKILLs p and waits until it has been reaped, at most d.
 func (p *proc) kill(d time.Duration) error {
+	p.sigkill()
+	return p.wait(d)
+}
+
+// sigkill SIGKILLs p and returns at once.
+func (p *proc) sigkill() {
 	p.why.Store("killed")
 	_ = p.signal(syscall.SIGKILL)
-	return p.wait(d)
 }
 
 // stop asks p to exit (SIGTERM) and waits at most d; it must exit 0.
@@ -150,4 +163,33 @@ func (ps *procs) killAll() {
 			_ = p.signal(syscall.SIGKILL)
 		}
 	}
+}
+
+// lastWords is what a process that ended by itself said last in its log (the log
+// is shared by every process of a name): its panic, or its last line.
+func lastWords(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 64 << 10
+	var off int64
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		off = fi.Size() - tail
+	}
+	b := make([]byte, tail)
+	n, _ := f.ReadAt(b, off)
+	lines := strings.Split(strings.TrimSpace(string(b[:n])), "\n")
+	last := lines[len(lines)-1]
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "panic: ") || strings.HasPrefix(lines[i], "fatal error: ") {
+			last = lines[i]
+			break
+		}
+	}
+	if len(last) > 200 {
+		last = last[:200] + "..."
+	}
+	return last
 }

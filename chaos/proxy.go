@@ -5,12 +5,14 @@ import (
 	"sync"
 )
 
-// proxy stands between one worker and the server, so that the nemesis can cut that
+// proxy stands between one worker and one server, so that the nemesis can cut that
 // worker off alone. Modes:
 //   - hold: bytes stop in both directions and wait; connections stay open, no FIN,
 //     no RST (a partition TCP rides out by retransmitting);
 //   - drop: bytes are thrown away; on heal, every connection that lost bytes is
-//     closed (a partition long enough for the connection to die).
+//     closed (a partition long enough for the connection to die);
+//   - reset: every connection is reset at once, both ways (RST to each end, as a
+//     stateful middlebox that loses its state does), then new ones hold as in hold.
 //
 // New connections are accepted in every mode and suffer it.
 type proxy struct {
@@ -31,9 +33,10 @@ const (
 	open proxyMode = iota
 	hold
 	drop
+	reset
 )
 
-func (m proxyMode) String() string { return [...]string{"open", "hold", "drop"}[m] }
+func (m proxyMode) String() string { return [...]string{"open", "hold", "drop", "reset"}[m] }
 
 type pipePair struct {
 	in, out net.Conn
@@ -60,7 +63,22 @@ func (p *proxy) cut(m proxyMode) {
 	if p.mode == open {
 		p.healed = make(chan struct{})
 	}
+	if m == reset {
+		for pp := range p.conns {
+			abort(pp.in)
+			abort(pp.out)
+		}
+		m = hold
+	}
 	p.mode = m
+}
+
+// abort closes c with an RST rather than a FIN.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // heal ends the partition: held bytes flow, damaged connections close.

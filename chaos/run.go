@@ -22,6 +22,7 @@ type runConfig struct {
 	Quiet    time.Duration // the fault-free end of the run (check 7)
 	Seed     uint64
 	Workers  int
+	Servers  int // BATON_BOOTSTRAP_EXPECT
 	TTL      time.Duration
 	Sabotage bool
 	Kinds    []string // fault kinds (all if empty)
@@ -39,7 +40,7 @@ type runConfig struct {
 }
 
 func defaultRunConfig() runConfig {
-	return runConfig{For: 3 * time.Minute, Quiet: 8 * time.Second, Workers: 5, TTL: time.Second, Holder: 0.5, Calm: 0.1,
+	return runConfig{For: 3 * time.Minute, Quiet: 8 * time.Second, Workers: 5, Servers: 3, TTL: time.Second, Holder: 0.5, Calm: 0.1,
 		MaxFault: 100000, HoldMin: 20 * time.Millisecond, HoldMax: 120 * time.Millisecond,
 		ThinkMax: 20 * time.Millisecond, Requeue: 0.5, AcquireTimeout: 30 * time.Second,
 		Log: func(string, ...any) {}}
@@ -55,6 +56,9 @@ type runResult struct {
 	Final      tokenStatus
 	Events     int
 	Grants     int
+	// Leaders the harness saw change, and what followed each loss of the leader.
+	LeaderChanges int
+	Losses        []*leaderLoss
 }
 
 // build compiles the server and the worker into dir/bin.
@@ -93,19 +97,15 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	}
 	defer hf.Close()
 	h := newHistory(hf)
-	tokenPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	httpPort, err := freePort()
+	servers, err := newServers(cfg.Servers)
 	if err != nil {
 		return nil, err
 	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
-	c := &cluster{cfg: cfg, h: h, tokenAddr: fmt.Sprintf("127.0.0.1:%d", tokenPort),
-		httpAddr: fmt.Sprintf("127.0.0.1:%d", httpPort), adminToken: hex.EncodeToString(tok[:]),
-		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}}
+	c := &cluster{cfg: cfg, h: h, servers: servers, adminToken: hex.EncodeToString(tok[:]),
+		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
+		crashes: map[string]int{}}
 	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
 	defer c.ps.killAll() // also after a panic: no child outlives the harness
 	defer func() {
@@ -113,24 +113,45 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		c.ending = true
 		c.mu.Unlock()
 	}()
+	wctx, stopWatch := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		c.watch(wctx)
+	}()
+	defer func() {
+		stopWatch()
+		<-watching
+	}()
 
 	if c.store, err = startStore(h, !cfg.Sabotage); err != nil {
 		return nil, err
 	}
 	defer c.store.close()
-	if err := c.startServer(); err != nil {
-		return nil, err
+	for i := range c.servers {
+		if err := c.startServer(i); err != nil {
+			return nil, err
+		}
 	}
-	if err := c.waitReady(ctx, 20*time.Second); err != nil {
+	for i := range c.servers {
+		if err := c.waitReady(ctx, i, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := c.waitLeader(ctx, 10*time.Second); err != nil {
 		return nil, err
 	}
 	for i := range cfg.Workers {
-		p, err := startProxy(func() string { return c.tokenAddr })
-		if err != nil {
-			return nil, err
+		s := &workerSlot{idx: i, name: fmt.Sprintf("w%d", i)}
+		for _, srv := range c.servers {
+			p, err := startProxy(func() string { return srv.tokenAddr })
+			if err != nil {
+				return nil, err
+			}
+			defer p.close()
+			s.proxies = append(s.proxies, p)
 		}
-		defer p.close()
-		c.workers = append(c.workers, &workerSlot{idx: i, name: fmt.Sprintf("w%d", i), proxy: p})
+		c.workers = append(c.workers, s)
 	}
 	for i := range cfg.Workers {
 		if err := c.startWorker(i); err != nil {
@@ -149,7 +170,7 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	}
 
 	start := time.Now()
-	faults := plan(planConfig{Seed: cfg.Seed, Workers: cfg.Workers, TTL: cfg.TTL, Start: cfg.TTL,
+	faults := plan(planConfig{Seed: cfg.Seed, Workers: cfg.Workers, Servers: cfg.Servers, TTL: cfg.TTL, Start: cfg.TTL,
 		End: max(cfg.For-cfg.Quiet, cfg.TTL), Max: cfg.MaxFault, Kinds: cfg.Kinds, Holder: cfg.Holder,
 		Calm: cfg.Calm, Recover: (&checkInput{TTL: cfg.TTL}).recoverAfter()})
 	cfg.Log("plan: %d faults in %s, then %s without faults", len(faults), cfg.For-cfg.Quiet, cfg.Quiet)
@@ -172,7 +193,7 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	c.mu.Unlock()
 	stopping := event.Now()
 	h.add(event.Event{Kind: "stopping"})
-	done := make(chan struct{}, cfg.Workers)
+	done := make(chan struct{}, max(cfg.Workers, cfg.Servers))
 	for i := range cfg.Workers {
 		p, _ := c.worker(i)
 		go func() {
@@ -186,17 +207,29 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	for range cfg.Workers {
 		<-done
 	}
-	in := &checkInput{TTL: cfg.TTL, HoldMax: cfg.HoldMax, ThinkMax: cfg.ThinkMax, Stopping: stopping}
+	in := &checkInput{Servers: cfg.Servers, TTL: cfg.TTL, HoldMax: cfg.HoldMax, ThinkMax: cfg.ThinkMax, Stopping: stopping}
 	for _, s := range c.workers {
 		in.Workers = append(in.Workers, s.name)
 	}
-	if in.Final, err = c.status("counter"); err != nil {
+	if l, err := c.waitLeader(ctx, 20*time.Second); err != nil {
+		in.FinalErr = err.Error()
+	} else if in.Final, err = c.status(l, "counter"); err != nil {
 		in.FinalErr = err.Error()
 	}
-	srv := c.currentServer()
-	if err := srv.stop(15 * time.Second); err != nil {
-		h.add(event.Event{Kind: event.Stuck, W: srv.name, Inst: srv.inst})
-		_ = srv.kill(5 * time.Second)
+	stopWatch()
+	<-watching
+	for i := range c.servers { // all at once, as docker compose down does
+		p := c.server(i)
+		go func() {
+			if err := p.stop(15 * time.Second); err != nil {
+				h.add(event.Event{Kind: event.Stuck, W: p.name, Inst: p.inst})
+				_ = p.kill(5 * time.Second)
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range c.servers {
+		<-done
 	}
 	in.Events = h.snapshot()
 	res = &runResult{Plan: faults, Applied: nem.applied, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
@@ -206,6 +239,7 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		}
 	}
 	res.Checks = check(in)
+	res.LeaderChanges, res.Losses = analyse(in).leaderFigures()
 	for _, r := range res.Checks {
 		res.Violations += r.Violations
 	}
@@ -227,6 +261,10 @@ func report(w io.Writer, cfg runConfig, res *runResult) {
 		}
 	}
 	fmt.Fprintf(w, "planned: %s\n", strings.Join(ks, ", "))
+	fmt.Fprintf(w, "servers %d; leader changes seen %d\n", cfg.Servers, res.LeaderChanges)
+	for _, x := range res.Losses {
+		fmt.Fprintf(w, "    after %s\n", x)
+	}
 	for _, r := range res.Checks {
 		fmt.Fprintf(w, "check %d %-32s violations %d: %s\n", r.N, r.Name, r.Violations, r.Counts)
 		for _, ex := range r.Examples {

@@ -6,23 +6,46 @@ import (
 	"time"
 )
 
-// Fault kinds. A worker fault takes one worker; a server fault takes the server.
+// Fault kinds. A worker fault takes one worker; a server fault takes one server,
+// the leader or, for restart-all, every server.
 const (
-	killWorker = "kill-worker" // SIGKILL, restarted after Dur
-	stopWorker = "stop-worker" // SIGSTOP for Dur, then SIGCONT
-	partition  = "partition"   // its proxy holds or drops bytes for Dur
-	hupServer  = "hup-server"  // SIGHUP: restart in place
-	closeConns = "close-conns" // POST /admin/close-connections
-	killServer = "kill-server" // SIGKILL, restarted on its state directory after Dur
+	killWorker  = "kill-worker"  // SIGKILL, restarted after Dur
+	stopWorker  = "stop-worker"  // SIGSTOP for Dur, then SIGCONT
+	partition   = "partition"    // its proxies hold or drop bytes for Dur
+	resetWorker = "reset-worker" // its proxies reset every connection both ways, then hold for Dur
+	hupServer   = "hup-server"   // SIGHUP the leader: restart in place
+	closeConns  = "close-conns"  // POST /admin/close-connections to the leader
+	killServer  = "kill-server"  // SIGKILL a server drawn by the plan, restarted on its state after Dur
+	killLeader  = "kill-leader"  // SIGKILL the leader, restarted on its state after Dur
+	pauseLeader = "pause-leader" // SIGSTOP the leader for Dur, then SIGCONT
+	restartAll  = "restart-all"  // SIGKILL every server, restarted on their state after Dur
 )
 
-var allKinds = []string{killWorker, stopWorker, partition, hupServer, closeConns, killServer}
+var allKinds = []string{killWorker, stopWorker, partition, resetWorker, hupServer, closeConns, killServer, killLeader, pauseLeader,
+	restartAll}
 
 // weights of the kinds in a schedule: the faults that race with leases most often.
-var kindWeight = map[string]int{killWorker: 3, stopWorker: 4, partition: 4, hupServer: 2, closeConns: 2, killServer: 2}
+var kindWeight = map[string]int{killWorker: 3, stopWorker: 4, partition: 4, resetWorker: 2, hupServer: 2, closeConns: 2,
+	killServer: 2, killLeader: 3, pauseLeader: 3, restartAll: 1}
 
 func isServerFault(kind string) bool {
-	return kind == hupServer || kind == closeConns || kind == killServer
+	switch kind {
+	case hupServer, closeConns, killServer, killLeader, pauseLeader, restartAll:
+		return true
+	}
+	return false
+}
+
+// aimsAtLeader says whether a server fault finds its target when it starts: the
+// server that leads then.
+func aimsAtLeader(kind string) bool {
+	return kind == hupServer || kind == closeConns || kind == killLeader || kind == pauseLeader
+}
+
+// losesLeader says whether a fault takes the leader away (killed or frozen): the
+// others elect another, or, for restart-all, the servers elect one when they are back.
+func losesLeader(kind string) bool {
+	return kind == killLeader || kind == pauseLeader || kind == restartAll
 }
 
 // fault is one planned fault. The plan is a pure function of the seed; only a
@@ -33,18 +56,20 @@ type fault struct {
 	Kind   string
 	Worker int           // worker faults: the target, unless the holder is aimed at
 	Holder bool          // aim at whoever holds the token then
+	Server int           // kill-server: the target
 	Dur    time.Duration // how long it lasts (0 for hup-server, close-conns)
-	Mode   proxyMode     // partition: hold or drop
+	Mode   proxyMode     // partition: hold or drop; reset-worker: reset
 }
 
 func (f fault) String() string {
 	s := fmt.Sprintf("#%d %6.2fs %s", f.ID, f.At.Seconds(), f.Kind)
-	if !isServerFault(f.Kind) {
-		if f.Holder {
-			s += " holder"
-		} else {
-			s += fmt.Sprintf(" w%d", f.Worker)
-		}
+	switch {
+	case !isServerFault(f.Kind) && f.Holder:
+		s += " holder"
+	case !isServerFault(f.Kind):
+		s += fmt.Sprintf(" w%d", f.Worker)
+	case f.Kind == killServer:
+		s += fmt.Sprintf(" s%d", f.Server+1)
 	}
 	if f.Kind == partition {
 		s += " " + f.Mode.String()
@@ -59,6 +84,7 @@ func (f fault) String() string {
 type planConfig struct {
 	Seed    uint64
 	Workers int
+	Servers int
 	TTL     time.Duration
 	Start   time.Duration // first fault no earlier
 	End     time.Duration // every fault healed by then
@@ -113,7 +139,7 @@ func plan(c planConfig) []fault {
 			}
 			pick -= kindWeight[k]
 		}
-		f := fault{ID: len(out) + 1, At: at, Kind: kind, Worker: rng.IntN(max(c.Workers, 1))}
+		f := fault{ID: len(out) + 1, At: at, Kind: kind, Worker: rng.IntN(max(c.Workers, 1)), Server: rng.IntN(max(c.Servers, 1))}
 		f.Holder = !isServerFault(kind) && rng.Float64() < c.Holder
 		switch kind {
 		case killWorker:
@@ -126,7 +152,14 @@ func plan(c planConfig) []fault {
 			if rng.IntN(3) == 0 {
 				f.Mode = drop
 			}
-		case killServer:
+		case resetWorker:
+			f.Dur = between(ttl/2, 2*ttl)
+			f.Mode = reset
+		case killServer, killLeader:
+			f.Dur = between(100*time.Millisecond, 2*ttl)
+		case pauseLeader: // longer than the lease and than raft's failure detection
+			f.Dur = between(max(ttl, time.Second), max(3*ttl, 3*time.Second))
+		case restartAll:
 			f.Dur = between(100*time.Millisecond, time.Second)
 		}
 		if at >= c.End {

@@ -3,6 +3,8 @@
 // harness's fenced store; hold (a random time, less if Done closes); write again;
 // release or Requeue (at random). Before
 // each write it asks lease.Err() and the client's trust deadline, and records both.
+// It reaches the servers only through the harness's proxies, and finds the leader
+// from the servers' not_leader answers (resolve.go).
 // Events go to stdout as JSON lines (package event), the client's log to stderr.
 // SIGTERM: give back what it holds, close, exit 0.
 //
@@ -27,21 +29,22 @@ import (
 )
 
 type config struct {
-	name, addr, store, token string
-	inst                     int
-	seed                     uint64
-	holdMin, holdMax         time.Duration
-	thinkMax                 time.Duration
-	requeue                  float64
-	acquireTimeout           time.Duration
-	sabotage                 bool
+	name, servers, store, token string
+	inst, first                 int
+	seed                        uint64
+	holdMin, holdMax            time.Duration
+	thinkMax                    time.Duration
+	requeue                     float64
+	acquireTimeout              time.Duration
+	sabotage                    bool
 }
 
 func main() {
 	var cfg config
 	flag.StringVar(&cfg.name, "name", "w0", "node name")
 	flag.IntVar(&cfg.inst, "inst", 1, "which process of this name (the harness counts)")
-	flag.StringVar(&cfg.addr, "addr", "127.0.0.1:7000", "server token address (the harness's proxy)")
+	flag.StringVar(&cfg.servers, "servers", "127.0.0.1:7000", "the servers' token addresses, each as real=via (via: the harness's proxy to it), comma-separated")
+	flag.IntVar(&cfg.first, "first", 0, "which of -servers to dial first")
 	flag.StringVar(&cfg.store, "store", "", "fenced store URL")
 	flag.StringVar(&cfg.token, "token", "counter", "token name")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "random seed of this process")
@@ -53,22 +56,28 @@ func main() {
 	flag.BoolVar(&cfg.sabotage, "sabotage", false, "ignore lease.Err() and write without the fence")
 	flag.Parse()
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).
-		With("w", cfg.name, "inst", cfg.inst)
+	routes, err := parseRoutes(cfg.servers)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	res := newResolver(routes, cfg.first)
+	logger := slog.New(&dialWatch{next: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}),
+		failed: res.connectFailed}).With("w", cfg.name, "inst", cfg.inst)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg, logger); err != nil {
+	if err := run(ctx, cfg, res, logger); err != nil {
 		logger.Error("exit", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+func run(ctx context.Context, cfg config, res *resolver, logger *slog.Logger) error {
 	if cfg.store == "" {
 		return errors.New("-store is required")
 	}
 	out := event.NewWriter(os.Stdout)
-	c, err := baton.Dial(ctx, baton.Config{Addr: cfg.addr, Node: cfg.name, Logger: logger})
+	c, err := baton.Dial(ctx, baton.Config{Resolve: res.Resolve, Follow: res.Follow, Node: cfg.name, Logger: logger})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // told to stop before the first session

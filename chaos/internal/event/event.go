@@ -26,12 +26,13 @@ const (
 	Stop       = "stop"        // the worker was told to stop and is leaving
 
 	// Harness events.
-	Spawn = "spawn" // a process started: W (name), Inst, Pid
-	Exit  = "exit"  // a process ended: W, Inst, Err (how), Expected
-	Fault = "fault" // a fault began: Op (kind), Target, Dur (planned), ID
-	Heal  = "heal"  // that fault ended: Op, Target, ID
-	Store = "store" // the store decided a write: W, Inst, Fence (lease's), Sent (fence sent), Accepted
-	Stuck = "stuck" // a process told to stop did not exit in time and was killed
+	Spawn = "spawn"  // a process started: W (name), Inst, Pid
+	Exit  = "exit"   // a process ended: W, Inst, Err (how), Expected
+	Fault = "fault"  // a fault began: Op (kind), Target, Dur (planned), ID
+	Heal  = "heal"   // that fault ended: Op, Target, ID
+	Store = "store"  // the store decided a write: W, Inst, Fence (lease's), Sent (fence sent), Accepted
+	Stuck = "stuck"  // a process told to stop did not exit in time and was killed
+	Lead  = "leader" // the harness saw a server lead (by the servers' /status): W (its name), Term
 )
 
 // Release outcomes as the caller saw them.
@@ -68,6 +69,7 @@ type Event struct {
 	Dur      int64  `json:"dur,omitempty"`
 	ID       int    `json:"id,omitempty"`
 	Expected bool   `json:"expected,omitempty"`
+	Term     uint64 `json:"term,omitempty"` // leader: the raft term
 }
 
 // Now reads CLOCK_MONOTONIC, the clock every process of the run shares.

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/baton-dev/baton/chaos/internal/event"
+)
+
+// leaderLoss is what happened after the faults of one kind that took the leader
+// away: how long until the harness saw another leader (a higher term), and until
+// the next grant. Figures, not a check: check 6 judges the isolated ones.
+type leaderLoss struct {
+	kind              string
+	toLeader, toGrant []time.Duration
+	noLeader, noGrant int // none seen before the run stopped
+	// The leases held when the fault began, by how their release went: accepted
+	// (the holder kept its lease across the failover, rule 7), refused, unknown.
+	held map[string]int
+}
+
+// leaderFigures says how leadership went: the leaders the harness saw and, per
+// kind of fault that took the leader away (kill-server counts when it hit the
+// leader), the time to a new leader and to the next grant.
+func (a *analysis) leaderFigures() (changes int, losses []*leaderLoss) {
+	changes = max(len(a.leads)-1, 0)
+	var grants []int64
+	for _, g := range a.grants {
+		if a.in.Stopping == 0 || g.granted < a.in.Stopping {
+			grants = append(grants, g.granted)
+		}
+	}
+	slices.Sort(grants)
+	type release struct {
+		t     int64
+		class string
+	}
+	released := map[leaseKey]*release{}
+	for _, e := range a.in.Events {
+		k := leaseKey{e.W, e.Inst, e.Fence}
+		switch e.Kind {
+		case event.Release:
+			released[k] = &release{t: e.T, class: event.Unknown}
+		case event.ReleaseRet:
+			if r := released[k]; r != nil {
+				r.class = e.Class
+			}
+		}
+	}
+	per := map[string]*leaderLoss{}
+	for _, f := range a.faults {
+		// the leader and its term when the fault began
+		k := sort.Search(len(a.leads), func(k int) bool { return a.leads[k].T > f.start }) - 1
+		if k < 0 {
+			continue
+		}
+		led := a.leads[k]
+		if !losesLeader(f.kind) && (f.kind != killServer || f.w != led.W) {
+			continue
+		}
+		x := per[f.kind]
+		if x == nil {
+			x = &leaderLoss{kind: f.kind, held: map[string]int{}}
+			per[f.kind] = x
+		}
+		for _, g := range a.grants {
+			if r := released[leaseKey{g.w, g.inst, g.fence}]; g.granted <= f.start && r != nil && r.t > f.start {
+				x.held[r.class]++
+			}
+		}
+		next := -1
+		for j := k + 1; j < len(a.leads); j++ {
+			if a.leads[j].Term > led.Term {
+				next = j
+				break
+			}
+		}
+		if next < 0 {
+			x.noLeader++
+		} else {
+			x.toLeader = append(x.toLeader, time.Duration(a.leads[next].T-f.start))
+		}
+		if g := sort.Search(len(grants), func(g int) bool { return grants[g] > f.start }); g < len(grants) {
+			x.toGrant = append(x.toGrant, time.Duration(grants[g]-f.start))
+		} else {
+			x.noGrant++
+		}
+	}
+	for _, k := range allKinds {
+		if x := per[k]; x != nil {
+			losses = append(losses, x)
+		}
+	}
+	return changes, losses
+}
+
+// spread formats durations as "median m, worst w" (the lower median of an even count).
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("median %s, worst %s", s[(len(s)-1)/2].Round(10*time.Millisecond), s[len(s)-1].Round(10*time.Millisecond))
+}
+
+func (x *leaderLoss) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %d: new leader %s", x.kind, len(x.toLeader)+x.noLeader, spread(x.toLeader))
+	if x.noLeader > 0 {
+		fmt.Fprintf(&b, " (%d not seen)", x.noLeader)
+	}
+	fmt.Fprintf(&b, "; next grant %s", spread(x.toGrant))
+	if x.noGrant > 0 {
+		fmt.Fprintf(&b, " (%d none)", x.noGrant)
+	}
+	fmt.Fprintf(&b, "; leases held then %d, released ok after it %d (refused %d, unknown %d)",
+		x.held[event.OK]+x.held[event.Refused]+x.held[event.Unknown], x.held[event.OK], x.held[event.Refused], x.held[event.Unknown])
+	return b.String()
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestProxyReset: a reset partition resets the connections through the proxy at
+// both ends, as a middlebox that loses its state does, and holds new ones until
+// it heals.
+func TestProxyReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	p, err := startProxy(func() string { return ln.Addr().String() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	client, err := net.Dial("tcp", p.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var server net.Conn
+	select {
+	case server = <-accepted:
+		defer server.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the proxy did not connect to the server")
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(server, b); err != nil {
+		t.Fatal(err)
+	}
+
+	p.cut(reset)
+	for name, c := range map[string]net.Conn{"client": client, "server": server} {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(b); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%s end: read %v, want a reset", name, err)
+		}
+	}
+
+	// A new connection made during the cut reaches the server, but no byte passes
+	// until the cut heals.
+	c2, err := net.Dial("tcp", p.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	var s2 net.Conn
+	select {
+	case s2 = <-accepted:
+		defer s2.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the proxy did not connect to the server")
+	}
+	if _, err := c2.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _ := s2.Read(b); n != 0 {
+		t.Fatal("a byte passed during the cut")
+	}
+	p.heal()
+	_ = s2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(s2, b); err != nil || b[0] != 'y' {
+		t.Fatalf("after the heal: %q, %v; want the held byte", b, err)
+	}
+}
