@@ -163,15 +163,12 @@ func (m *machine) dialFailed(err error) {
 }
 
 // redialCeiling is the longest back-off between connects: a second, but a
-// twentieth of the TTL while a durable session holds leases, which stay trusted
-// only until the session's deadline unless it is resumed (an election is under way).
+// twentieth of the TTL while a durable session holds leases or waits in queues:
+// they last only until the session's deadline unless it is resumed (an election is
+// under way), and a waiter that comes back late has lost its place.
 func (m *machine) redialCeiling() time.Duration {
-	if m.durable && !m.closed {
-		for _, op := range m.ops {
-			if op.phase == reqHolding {
-				return min(max(m.ttl/20, 50*time.Millisecond), time.Second)
-			}
-		}
+	if m.durable && !m.closed && len(m.ops) > 0 {
+		return min(max(m.ttl/20, 50*time.Millisecond), time.Second)
 	}
 	return time.Second
 }
