@@ -21,6 +21,10 @@ type Leadership struct {
 // longer if its process was paused). VerifyLeader proves it.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
+// Term is this node's current raft term. A leader's term never changes while it
+// leads: a new term means it lost the leadership, if only for a moment.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
 // Leader returns the leader's id and address as this node knows them; both are
 // empty while none is known.
 func (n *Node) Leader() (id, addr string) {

@@ -41,6 +41,10 @@ type durable struct {
 	// server won the leadership. Mirrored in serving for other goroutines.
 	leading bool
 	serving atomic.Bool
+	// term is the raft term in which this server took the leadership over. In
+	// another, it lost the leadership in between, and others may have committed
+	// entries its state lacks: it must take over afresh (core.leadershipChanged).
+	term atomic.Uint64
 	// lease is raft's leader lease; proof (core) is when the last commit or
 	// leadership check that succeeded started. A batch that answers keepalives
 	// (needProof) goes out only if a quorum confirmed this leader less than a lease

@@ -113,7 +113,7 @@ func (s *Server) raftLoop(d *durable) {
 		last = l
 		s.metrics.raftLeader.Set(b2f(l.IsLeader))
 		_ = s.node.SetLeader(l.IsLeader, time.Second)
-		if l.IsLeader != d.serving.Load() {
+		if l.IsLeader != d.serving.Load() || (l.IsLeader && d.node.Term() != d.term.Load()) {
 			s.post(&work{fn: s.core.leadershipChanged})
 		}
 		if !bootstrapped {
@@ -214,6 +214,11 @@ func (c *core) leadershipChanged(now time.Time) {
 	switch lead := d.node.IsLeader(); {
 	case lead && !d.leading:
 		c.lead()
+	case lead && d.node.Term() != d.term.Load():
+		// Lost and won again between two looks: entries committed meanwhile by
+		// another leader are in the log, not in the core's state.
+		c.stepDown("leadership lost and won again")
+		c.lead()
 	case !lead && d.leading:
 		c.stepDown("another server leads")
 	}
@@ -225,6 +230,7 @@ func (c *core) leadershipChanged(now time.Time) {
 // again on its next round while raft says this server leads.
 func (c *core) lead() {
 	d := c.d
+	term := d.node.Term()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	err := d.node.Barrier(ctx)
 	cancel()
@@ -235,11 +241,15 @@ func (c *core) lead() {
 		}
 		err = c.start(d, now)
 	}
+	if err == nil && d.node.Term() != term {
+		err = errors.New("the leadership changed while taking over")
+	}
 	if err != nil {
 		c.s.log.Warn("raft: won the leadership but could not take over; will retry", "err", err)
 		c.reset()
 		return
 	}
+	d.term.Store(term)
 	c.s.lastNow = time.Now()
 	c.event(Event{Kind: "leader", Detail: fmt.Sprintf("epoch %d", c.st.Epoch)})
 	c.s.log.Info("leading: serving clients", "epoch", c.st.Epoch, "sessions", c.st.Sessions.Len(), "tokens", c.st.Tokens.Len())
