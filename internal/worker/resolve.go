@@ -17,13 +17,22 @@ func (w *Worker) server() (cluster.Member, bool) {
 }
 
 // resolve is the client's Config.Resolve: the token address of the server to try
-// for this connect (pick).
+// for this connect (pick), but not the one the last connect failed at when another
+// is known: a dead leader's address may take the whole dial timeout to fail.
 func (w *Worker) resolve(context.Context) (string, error) {
-	m, ok := pick(w.node.Members(), w.connects.Add(1))
+	members, n := w.node.Members(), w.connects.Add(1)
+	m, ok := pick(members, n)
 	if !ok {
 		return "", errors.New("no server in the cluster yet")
 	}
-	return m.TokenAddr(), nil
+	if last := w.lastServer.Load(); last != nil && *last == m.TokenAddr() && w.dialErr.Load() != nil {
+		if other, ok := pick(members, n+1); ok {
+			m = other
+		}
+	}
+	addr := m.TokenAddr()
+	w.lastServer.Store(&addr)
+	return addr, nil
 }
 
 // pick chooses the server for the n-th connect (from 1). Odd connects go to the

@@ -143,11 +143,12 @@ type Worker struct {
 	mu     sync.Mutex // guards status
 	status Status
 
-	node     *cluster.Node
-	client   atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
-	httpLn   net.Listener
-	dialErr  atomic.Pointer[error] // the client package's last failed connect; nil once connected
-	connects atomic.Uint64         // connects resolved so far (resolve, pick)
+	node       *cluster.Node
+	client     atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
+	httpLn     net.Listener
+	dialErr    atomic.Pointer[error]  // the client package's last failed connect; nil once connected
+	connects   atomic.Uint64          // connects resolved so far (resolve, pick)
+	lastServer atomic.Pointer[string] // the address the last connect was sent to
 }
 
 const recentKept = 64
