@@ -129,7 +129,7 @@ type Config struct {
 	// DriftBound is the fraction by which this clock may run slower than the
 	// server's; the session is trusted that much less than its TTL. Default 0.01.
 	DriftBound  float64
-	DialTimeout time.Duration // default 2s
+	DialTimeout time.Duration // default 2s, a quarter of it for the TCP connect
 	Logger      *slog.Logger
 }
 
