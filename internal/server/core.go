@@ -65,10 +65,15 @@ type tokenInstruments struct {
 	staleReleases prometheus.Counter
 }
 
-func newCore(s *Server, ttl time.Duration) *core {
-	st := fsm.New[*conn](s.cfg.MaxTokens)
+// newState is an empty state machine whose sessions live at most ttl.
+func newState(maxTokens int, ttl time.Duration) *fsm.State[*conn] {
+	st := fsm.New[*conn](maxTokens)
 	st.MaxTTL = ttl
-	c := &core{s: s, st: st,
+	return st
+}
+
+func newCore(s *Server, ttl time.Duration) *core {
+	c := &core{s: s, st: newState(s.cfg.MaxTokens, ttl),
 		ttl: ttl, started: time.Now(), perToken: map[string]*tokenInstruments{}, events: make([]Event, 0, 64), saidGoodbye: map[string]time.Time{},
 		grantLog: make([]Event, 0, 16), memberState: map[string]string{},
 	}
@@ -444,7 +449,7 @@ func (c *core) refusedRelease(cn *conn, e *fsm.Effect[*conn]) {
 
 // hello opens or resumes a session for a connection that passed the handshake.
 func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
-	if c.d != nil && !c.d.leading {
+	if c.d != nil && !c.d.leading.Load() {
 		c.notLeader(cn)
 		return
 	}
@@ -612,7 +617,7 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 // sessions kept so their clients may resume them.
 func (c *core) restart(ttl time.Duration) {
 	c.ttl = ttl
-	if c.d != nil && !c.d.leading { // the epoch is the leader's to start
+	if c.d != nil && !c.d.leading.Load() { // the epoch is the leader's to start
 		c.closeAll()
 		return
 	}
@@ -642,7 +647,7 @@ func (c *core) closeAll() {
 func (c *core) status(now time.Time) Status {
 	// A follower shows the log's state as this server has applied it: the tokens and
 	// sessions, not the leader's deadlines.
-	src, follower := c.st, c.d != nil && !c.d.leading
+	src, follower := c.st, c.d != nil && !c.d.leading.Load()
 	if follower {
 		src = c.replicated(now)
 	}

@@ -37,10 +37,9 @@ type durable struct {
 	halted bool
 
 	clustered bool
-	// leading (core): the core serves from a state copied from the log since this
-	// server won the leadership. Mirrored in serving for other goroutines.
-	leading bool
-	serving atomic.Bool
+	// leading: the core serves from a state copied from the log since this server
+	// won the leadership. Written by the core's owner, read by other goroutines too.
+	leading atomic.Bool
 	// term is the raft term in which this server took the leadership over. In
 	// another, it lost the leadership in between, and others may have committed
 	// entries its state lacks: it must take over afresh (core.leadershipChanged).
@@ -176,8 +175,7 @@ func (c *core) start(d *durable, now time.Time) error {
 	if err := d.commit(); err != nil {
 		return fmt.Errorf("raft log: first entry: %w", err)
 	}
-	d.leading = true
-	d.serving.Store(true)
+	d.leading.Store(true)
 	return nil
 }
 
@@ -193,7 +191,7 @@ func (c *core) settle() bool {
 		c.dropReplies()
 		return false
 	}
-	if !d.leading {
+	if !d.leading.Load() {
 		d.entry, d.needProof = nil, false
 		return true
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/baton-dev/baton/internal/cluster"
@@ -113,7 +114,7 @@ func (s *Server) raftLoop(d *durable) {
 		last = l
 		s.metrics.raftLeader.Set(b2f(l.IsLeader))
 		_ = s.node.SetLeader(l.IsLeader, time.Second)
-		if l.IsLeader != d.serving.Load() || (l.IsLeader && d.node.Term() != d.term.Load()) {
+		if l.IsLeader != d.leading.Load() || (l.IsLeader && d.node.Term() != d.term.Load()) {
 			s.post(&work{fn: s.core.leadershipChanged})
 		}
 		if !bootstrapped {
@@ -140,15 +141,7 @@ func (s *Server) serverMembers() []replica.Server {
 			out = append(out, replica.Server{ID: m.Name, Addr: net.JoinHostPort(m.Name, strconv.Itoa(m.Meta.RaftPort)), Voter: true})
 		}
 	}
-	slices.SortFunc(out, func(a, b replica.Server) int {
-		if a.ID < b.ID {
-			return -1
-		}
-		if a.ID > b.ID {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b replica.Server) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -212,14 +205,14 @@ func (s *Server) reconcile(d *durable) {
 func (c *core) leadershipChanged(now time.Time) {
 	d := c.d
 	switch lead := d.node.IsLeader(); {
-	case lead && !d.leading:
+	case lead && !d.leading.Load():
 		c.lead()
 	case lead && d.node.Term() != d.term.Load():
 		// Lost and won again between two looks: entries committed meanwhile by
 		// another leader are in the log, not in the core's state.
 		c.stepDown("leadership lost and won again")
 		c.lead()
-	case !lead && d.leading:
+	case !lead && d.leading.Load():
 		c.stepDown("another server leads")
 	}
 }
@@ -270,12 +263,9 @@ func (c *core) stepDown(why string) {
 // reset leaves the core a follower with an empty state.
 func (c *core) reset() {
 	d := c.d
-	d.leading = false
-	d.serving.Store(false)
+	d.leading.Store(false)
 	d.entry, d.needProof = nil, false
-	st := fsm.New[*conn](c.s.cfg.MaxTokens)
-	st.MaxTTL = c.ttl
-	c.st = st
+	c.st = newState(c.s.cfg.MaxTokens, c.ttl)
 	c.expiryTimer.Stop()
 	c.graceTimer.Stop()
 	c.graceEnd = time.Time{}
@@ -350,5 +340,5 @@ func (s *Server) handOver() {
 // leads, any other server always.
 func (s *Server) Leading() bool {
 	d := s.core.d
-	return d == nil || !d.clustered || d.serving.Load()
+	return d == nil || !d.clustered || d.leading.Load()
 }

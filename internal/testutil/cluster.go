@@ -123,11 +123,7 @@ func (cl *Cluster) Start(i int) *Server {
 // Stop closes server i (its clients see their connections closed); a no-op when
 // it is stopped.
 func (cl *Cluster) Stop(i int) {
-	cl.mu.Lock()
-	s := cl.srvs[i]
-	cl.srvs[i] = nil
-	cl.mu.Unlock()
-	if s != nil {
+	if s := cl.take(i); s != nil {
 		s.Close()
 	}
 }
@@ -135,13 +131,18 @@ func (cl *Cluster) Stop(i int) {
 // Kill stops server i as a killed process stops (server.Kill): no notices, no
 // leadership handed over.
 func (cl *Cluster) Kill(i int) {
-	cl.mu.Lock()
-	s := cl.srvs[i]
-	cl.srvs[i] = nil
-	cl.mu.Unlock()
-	if s != nil {
+	if s := cl.take(i); s != nil {
 		s.Kill()
 	}
+}
+
+// take marks server i stopped and returns it, nil if it was.
+func (cl *Cluster) take(i int) *Server {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	s := cl.srvs[i]
+	cl.srvs[i] = nil
+	return s
 }
 
 // Server returns server i, nil while it is stopped.
