@@ -46,8 +46,11 @@ type Meta struct {
 	// address is its node name and this port (the name is found through the
 	// cluster, so that a server recreated at another address is still reached).
 	RaftPort int `json:"rp,omitempty"`
-	// Leader: this server is the raft leader, the one clients must talk to.
-	Leader bool `json:"ld,omitempty"`
+	// Leader: this server is the raft leader, the one clients must talk to, since
+	// raft term Term. A leader that died says so until the cluster declares it
+	// dead; its successor says so with a higher term.
+	Leader bool   `json:"ld,omitempty"`
+	Term   uint64 `json:"lt,omitempty"`
 }
 
 // Member is one node as this node sees it.
@@ -301,16 +304,22 @@ func (n *Node) Server() (Member, bool) {
 }
 
 // Leader returns the alive server member that says it leads, if any. During a
-// change of leader two may say so for a moment; the one asked tells the truth.
+// change of leader two may say so for a while (a dead leader until the cluster
+// declares it dead): the one of the higher term is the newer.
 func (n *Node) Leader() (Member, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	var leader *Member
 	for _, m := range n.members {
-		if m.State == StateAlive && m.Meta.Role == RoleServer && !m.Meta.Leaving && m.Meta.Leader {
-			return *m, true
+		if m.State == StateAlive && m.Meta.Role == RoleServer && !m.Meta.Leaving && m.Meta.Leader &&
+			(leader == nil || m.Meta.Term > leader.Meta.Term) {
+			leader = m
 		}
 	}
-	return Member{}, false
+	if leader == nil {
+		return Member{}, false
+	}
+	return *leader, true
 }
 
 // Lookup returns the member named name, if this node knows it.
@@ -323,15 +332,15 @@ func (n *Node) Lookup(name string) (Member, bool) {
 	return Member{}, false
 }
 
-// SetLeader publishes whether this server leads, and returns once the change is
-// gossiped (or timeout passed).
-func (n *Node) SetLeader(leader bool, timeout time.Duration) error {
+// SetLeader publishes whether this server leads: since raft term term, or not at
+// all (0). It returns once the change is gossiped (or timeout passed).
+func (n *Node) SetLeader(term uint64, timeout time.Duration) error {
 	n.mu.Lock()
-	if n.meta.Leader == leader {
+	if n.meta.Term == term {
 		n.mu.Unlock()
 		return nil
 	}
-	n.meta.Leader = leader
+	n.meta.Leader, n.meta.Term = term > 0, term
 	n.mu.Unlock()
 	return n.ml.UpdateNode(timeout)
 }

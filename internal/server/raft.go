@@ -113,9 +113,13 @@ func (s *Server) raftLoop(d *durable) {
 		}
 		last = l
 		s.metrics.raftLeader.Set(b2f(l.IsLeader))
-		_ = s.node.SetLeader(l.IsLeader, time.Second)
 		if l.IsLeader != d.leading.Load() || (l.IsLeader && d.node.Term() != d.term.Load()) {
 			s.post(&work{fn: s.core.leadershipChanged})
+		}
+		if l.IsLeader {
+			s.publishLeader(d.node.Term())
+		} else {
+			s.publishLeader(0)
 		}
 		if !bootstrapped {
 			bootstrapped = s.maybeBootstrap(d)
@@ -124,6 +128,30 @@ func (s *Server) raftLoop(d *durable) {
 			s.reconcile(d)
 		}
 	}
+}
+
+// publishLeader has the membership say whether this server leads (since term; 0:
+// it does not), on a goroutine
+// of its own: memberlist's UpdateNode waits until the change has been gossiped
+// (several gossip rounds), and neither the core's taking over nor the next look at
+// the replica may wait for that.
+func (s *Server) publishLeader(term uint64) {
+	s.leaderMeta.Store(term)
+	if !s.publishing.CompareAndSwap(false, true) {
+		return // the running publisher reads leaderMeta again before it ends
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			want := s.leaderMeta.Load()
+			_ = s.node.SetLeader(want, time.Second)
+			s.publishing.Store(false)
+			if s.leaderMeta.Load() == want || !s.publishing.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
 }
 
 func b2f(b bool) float64 {

@@ -87,6 +87,11 @@ type Server struct {
 	node     *cluster.Node
 	gossip   atomic.Pointer[cluster.Node] // node, for goroutines that start before it is set (raft's dials)
 	raftKick chan struct{}                // the replica's leadership changed (raftLoop)
+	// leaderMeta is the term since which the membership should say this server
+	// leads (0: it does not); publishing, whether a goroutine is at it
+	// (publishLeader).
+	leaderMeta atomic.Uint64
+	publishing atomic.Bool
 	// waitLogged is when raftLoop last said it waits for servers to bootstrap.
 	waitLogged time.Time
 	parker     *parker // nil where connections cannot be parked
