@@ -130,7 +130,14 @@ type Config struct {
 	// server's; the session is trusted that much less than its TTL. Default 0.01.
 	DriftBound  float64
 	DialTimeout time.Duration // default 2s, a quarter of it for the TCP connect
-	Logger      *slog.Logger
+	// OnConnect, if set, is told how each connect ended: the server that welcomed
+	// the client (err nil), or the server at which the connect failed (the last one
+	// dialled, after any followed) and why. Resolve and Follow can then avoid a
+	// server that does not answer: a dead leader may go on being named by the
+	// membership and by followers for a while. Called from the dialer's goroutine,
+	// one call at a time, before the client acts on the result.
+	OnConnect func(server string, err error)
+	Logger    *slog.Logger
 }
 
 // Client is a session with a baton server. It reconnects by itself and resumes its

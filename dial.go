@@ -20,6 +20,7 @@ type dialResult struct {
 	welcome wire.Frame
 	sentAt  time.Time // when the hello left: the session is alive from then on
 	err     error
+	server  string // the address dialled last: the one that welcomed, or where it failed
 }
 
 // maxFollow bounds the not_leader answers one connect follows, so that two servers
@@ -48,6 +49,7 @@ func dial(cfg Config, resume uint64) dialResult {
 	var via []string // the servers that answered not_leader, in order
 	for {
 		r := handshake(ctx, cfg, addr, resume)
+		r.server = addr
 		if r.err != nil && len(via) > 0 {
 			r.err = fmt.Errorf("%w (sent here by %s)", r.err, strings.Join(via, ", "))
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,41 +15,23 @@ import (
 	"github.com/baton-dev/baton/internal/testutil"
 )
 
-// connectErrors passes every record to next and the error of each failed connect
-// to errs, without blocking: the client logs one per failed connect.
-type connectErrors struct {
-	next slog.Handler
-	errs chan error
-}
-
-func watchConnects(t *testing.T) (*slog.Logger, chan error) {
+// watchConnects has cfg's OnConnect send the error of each failed connect to the
+// channel it returns, without blocking, and check that it names the server.
+func watchConnects(t *testing.T, cfg *baton.Config) chan error {
 	errs := make(chan error, 64)
-	return slog.New(&connectErrors{next: testutil.Logger(t).Handler(), errs: errs}), errs
-}
-
-func (h *connectErrors) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *connectErrors) Handle(ctx context.Context, r slog.Record) error {
-	if strings.HasPrefix(r.Message, "connect failed") {
-		r.Attrs(func(a slog.Attr) bool {
-			if err, ok := a.Value.Any().(error); ok && a.Key == "err" {
-				select {
-				case h.errs <- err:
-				default:
-				}
-			}
-			return true
-		})
+	cfg.OnConnect = func(server string, err error) {
+		if err == nil {
+			return
+		}
+		if server == "" {
+			t.Errorf("OnConnect: a failed connect (%v) names no server", err)
+		}
+		select {
+		case errs <- err:
+		default:
+		}
 	}
-	return h.next.Handle(ctx, r)
-}
-
-func (h *connectErrors) WithAttrs(as []slog.Attr) slog.Handler {
-	return &connectErrors{next: h.next.WithAttrs(as), errs: h.errs}
-}
-
-func (h *connectErrors) WithGroup(name string) slog.Handler {
-	return &connectErrors{next: h.next.WithGroup(name), errs: h.errs}
+	return errs
 }
 
 // A follower's not_leader names the leader, which Follow approves: Dial gets its
@@ -61,14 +42,23 @@ func TestClientFollowsNotLeaderToTheLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var asked []string
+	type connect struct {
+		server string
+		err    error
+	}
+	var connects []connect // the first connect's OnConnect runs before Dial returns
 	c, err := baton.Dial(ctx, baton.Config{Addr: f.Addr(), Node: "c1", Logger: testutil.Logger(t),
-		Follow: func(addr string) bool { asked = append(asked, addr); return addr == srv.TokenAddr() }})
+		Follow:    func(addr string) bool { asked = append(asked, addr); return addr == srv.TokenAddr() },
+		OnConnect: func(server string, err error) { connects = append(connects, connect{server, err}) }})
 	if err != nil {
 		t.Fatalf("Dial through a follower naming the leader: %v", err)
 	}
 	defer c.Close()
 	if got := c.Info().Server; got != srv.TokenAddr() {
 		t.Errorf("session on %s, want the leader %s", got, srv.TokenAddr())
+	}
+	if want := []connect{{srv.TokenAddr(), nil}}; !slices.Equal(connects, want) {
+		t.Errorf("OnConnect told %+v, want %+v: one connect, ended at the leader", connects, want)
 	}
 	if len(asked) != 1 || asked[0] != srv.TokenAddr() {
 		t.Errorf("Follow asked about %q, want once about the leader %s", asked, srv.TokenAddr())
@@ -175,8 +165,7 @@ func TestNotLeaderNotFollowedWithoutApproval(t *testing.T) {
 					return tc.follow(addr)
 				}
 			}
-			var errs chan error
-			cfg.Logger, errs = watchConnects(t)
+			errs := watchConnects(t, &cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			c, err := baton.Dial(ctx, cfg)
@@ -231,12 +220,13 @@ func TestNotLeaderLoopEndsAfterBoundedHops(t *testing.T) {
 		}
 		return a.Addr(), nil
 	}
-	log, errs := watchConnects(t)
+	cfg := baton.Config{Resolve: resolve, Node: "c1", DialTimeout: 10 * time.Second,
+		Follow: func(string) bool { return true }, Logger: testutil.Logger(t)}
+	errs := watchConnects(t, &cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	dialed := make(chan error, 1)
 	go func() {
-		c, err := baton.Dial(ctx, baton.Config{Resolve: resolve, Node: "c1", DialTimeout: 10 * time.Second,
-			Follow: func(string) bool { return true }, Logger: log})
+		c, err := baton.Dial(ctx, cfg)
 		if err == nil {
 			c.Close()
 		}

@@ -42,6 +42,12 @@ type machine struct {
 	kaSent      map[uint64]time.Time // keepalive seq → when it was sent
 	first       bool                 // a first session was had
 
+	// awaiting is when a frame the server owes at once (a keepalive's answer, a
+	// release's) left with nothing heard from the server since; zero when none is
+	// owed. hedging: a connect to another server is out (overdue).
+	awaiting time.Time
+	hedging  bool
+
 	seq      uint64
 	ops      map[uint64]*acquireOp  // acquire seq → request, waiting or holding
 	releases map[uint64]*releaseReq // release seq → request awaiting its answer
@@ -60,6 +66,9 @@ type effects struct {
 	noKA      bool          // stop the keepalive timer
 	trust     bool          // the trust deadline moved, or its timer fired early: arm it again
 	sessionUp bool          // a welcome arrived (the first session is had: Dial may return)
+	watch     bool          // arm the overdue timer for watchIn
+	watchIn   time.Duration //
+	hedge     bool          // connect to another server while this connection stays (overdue)
 }
 
 // reqPhase is where an acquire stands. Each request is in exactly one.
@@ -142,7 +151,7 @@ func (m *machine) send(f *wire.Frame) {
 
 // startDial asks the driver for a connection unless one is up or on its way.
 func (m *machine) startDial() {
-	if m.dialing || m.connected || m.closed {
+	if m.dialing || m.connected || m.closed || m.hedging {
 		return
 	}
 	m.dialing = true
@@ -179,6 +188,7 @@ func (m *machine) welcome(w *wire.Frame, sentAt time.Time, server string) {
 	m.dialing = false
 	m.failed, m.backoff = 0, 50*time.Millisecond
 	m.connected, m.announced, m.server = true, false, server
+	m.awaiting = time.Time{}
 	m.connGen++
 	resumed := w.Resumed && w.Session == m.session
 	m.lostSession = m.session
@@ -307,7 +317,18 @@ func (m *machine) lost(err error) {
 		return
 	}
 	announced := m.announced || (m.durable && closedByServer(err))
-	if !announced {
+	if announced {
+		m.c.log.Info("server closed the connection; resuming the session", "session", fmt.Sprintf("%x", m.session), "err", err)
+	} else {
+		m.c.log.Warn("connection lost", "err", err)
+	}
+	m.disconnect(announced, err)
+}
+
+// disconnect ends the connection: its leases with it unless the session lives on
+// (keep), and then a redial at once.
+func (m *machine) disconnect(keep bool, err error) {
+	if !keep {
 		// Leases end before the socket closes: the server takes a close from our side
 		// for the death of this process and may hand the token on at once.
 		m.loseLeases(fmt.Errorf("%w: %v", ErrConnLost, err))
@@ -321,17 +342,74 @@ func (m *machine) lost(err error) {
 		}
 	}
 	m.connected, m.announced, m.server = false, false, ""
+	m.awaiting = time.Time{}
 	m.out = m.out[:0]
 	clear(m.kaSent)
 	m.fx.hangUp, m.fx.noKA = true, true
 	m.fx.redial = true
-	if announced {
-		m.c.log.Info("server closed the connection; resuming the session", "session", fmt.Sprintf("%x", m.session), "err", err)
+	if keep {
 		m.fx.redialIn = 0
 		return
 	}
-	m.c.log.Warn("connection lost", "err", err)
 	m.fx.redialIn = m.backoff
+}
+
+// owe notes that the server owes an answer at once (to a keepalive or a release)
+// and arms the overdue timer, unless an answer is owed already. Only a durable
+// session can move to another server, and only with Resolve to find one.
+func (m *machine) owe() {
+	if m.awaiting.IsZero() && m.durable && m.c.cfg.Resolve != nil {
+		m.awaiting = m.clock()
+		m.fx.watch, m.fx.watchIn = true, m.hedgeAfter()
+	}
+}
+
+// hedgeAfter is how long an owed answer may take before the client looks for
+// another leader: a tenth of the TTL, at least 200 ms (a commit, or a leader's
+// check with a quorum, under load).
+func (m *machine) hedgeAfter() time.Duration {
+	return max(m.ttl/10, 200*time.Millisecond)
+}
+
+// overdue is the overdue timer's tick. A server silent that long, while it owes an
+// answer, may be frozen or cut off, its leadership lost, with nothing on the
+// connection to say so until the read deadline, most of a TTL away: by then the
+// session's leases have run out. So the client connects to another server while
+// keeping this connection (hedged). If that one welcomes the session, it leads
+// now, and the session moves there; else the client asks again after as long.
+func (m *machine) overdue() {
+	if !m.connected || m.awaiting.IsZero() || m.hedging {
+		return
+	}
+	if wait := m.hedgeAfter() - m.clock().Sub(m.awaiting); wait > 0 {
+		m.fx.watch, m.fx.watchIn = true, wait
+		return
+	}
+	m.c.log.Info("server silent; asking another server whether it leads", "server", m.server,
+		"silent", m.clock().Sub(m.awaiting).Round(time.Millisecond))
+	m.hedging, m.fx.hedge = true, true
+}
+
+// hedged takes the outcome of the connect overdue asked for: welcomed says that
+// server to welcomed the session, and the driver then hands that connection to
+// welcome. It must: a server takes a connection the client closes for the death
+// of the client's process. No other connect starts while one is out (startDial),
+// so that the session has one newest connection.
+func (m *machine) hedged(to string, welcomed bool) {
+	m.hedging = false
+	switch {
+	case welcomed && m.connected:
+		// That server leads and answers for the session: whatever this one says now
+		// was decided by a deposed leader, and cannot commit. The leases stay, as
+		// when a server's process closes the connection (lost).
+		m.c.log.Warn("server silent; the session moved to the server that leads now", "server", m.server, "to", to)
+		m.disconnect(true, nil)
+	case welcomed: // the connection was lost meanwhile: this one replaces it
+	case !m.connected:
+		m.startDial() // the redial that came meanwhile waited for this connect
+	case !m.awaiting.IsZero():
+		m.fx.watch, m.fx.watchIn = true, m.hedgeAfter()
+	}
 }
 
 func (m *machine) loseLeases(why error) {
@@ -368,6 +446,7 @@ func (m *machine) finish(op *acquireOp, why error) {
 // frame handles a frame from the server: grants and release answers here, the rest
 // apart, so that the hot path's stack frame stays small (see send).
 func (m *machine) frame(f *wire.Frame) {
+	m.awaiting = time.Time{} // the server is heard
 	switch f.Op {
 	case wire.OpGrant:
 		if op := m.ops[f.Seq]; op != nil && op.phase == reqWaiting {
@@ -502,6 +581,7 @@ func (m *machine) sendRelease(seq uint64, r *releaseReq) {
 	}
 	m.send(&wire.Frame{Op: op, Seq: seq, Token: r.lease.Token, Fence: r.lease.Fence,
 		Rec: wire.Record{Counter: r.rec.Counter, Waits: r.rec.Waits}})
+	m.owe()
 }
 
 // keepalive is the keepalive timer's tick: one more keepalive, and the timer again.
@@ -519,6 +599,7 @@ func (m *machine) keepalive() {
 		}
 	}
 	m.send(&wire.Frame{Op: wire.OpKeepalive, Seq: seq})
+	m.owe()
 }
 
 // checkTrust is the trust timer's tick: it ends every lease once the session's

@@ -384,3 +384,85 @@ func TestMachineLeaseAcrossUnannouncedLoss(t *testing.T) {
 		})
 	}
 }
+
+// A durable session whose server owes an answer (here a release's) and stays silent
+// for hedgeAfter asks another server whether it leads, keeping its connection and
+// its leases meanwhile; a frame from the server calls that off. A welcome from the
+// other server moves the session there with its leases, and the release goes out
+// again; a failed hedge is tried again while the answer is owed. An in-memory
+// session never hedges: no other server has it.
+func TestMachineHedgesWhenTheServerFallsSilent(t *testing.T) {
+	resolve := func(context.Context) (string, error) { return "server-2", nil }
+	for _, durable := range []bool{true, false} {
+		r := newRig(t)
+		r.m.c.cfg.Resolve = resolve
+		r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: 7, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 1,
+			Durable: durable}, r.now, "server-1")
+		op, l := r.hold("x", 5)
+		kept, keptLease := r.hold("y", 9)
+		r.m.fx = effects{}
+		seq, res := r.release(l, 1)
+		r.expectSent(wire.OpRelease)
+		if !durable {
+			if r.m.fx.watch {
+				t.Fatal("in memory: the overdue timer armed, want no hedging")
+			}
+			continue
+		}
+		after := r.m.hedgeAfter()
+		if !r.m.fx.watch || r.m.fx.watchIn != after {
+			t.Fatalf("effects %+v after a release, want the overdue timer armed for %s", r.m.fx, after)
+		}
+		// The timer fires early (a frame came and went, say): not yet overdue.
+		r.m.fx = effects{}
+		r.now = r.now.Add(after / 2)
+		r.m.overdue()
+		if r.m.fx.hedge || !r.m.fx.watch || r.m.fx.watchIn != after-after/2 {
+			t.Fatalf("effects %+v half-way, want the timer again for the rest", r.m.fx)
+		}
+		r.now = r.now.Add(after - after/2)
+		r.m.fx = effects{}
+		r.m.overdue()
+		if !r.m.fx.hedge || !r.m.hedging {
+			t.Fatalf("effects %+v once overdue, want a hedged connect", r.m.fx)
+		}
+		r.m.startDial()
+		if r.m.fx.dial {
+			t.Fatal("a connect started while the hedge is out: two newest connections")
+		}
+		// The other server says it does not lead: ask again after as long.
+		r.m.fx = effects{}
+		r.m.hedged("", false)
+		if r.m.hedging || !r.m.fx.watch || r.m.fx.watchIn != after || !r.m.connected {
+			t.Fatalf("after a failed hedge: effects %+v, connected %v, want the timer again and the connection kept", r.m.fx, r.m.connected)
+		}
+		r.now = r.now.Add(after)
+		r.m.overdue()
+		r.m.fx = effects{}
+		r.m.hedged("server-2", true)
+		if keptLease.ended() != nil || !r.m.fx.hangUp {
+			t.Fatalf("after a welcome elsewhere: lease %v, effects %+v; want the lease kept and the silent connection closed", keptLease.ended(), r.m.fx)
+		}
+		unanswered(t, res)
+		r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: 7, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 2, Resumed: true,
+			Durable: true, Held: []wire.Held{{Seq: op.seq, Token: "x", Fence: 5}, {Seq: kept.seq, Token: "y", Fence: 9}}}, r.now, "server-2")
+		if err := keptLease.ended(); err != nil {
+			t.Fatalf("lease on y after the session moved: %v, want still held", err)
+		}
+		if f := r.expectSent(wire.OpRelease); f[0].Seq != seq {
+			t.Fatalf("release sent again with seq %d, want %d", f[0].Seq, seq)
+		}
+		unanswered(t, res)
+		r.m.frame(&wire.Frame{Op: wire.OpReleased, Seq: seq})
+		if err := answered(t, res); err != nil {
+			t.Fatalf("release answered %v on the new leader, want nil", err)
+		}
+		// Heard from: nothing owed, no hedge.
+		r.m.fx = effects{}
+		r.now = r.now.Add(10 * after)
+		r.m.overdue()
+		if r.m.fx.hedge {
+			t.Fatal("hedged with nothing owed")
+		}
+	}
+}

@@ -264,19 +264,47 @@ func TestReplicatedAllRestart(t *testing.T) {
 // end). The new leader gives every session a full TTL before it expires any, the
 // holder resumes its session there, and its release is accepted; the waiter then
 // gets the token with a higher fence.
+//
+// A leader that falls silent to the holder (frozen, or cut off from the servers
+// and from the holder, whose connection shows nothing: no close, no reset) is the
+// hardest case: the holder hears nothing until its read deadline, most of a TTL
+// later, when its lease has run out. It must ask another server first
+// (baton.Client's hedged connect), and find the new leader there.
 func TestReplicatedHolderKeepsLeaseAcrossFailover(t *testing.T) {
 	t.Run("leader stopped", func(t *testing.T) {
-		holderKeepsLease(t, func(cl *testutil.Cluster, i int) { cl.Stop(i) })
+		holderKeepsLease(t, nil, func(cl *testutil.Cluster, i int) { cl.Stop(i) })
 	})
 	t.Run("leader killed", func(t *testing.T) {
-		holderKeepsLease(t, func(cl *testutil.Cluster, i int) { cl.Kill(i) })
+		holderKeepsLease(t, nil, func(cl *testutil.Cluster, i int) { cl.Kill(i) })
+	})
+	t.Run("leader falls silent", func(t *testing.T) {
+		var p *testutil.Proxy
+		via := func(cl *testutil.Cluster, leader int, cfg *baton.Config) {
+			p = testutil.StartProxy(t, cl.Server(leader).TokenAddr())
+			var proxied atomic.Bool
+			resolve := cfg.Resolve
+			cfg.Resolve = func(ctx context.Context) (string, error) {
+				if proxied.CompareAndSwap(false, true) {
+					return p.Addr(), nil // the first connect goes through the proxy
+				}
+				return resolve(ctx)
+			}
+		}
+		holderKeepsLease(t, via, func(cl *testutil.Cluster, i int) { p.Partition(); cl.Cut(i) })
 	})
 }
 
-func holderKeepsLease(t *testing.T, fault func(cl *testutil.Cluster, leader int)) {
+// holderKeepsLease has a holder and a waiter on the leader, then fault takes the
+// leader away; via, if set, changes the holder's configuration.
+func holderKeepsLease(t *testing.T, via func(*testutil.Cluster, int, *baton.Config), fault func(cl *testutil.Cluster, leader int)) {
 	cl := testutil.StartCluster(t, 3, nil)
 	leader := cl.AwaitLeader(t, 30*time.Second)
-	holder, waiter := cl.Dial(t, "holder", nil), cl.Dial(t, "waiter", nil)
+	holder := cl.Dial(t, "holder", func(c *baton.Config) {
+		if via != nil {
+			via(cl, leader, c)
+		}
+	})
+	waiter := cl.Dial(t, "waiter", nil)
 	ctx := context.Background()
 	l, err := holder.Acquire(ctx, "t")
 	if err != nil {
@@ -294,9 +322,13 @@ func holderKeepsLease(t *testing.T, fault func(cl *testutil.Cluster, leader int)
 		return len(st.Tokens) == 1 && len(st.Tokens[0].Queue) == 1
 	})
 	fault(cl, leader)
-	next := cl.AwaitLeader(t, 10*time.Second)
+	next := -1
+	testutil.Eventually(t, 10*time.Second, "another server to lead", func() bool {
+		next = cl.Leader()
+		return next >= 0 && next != leader
+	})
 	testutil.Eventually(t, 10*time.Second, "the holder to resume its session on the new leader", func() bool {
-		return holder.Info().Connected
+		return holder.Info().Server == cl.Server(next).TokenAddr()
 	})
 	if err := l.Err(); err != nil {
 		t.Fatalf("the holder's lease ended across the failover: %v", err)

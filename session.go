@@ -1,6 +1,8 @@
 package baton
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -24,6 +26,7 @@ type runState struct {
 	redial *time.Timer
 	trust  *time.Timer // fires at the trust deadline
 	ka     *time.Timer // fires every third of the TTL while connected
+	watch  *time.Timer // fires when an answer the server owes is overdue (machine.overdue)
 
 	turnWaiters int // callers waiting for the turn to read (turn.go)
 }
@@ -48,6 +51,8 @@ func newRunState(c *Client) *runState {
 	st.redial = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.m.startDial() }) })
 	st.trust = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.m.checkTrust() }) })
 	st.ka = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.m.keepalive() }) })
+	st.watch = time.AfterFunc(time.Hour, func() { c.event(func(st *runState) { st.m.overdue() }) })
+	st.watch.Stop()
 	st.redial.Stop()
 	st.trust.Stop()
 	st.ka.Stop()
@@ -136,6 +141,12 @@ func (st *runState) apply() {
 	if fx.trust {
 		st.trust.Reset(time.Until(m.deadline))
 	}
+	if fx.watch {
+		st.watch.Reset(fx.watchIn)
+	}
+	if fx.hedge && !m.closed {
+		st.startHedge()
+	}
 	if fx.redial && !m.closed {
 		st.redial.Reset(fx.redialIn)
 	}
@@ -155,6 +166,9 @@ func (st *runState) startDial() {
 	go func() {
 		defer c.wg.Done()
 		r := dial(cfg, resume)
+		if cfg.OnConnect != nil {
+			cfg.OnConnect(r.server, r.err)
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.st.m.closed {
@@ -166,6 +180,52 @@ func (st *runState) startDial() {
 		c.st.dialed(r)
 		c.st.flush()
 	}()
+}
+
+// startHedge connects to another server than the one the client is connected to,
+// resuming the session (machine.overdue). Resolve and Follow are asked as for any
+// connect, but neither may lead back to the current server.
+func (st *runState) startHedge() {
+	c, cfg, resume, current := st.c, st.c.cfg, st.m.session, st.m.server
+	resolve, follow := cfg.Resolve, cfg.Follow
+	cfg.Resolve = func(ctx context.Context) (string, error) {
+		addr, err := resolve(ctx)
+		if err == nil && addr == current {
+			return "", fmt.Errorf("Resolve names %s, the server silent now", addr)
+		}
+		return addr, err
+	}
+	cfg.Follow = func(addr string) bool { return addr != current && follow != nil && follow(addr) }
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		r := dial(cfg, resume)
+		if cfg.OnConnect != nil && r.server != "" {
+			cfg.OnConnect(r.server, r.err)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.st.m.closed {
+			if r.conn != nil {
+				r.conn.close()
+			}
+			return
+		}
+		c.st.hedged(r)
+		c.st.flush()
+	}()
+}
+
+// hedged hands the hedge's result to the machine, and a welcome with it.
+func (st *runState) hedged(r dialResult) {
+	if r.err != nil {
+		st.c.log.Debug("no other server answers for the session", "err", r.err)
+	}
+	st.m.hedged(r.server, r.err == nil)
+	if r.err == nil {
+		st.apply() // closes the silent connection
+		st.dialed(r)
+	}
 }
 
 func (cc *clientConn) close() {
@@ -198,6 +258,7 @@ func (st *runState) shutdown() {
 	st.redial.Stop()
 	st.trust.Stop()
 	st.ka.Stop()
+	st.watch.Stop()
 	st.flush()
 	if st.conn != nil {
 		st.conn.close()

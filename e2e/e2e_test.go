@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,10 +32,11 @@ func TestDeployment(t *testing.T) {
 	t.Logf("up returned after %s", time.Since(up).Round(time.Millisecond))
 	d.relistServers()
 
-	steps := []struct {
+	type step struct {
 		name string
 		fn   func(*deployment, time.Time)
-	}{
+	}
+	steps := []step{
 		{"1_up_8_clients", scenarioUp},
 		{"2_scale_12_then_4", scenarioScale},
 		{"8_prometheus_scrapes", scenarioPrometheus},
@@ -48,6 +50,16 @@ func TestDeployment(t *testing.T) {
 		{"11_pause_leader", scenarioPauseLeader},
 		{"12_network_disconnect_leader", scenarioDisconnectLeader},
 		{"7_recreate_all_servers", scenarioRecreateServers},
+	}
+	// BATON_E2E_KILLS=N kills the leader N times, for the spread of the failover time
+	// (docs/replication.md); CI kills it once.
+	if n, _ := strconv.Atoi(os.Getenv("BATON_E2E_KILLS")); n > 1 {
+		i := slices.IndexFunc(steps, func(s step) bool { return s.name == "10_kill_leader" })
+		kills := make([]step, n)
+		for k := range kills {
+			kills[k] = step{fmt.Sprintf("10_kill_leader_%d", k+1), scenarioKillLeader}
+		}
+		steps = slices.Replace(steps, i, i+1, kills...)
 	}
 	for _, s := range steps {
 		ok := t.Run(s.name, func(t *testing.T) {

@@ -62,8 +62,7 @@ func main() {
 		os.Exit(2)
 	}
 	res := newResolver(routes, cfg.first)
-	logger := slog.New(&dialWatch{next: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}),
-		failed: res.connectFailed}).With("w", cfg.name, "inst", cfg.inst)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("w", cfg.name, "inst", cfg.inst)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, cfg, res, logger); err != nil {
@@ -77,7 +76,7 @@ func run(ctx context.Context, cfg config, res *resolver, logger *slog.Logger) er
 		return errors.New("-store is required")
 	}
 	out := event.NewWriter(os.Stdout)
-	c, err := baton.Dial(ctx, baton.Config{Resolve: res.Resolve, Follow: res.Follow, Node: cfg.name, Logger: logger})
+	c, err := baton.Dial(ctx, baton.Config{Resolve: res.Resolve, Follow: res.Follow, OnConnect: res.connected, Node: cfg.name, Logger: logger})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // told to stop before the first session

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 )
@@ -86,39 +85,10 @@ func (r *resolver) Follow(addr string) bool {
 	return false
 }
 
-// connectFailed is told that the last connect failed.
-func (r *resolver) connectFailed() {
+// connected is baton.Config.OnConnect: after a failed connect, the next Resolve
+// moves on.
+func (r *resolver) connected(_ string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.failed = true
-}
-
-// dialWatch is the slog.Handler the worker gives the client package: it passes every
-// record on, and tells the resolver of each "connect failed" line, which the package
-// logs (at DEBUG, or WARN every tenth) whenever a connect fails. internal/worker
-// watches the same line.
-type dialWatch struct {
-	next   slog.Handler
-	failed func()
-}
-
-// Enabled is true at every level: a failed connect is logged at DEBUG.
-func (h *dialWatch) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *dialWatch) Handle(ctx context.Context, rec slog.Record) error {
-	if strings.HasPrefix(rec.Message, "connect failed") {
-		h.failed()
-	}
-	if !h.next.Enabled(ctx, rec.Level) {
-		return nil
-	}
-	return h.next.Handle(ctx, rec)
-}
-
-func (h *dialWatch) WithAttrs(as []slog.Attr) slog.Handler {
-	return &dialWatch{next: h.next.WithAttrs(as), failed: h.failed}
-}
-
-func (h *dialWatch) WithGroup(name string) slog.Handler {
-	return &dialWatch{next: h.next.WithGroup(name), failed: h.failed}
+	r.failed = err != nil
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"testing"
 )
+
+var errFailed = errors.New("connect failed")
 
 // TestResolver: the resolver stays with a server that works, moves on after a
 // failed connect, goes to the leader a follower named, and never lets the client
@@ -22,18 +25,19 @@ func TestResolver(t *testing.T) {
 		}
 	}
 	step("127.0.0.1:9002") // the first server it was given
+	r.connected("127.0.0.1:9002", nil)
 	step("127.0.0.1:9002") // it worked: a reconnect goes there again
-	r.connectFailed()
+	r.connected("", errFailed)
 	step("127.0.0.1:9003") // the next in turn
-	r.connectFailed()
+	r.connected("", errFailed)
 	step("127.0.0.1:9001") // and round
 	if r.Follow("127.0.0.1:7003") {
 		t.Fatal("Follow approved: the client would dial past the proxy")
 	}
-	r.connectFailed()         // the not_leader fails the connect
-	step("127.0.0.1:9003")    // the leader named, through its proxy
-	r.Follow("10.0.0.1:7000") // not one of the run's servers: ignored
-	r.connectFailed()
+	r.connected("", errFailed) // the not_leader fails the connect
+	step("127.0.0.1:9003")     // the leader named, through its proxy
+	r.Follow("10.0.0.1:7000")  // not one of the run's servers: ignored
+	r.connected("", errFailed)
 	step("127.0.0.1:9001")
 	if _, err := parseRoutes(" , "); err == nil {
 		t.Error("parseRoutes accepted no server")

@@ -131,31 +131,20 @@ func oneLine(err error) string {
 }
 
 // dialWatch is the slog.Handler the worker gives the client package: it passes every
-// record on, except that the package's "connect failed" lines are reported to the
-// doctor and written at DEBUG, since the doctor says once, at WARN, what they mean.
+// record on, but the package's "connect failed" lines at DEBUG: the doctor, told of
+// each failure by Config.OnConnect, says once, at WARN, what they mean.
 type dialWatch struct {
-	next   slog.Handler
-	report func(error)
+	next slog.Handler
 }
 
-// Enabled is true at every level: a failed connect is logged at DEBUG by the package
-// and must reach report whatever the log level.
-func (h *dialWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (h *dialWatch) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.next.Enabled(ctx, l) || h.next.Enabled(ctx, slog.LevelDebug)
+}
 
 func (h *dialWatch) Handle(ctx context.Context, r slog.Record) error {
-	if strings.HasPrefix(r.Message, "connect failed") {
+	if strings.HasPrefix(r.Message, "connect failed") && r.Level > slog.LevelDebug {
 		demoted := slog.NewRecord(r.Time, slog.LevelDebug, r.Message, r.PC)
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "err" {
-				if e, ok := a.Value.Any().(error); ok {
-					h.report(e)
-				} else {
-					h.report(errors.New(a.Value.String()))
-				}
-			}
-			demoted.AddAttrs(a)
-			return true
-		})
+		r.Attrs(func(a slog.Attr) bool { demoted.AddAttrs(a); return true })
 		r = demoted
 	}
 	if !h.next.Enabled(ctx, r.Level) {
@@ -165,9 +154,9 @@ func (h *dialWatch) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h *dialWatch) WithAttrs(as []slog.Attr) slog.Handler {
-	return &dialWatch{next: h.next.WithAttrs(as), report: h.report}
+	return &dialWatch{next: h.next.WithAttrs(as)}
 }
 
 func (h *dialWatch) WithGroup(name string) slog.Handler {
-	return &dialWatch{next: h.next.WithGroup(name), report: h.report}
+	return &dialWatch{next: h.next.WithGroup(name)}
 }

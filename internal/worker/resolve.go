@@ -5,7 +5,10 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/baton-dev/baton"
 	"github.com/baton-dev/baton/internal/cluster"
 )
 
@@ -13,63 +16,112 @@ import (
 // that it leads, else any alive server (a single server, which has no election, or
 // one that will name the leader in its not_leader answer).
 func (w *Worker) server() (cluster.Member, bool) {
-	return pick(w.node.Members(), 1)
+	return pick(w.node.Members(), 1, nil)
 }
 
 // resolve is the client's Config.Resolve: the token address of the server to try
-// for this connect (pick), but not the one the last connect failed at when another
-// is known: a dead leader's address may take the whole dial timeout to fail.
+// for this connect (pick), avoiding a server whose last connect failed when
+// another is known: a dead leader's address may take a connect timeout to fail.
 func (w *Worker) resolve(context.Context) (string, error) {
-	members, n := w.node.Members(), w.connects.Add(1)
-	m, ok := pick(members, n)
+	now := time.Now()
+	m, ok := pick(w.node.Members(), w.connects.Add(1), func(addr string) bool { return w.unreachable.recently(addr, now) })
 	if !ok {
 		return "", errors.New("no server in the cluster yet")
 	}
-	if last := w.lastServer.Load(); last != nil && *last == m.TokenAddr() && w.dialErr.Load() != nil {
-		if other, ok := pick(members, n+1); ok {
-			m = other
-		}
-	}
-	addr := m.TokenAddr()
-	w.lastServer.Store(&addr)
-	return addr, nil
+	return m.TokenAddr(), nil
 }
 
-// pick chooses the server for the n-th connect (from 1). Odd connects go to the
-// server that says it leads; even ones to the others in turn, which name the leader
-// they know. A leader that died still says it leads in the membership until the
-// cluster declares it dead, seconds later: meanwhile every other connect reaches a
-// live server, which knows the new leader as soon as it is elected.
-func pick(members []cluster.Member, n uint64) (cluster.Member, bool) {
-	var leader *cluster.Member
-	var others []cluster.Member
-	for i := range members {
-		m := &members[i]
-		if m.State != cluster.StateAlive || m.Meta.Role != cluster.RoleServer || m.Meta.Leaving {
-			continue
-		}
-		if m.Meta.Leader && leader == nil {
-			leader = m
-			continue
-		}
-		others = append(others, *m)
+// connected is the client's Config.OnConnect: the doctor reads the last failure,
+// and resolve and follow avoid a server that did not answer for a while.
+func (w *Worker) connected(server string, err error) {
+	if err == nil {
+		w.dialErr.Store(nil)
+	} else {
+		w.dialErr.Store(&err)
 	}
-	slices.SortFunc(others, func(a, b cluster.Member) int { return strings.Compare(a.Name, b.Name) })
-	switch {
-	case leader != nil && (n%2 == 1 || len(others) == 0):
-		return *leader, true
-	case len(others) > 0:
-		return others[(n/2)%uint64(len(others))], true
+	w.unreachable.connected(server, err, time.Now())
+}
+
+// pick chooses the server for the n-th connect (from 1), among the alive servers
+// that avoid does not reject (all of them if it rejects every one). Odd connects go
+// to the server that says it leads, of the highest term if several do; even ones to
+// the others in turn, which name the leader they know. A leader that died still
+// says it leads in the membership until the cluster declares it dead, seconds
+// later: meanwhile every other connect reaches a live server, which knows the new
+// leader as soon as it is elected.
+func pick(members []cluster.Member, n uint64, avoid func(addr string) bool) (cluster.Member, bool) {
+	var servers []cluster.Member
+	for _, m := range members {
+		if m.State == cluster.StateAlive && m.Meta.Role == cluster.RoleServer && !m.Meta.Leaving {
+			servers = append(servers, m)
+		}
 	}
-	return cluster.Member{}, false
+	if avoid != nil {
+		if kept := slices.DeleteFunc(slices.Clone(servers), func(m cluster.Member) bool { return avoid(m.TokenAddr()) }); len(kept) > 0 {
+			servers = kept
+		}
+	}
+	if len(servers) == 0 {
+		return cluster.Member{}, false
+	}
+	slices.SortFunc(servers, func(a, b cluster.Member) int { return strings.Compare(a.Name, b.Name) })
+	leader := -1
+	for i, m := range servers {
+		if m.Meta.Leader && (leader < 0 || m.Meta.Term > servers[leader].Meta.Term) {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		return servers[(n/2)%uint64(len(servers))], true
+	}
+	others := slices.Delete(slices.Clone(servers), leader, leader+1)
+	if n%2 == 1 || len(others) == 0 {
+		return servers[leader], true
+	}
+	return others[(n/2)%uint64(len(others))], true
+}
+
+// unreachableFor is how long a server whose connect failed (it did not answer, or
+// hung up) is avoided: longer than an election, so that the connects made while
+// the cluster replaces a dead leader go to the servers that will know the new one.
+const unreachableFor = 3 * time.Second
+
+// unreachable remembers when a connect to each server last failed for want of an
+// answer; a not_leader answer or a refusal is an answer.
+type unreachable struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func (u *unreachable) connected(server string, err error, now time.Time) {
+	if server == "" {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err == nil || errors.Is(err, baton.ErrNotLeader) || errors.Is(err, baton.ErrRefused) {
+		delete(u.at, server)
+		return
+	}
+	if u.at == nil {
+		u.at = map[string]time.Time{}
+	}
+	u.at[server] = now
+}
+
+func (u *unreachable) recently(server string, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	at, ok := u.at[server]
+	return ok && now.Sub(at) < unreachableFor
 }
 
 // follow is the client's Config.Follow: it approves the leader a follower names
-// only if this node knows it as an alive server, so that a hostile or confused
+// only if this node knows it as an alive server that answered its last connect, so that a hostile or confused
 // server cannot send the worker, its node name and its session anywhere else.
 // Asked once per not_leader answer; the copy of the members is cheap at that rate.
 func (w *Worker) follow(addr string) bool {
-	return serverAt(w.node.Members(), addr)
+	return serverAt(w.node.Members(), addr) && !w.unreachable.recently(addr, time.Now())
 }
 
 // serverAt reports whether addr is the token address of an alive server member

@@ -1,8 +1,13 @@
 package worker
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/baton-dev/baton"
 
 	"github.com/baton-dev/baton/internal/cluster"
 )
@@ -48,7 +53,7 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 		{Name: "server-4", State: cluster.StateDead, Meta: cluster.Meta{Role: cluster.RoleServer}}}
 	var got []string
 	for n := uint64(1); n <= 6; n++ {
-		m, _ := pick(members, n)
+		m, _ := pick(members, n, nil)
 		got = append(got, m.Name)
 	}
 	if want := []string{"server-1", "server-3", "server-1", "server-2", "server-1", "server-3"}; !slices.Equal(got, want) {
@@ -57,7 +62,7 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 	noLeader := []cluster.Member{srv("server-2", false), srv("server-1", false)}
 	got = got[:0]
 	for n := uint64(1); n <= 4; n++ {
-		m, _ := pick(noLeader, n)
+		m, _ := pick(noLeader, n, nil)
 		got = append(got, m.Name)
 	}
 	if want := []string{"server-1", "server-2", "server-2", "server-1"}; !slices.Equal(got, want) {
@@ -65,11 +70,51 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 	}
 	alone := []cluster.Member{srv("server", false)}
 	for n := uint64(1); n <= 3; n++ {
-		if m, ok := pick(alone, n); !ok || m.Name != "server" {
+		if m, ok := pick(alone, n, nil); !ok || m.Name != "server" {
 			t.Errorf("a server alone: connect %d goes to %q (%v)", n, m.Name, ok)
 		}
 	}
-	if _, ok := pick(nil, 1); ok {
+	if _, ok := pick(nil, 1, nil); ok {
 		t.Error("no member: a server picked")
+	}
+}
+
+// Of two servers that say they lead (a dead leader keeps saying so until the
+// cluster declares it dead), connects go to the one of the higher term; a server
+// whose connect failed lately is avoided while another is known.
+func TestPickPrefersTheNewerLeaderAndAvoidsTheUnreachable(t *testing.T) {
+	srv := func(name string, term uint64) cluster.Member {
+		return cluster.Member{Name: name, Addr: name, State: cluster.StateAlive,
+			Meta: cluster.Meta{Role: cluster.RoleServer, TokenPort: 7000, Leader: term > 0, Term: term}}
+	}
+	members := []cluster.Member{srv("server-1", 4), srv("server-2", 5), srv("server-3", 0)}
+	for n := uint64(1); n <= 5; n += 2 {
+		if m, _ := pick(members, n, nil); m.Name != "server-2" {
+			t.Errorf("connect %d goes to %s, want server-2, leader since term 5 (server-1 says term 4)", n, m.Name)
+		}
+	}
+
+	var u unreachable
+	now := time.Now()
+	u.connected("server-2:7000", errors.New("dial tcp server-2:7000: i/o timeout"), now)
+	u.connected("server-3:7000", fmt.Errorf("%w: server-3:7000 names server-2:7000", baton.ErrNotLeader), now)
+	avoid := func(addr string) bool { return u.recently(addr, now.Add(time.Second)) }
+	for n := uint64(1); n <= 4; n++ {
+		if m, _ := pick(members, n, avoid); m.Name == "server-2" {
+			t.Errorf("connect %d goes to server-2, whose last connect failed a second ago", n)
+		}
+	}
+	if !avoid("server-2:7000") || avoid("server-3:7000") {
+		t.Errorf("avoided: server-2 %v, server-3 %v; want only server-2 (a not_leader answer is an answer)", avoid("server-2:7000"), avoid("server-3:7000"))
+	}
+	if u.recently("server-2:7000", now.Add(unreachableFor)) {
+		t.Errorf("server-2 still avoided %s after its failed connect", unreachableFor)
+	}
+	u.connected("server-2:7000", nil, now)
+	if u.recently("server-2:7000", now) {
+		t.Error("server-2 still avoided after a connect to it succeeded")
+	}
+	if m, ok := pick(members[1:2], 1, func(string) bool { return true }); !ok || m.Name != "server-2" {
+		t.Errorf("every server avoided: picked %q (%v), want server-2, the only one", m.Name, ok)
 	}
 }

@@ -143,12 +143,12 @@ type Worker struct {
 	mu     sync.Mutex // guards status
 	status Status
 
-	node       *cluster.Node
-	client     atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
-	httpLn     net.Listener
-	dialErr    atomic.Pointer[error]  // the client package's last failed connect; nil once connected
-	connects   atomic.Uint64          // connects resolved so far (resolve, pick)
-	lastServer atomic.Pointer[string] // the address the last connect was sent to
+	node        *cluster.Node
+	client      atomic.Pointer[baton.Client] // set once Run has found the server; read by HTTP handlers
+	httpLn      net.Listener
+	dialErr     atomic.Pointer[error] // the client package's last failed connect; nil once connected
+	connects    atomic.Uint64         // connects resolved so far (resolve, pick)
+	unreachable unreachable           // servers whose connect failed lately (resolve, follow)
 }
 
 const recentKept = 64
@@ -225,9 +225,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { stopDoctor(); <-doctorDone }()
 
-	clientLog := slog.New(&dialWatch{next: w.log.Handler(), report: func(err error) { w.dialErr.Store(&err) }})
-	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Follow: w.follow, Node: w.name, BootID: w.bootID,
-		TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
+	clientLog := slog.New(&dialWatch{next: w.log.Handler()})
+	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Follow: w.follow, OnConnect: w.connected,
+		Node: w.name, BootID: w.bootID, TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before the server was found
