@@ -18,8 +18,8 @@ import (
 // releases; restart-all adds its downtime and boot. slack absorbs a loaded machine.
 const (
 	slack = time.Second
-	// election: raft notices a lost leader within twice its 500 ms heartbeat
-	// timeout, then elects within one or two rounds of 500 ms to 1 s.
+	// election: raft notices a lost leader within three times its 300 ms heartbeat
+	// timeout, then elects within one or two rounds of 300 to 600 ms.
 	election = 3 * time.Second
 	// redial: a client's back-off (at most 1 s) before each of the connects that
 	// find the new leader: one that fails (a dead server, or a follower that knows no
