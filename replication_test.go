@@ -393,3 +393,33 @@ func TestReplicatedLeaderWithoutQuorumAnswersNothing(t *testing.T) {
 		}
 	}
 }
+
+// Rule 3, on the path a broken rule would take: a leader that has heard from no
+// quorum for longer than a lease, and is cut off from the other servers the moment
+// before a keepalive arrives, still believes it leads (raft notices the lost quorum
+// a lease or two later). It must check with a quorum before it acknowledges, and
+// the check cannot succeed: the keepalive goes unacknowledged, and the leader lets
+// the client go when it steps down. A leader that acknowledged from its belief
+// would answer at once.
+func TestReplicatedCutOffLeaderAcknowledgesNoKeepalive(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	raw := testutil.DialRaw(t, cl.Server(leader).TokenAddr(), "idle")
+	// The hello committed; nothing commits after it. Two leases later, the last
+	// quorum's confirmation is older than a lease: a time on the clock, not an event.
+	time.Sleep(2 * leaderLease)
+	cl.Cut(leader)
+	raw.Send(wire.Frame{Op: wire.OpKeepalive, Seq: 7})
+	for {
+		f, err := raw.TryNext(10 * time.Second)
+		if err != nil {
+			return // let go without an answer
+		}
+		switch f.Op {
+		case wire.OpKeepaliveAck:
+			t.Fatal("a leader cut off from its quorum, with no confirmation within a lease, acknowledged a keepalive")
+		case wire.OpClosing:
+			return
+		}
+	}
+}

@@ -26,7 +26,9 @@
 //     it steps down without sending what depended on them (core.stepDown). A
 //     keepalive is acknowledged only within a lease of a quorum's confirmation, or
 //     after VerifyLeader (durable.commit, mustVerify). TestKeepaliveAckNeedsALeaseOrACheck
-//     here, TestReplicatedLeaderWithoutQuorumAnswersNothing, TestReplicatedLeaderCutOff.
+//     here, TestReplicatedCutOffLeaderAcknowledgesNoKeepalive (fails when a keepalive
+//     skips the check), TestReplicatedLeaderWithoutQuorumAnswersNothing,
+//     TestReplicatedLeaderCutOff.
 //  4. Grace on election: a new leader calls Barrier, copies the log's state, and
 //     gives every session a full TTL from then before it expires any (core.lead).
 //     TestReplicatedHolderKeepsLeaseAcrossFailover.
@@ -34,7 +36,9 @@
 //  6. Retries are idempotent: applied releases are remembered per session in the
 //     replicated state (internal/session/answers.go).
 //  7. Clients follow the leader: a follower's not_leader names it (core.notLeader),
-//     and the leader says so in its memberlist meta.
+//     and the leader says so, with its term, in its memberlist meta. A client whose
+//     leader falls silent finds the next one itself (baton's hedged connect).
+//     TestReplicatedHolderKeepsLeaseAcrossFailover.
 package server
 
 import (
