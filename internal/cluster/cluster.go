@@ -51,6 +51,9 @@ type Meta struct {
 	// dead; its successor says so with a higher term.
 	Leader bool   `json:"ld,omitempty"`
 	Term   uint64 `json:"lt,omitempty"`
+	// HasLog: this server's raft log held a cluster when it started. A server
+	// without one that sees it joins that cluster instead of starting another.
+	HasLog bool `json:"hl,omitempty"`
 }
 
 // Member is one node as this node sees it.

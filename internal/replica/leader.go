@@ -25,6 +25,10 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // leads: a new term means it lost the leadership, if only for a moment.
 func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
 
+// HasLog reports whether this node's log holds a cluster: entries or a snapshot,
+// its own bootstrap's or a leader's. A node without one may still bootstrap.
+func (n *Node) HasLog() bool { return n.raft.LastIndex() > 0 }
+
 // Leader returns the leader's id and address as this node knows them; both are
 // empty while none is known.
 func (n *Node) Leader() (id, addr string) {

@@ -162,35 +162,60 @@ func b2f(b bool) float64 {
 }
 
 // serverMembers are the alive, replicating servers in the membership, by name.
-func (s *Server) serverMembers() []replica.Server {
-	var out []replica.Server
+func (s *Server) serverMembers() []cluster.Member {
+	var out []cluster.Member
 	for _, m := range s.node.Members() {
 		if m.State == cluster.StateAlive && m.Meta.Role == cluster.RoleServer && m.Meta.RaftPort > 0 && !m.Meta.Leaving {
-			out = append(out, replica.Server{ID: m.Name, Addr: net.JoinHostPort(m.Name, strconv.Itoa(m.Meta.RaftPort)), Voter: true})
+			out = append(out, m)
 		}
 	}
-	slices.SortFunc(out, func(a, b replica.Server) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b cluster.Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-// maybeBootstrap starts the cluster once BATON_BOOTSTRAP_EXPECT servers have found
-// each other, each of them with the same set: true once done, or once this server
-// turns out to have a log already. It waits while some server says it leads: that
-// cluster exists, and its leader adds this server (reconcile).
-func (s *Server) maybeBootstrap(d *durable) bool {
-	if _, ok := s.node.Leader(); ok {
-		return false
+// raftServer is a server member's place in a raft configuration: its name, and
+// its name with its raft port as its address.
+func raftServer(m cluster.Member) replica.Server {
+	return replica.Server{ID: m.Name, Addr: net.JoinHostPort(m.Name, strconv.Itoa(m.Meta.RaftPort)), Voter: true}
+}
+
+// bootstrapSet is the servers to start a cluster with, once expect of them have
+// found each other, or nil and why not yet. It waits while some server says it
+// leads, or says its log holds a cluster already (Consul asks its peers the same):
+// that cluster exists, and its leader adds this server (reconcile). A server with a
+// log of its own is not asked: its raft refuses to bootstrap again.
+func bootstrapSet(members []cluster.Member, self string, expect int) ([]replica.Server, string) {
+	var servers []replica.Server
+	for _, m := range members {
+		switch {
+		case m.Meta.Leader:
+			return nil, m.Name + " leads a cluster"
+		case m.Meta.HasLog && m.Name != self:
+			return nil, m.Name + " has a log: a cluster exists"
+		}
+		servers = append(servers, raftServer(m))
 	}
-	servers := s.serverMembers()
-	if len(servers) < s.cfg.BootstrapExpect {
-		if now := time.Now(); now.Sub(s.waitLogged) >= 10*time.Second {
+	if len(servers) < expect {
+		return nil, "too few servers"
+	}
+	return servers, ""
+}
+
+// maybeBootstrap starts the cluster once BATON_BOOTSTRAP_EXPECT servers have found
+// each other, each of them with the same set (bootstrapSet): true once done, or
+// once this server turns out to have a log already.
+func (s *Server) maybeBootstrap(d *durable) bool {
+	members := s.serverMembers()
+	servers, why := bootstrapSet(members, s.cfg.nodeName(), s.cfg.BootstrapExpect)
+	if servers == nil {
+		if now := time.Now(); now.Sub(s.waitLogged) >= 10*time.Second && why == "too few servers" {
 			s.waitLogged = now
-			names := make([]string, len(servers))
-			for i, sv := range servers {
-				names[i] = sv.ID
+			names := make([]string, len(members))
+			for i, m := range members {
+				names[i] = m.Name
 			}
 			s.log.Warn("raft: too few servers found to start a cluster (one that has a log already needs a quorum of its servers back): check BATON_JOIN, and that every server has BATON_BOOTSTRAP_EXPECT and BATON_STATE_DIR set",
-				"want", s.cfg.BootstrapExpect, "found", len(servers), "servers", names, "join", s.cfg.Join)
+				"want", s.cfg.BootstrapExpect, "found", len(members), "servers", names, "join", s.cfg.Join)
 		}
 		return false
 	}
@@ -217,7 +242,8 @@ func (s *Server) reconcile(d *durable) {
 	if err != nil {
 		return
 	}
-	for _, m := range s.serverMembers() {
+	for _, member := range s.serverMembers() {
+		m := raftServer(member)
 		if slices.ContainsFunc(conf, func(c replica.Server) bool { return c.ID == m.ID && c.Addr == m.Addr }) {
 			continue
 		}

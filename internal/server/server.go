@@ -167,7 +167,7 @@ func (s *Server) Open() (err error) {
 		}
 	}()
 	now := time.Now()
-	raftPort := 0
+	raftPort, hasLog := 0, false
 	switch {
 	case s.cfg.StateDir != "" && s.cfg.BootstrapExpect > 1:
 		// A replica of the log: the core serves once this server leads (raftLoop).
@@ -176,6 +176,7 @@ func (s *Server) Open() (err error) {
 		}
 		_, p, _ := net.SplitHostPort(s.core.d.node.Addr())
 		raftPort, _ = strconv.Atoi(p)
+		hasLog = s.core.d.node.HasLog()
 	case s.cfg.StateDir != "":
 		if s.core.d, err = openDurable(s.cfg.StateDir, s.cfg.MaxTokens, s.log, replica.Hooks{
 			Commit: func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) }}); err != nil {
@@ -200,7 +201,7 @@ func (s *Server) Open() (err error) {
 		Name: s.cfg.nodeName(), BindAddr: s.cfg.GossipBind, Port: s.cfg.GossipPort, Advertise: s.cfg.Advertise,
 		Join: s.cfg.Join, Key: s.key, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
 		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: s.bootID,
-			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort},
+			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort, HasLog: hasLog},
 		OnChange: s.membersChanged,
 	})
 	if err != nil {

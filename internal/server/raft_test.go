@@ -1,0 +1,53 @@
+package server
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/baton-dev/baton/internal/cluster"
+)
+
+// Bootstrap like Consul's bootstrap_expect: once expect servers have found each
+// other, each starts the cluster with the same set, unless a cluster exists already
+// (a server leads, or has a log): then this one waits for its leader to add it.
+func TestBootstrapSet(t *testing.T) {
+	srv := func(name string, leader, hasLog bool) cluster.Member {
+		return cluster.Member{Name: name, State: cluster.StateAlive,
+			Meta: cluster.Meta{Role: cluster.RoleServer, RaftPort: 7001, Leader: leader, HasLog: hasLog}}
+	}
+	fresh := []cluster.Member{srv("server-1", false, false), srv("server-2", false, false), srv("server-3", false, false)}
+	for _, tc := range []struct {
+		name    string
+		members []cluster.Member
+		self    string
+		expect  int
+		want    string // the set's ids, or why not
+	}{
+		{"three fresh servers, three expected", fresh, "server-1", 3, "server-1:7001 server-2:7001 server-3:7001"},
+		{"two of three found", fresh[:2], "server-1", 3, "too few servers"},
+		{"one leads", []cluster.Member{fresh[0], srv("server-2", true, true), fresh[2]}, "server-1", 3, "server-2 leads a cluster"},
+		// The caveat this closes: a fresh server joining while an election is under
+		// way (no one says it leads) must not start a cluster of its own.
+		{"a fresh server beside servers with logs, none leading", []cluster.Member{srv("server-1", false, true), srv("server-2", false, true), srv("server-4", false, false)},
+			"server-4", 3, "server-1 has a log: a cluster exists"},
+		// A server with a log of its own is not held back by it: raft refuses to
+		// bootstrap it again, and that ends its waiting.
+		{"its own log", []cluster.Member{srv("server-1", false, true), fresh[1], fresh[2]}, "server-1", 3, "server-1:7001 server-2:7001 server-3:7001"},
+	} {
+		servers, why := bootstrapSet(tc.members, tc.self, tc.expect)
+		got := why
+		if servers != nil {
+			addrs := make([]string, len(servers))
+			for i, s := range servers {
+				if s.ID+":7001" != s.Addr || !s.Voter {
+					t.Errorf("%s: server %+v, want a voter at its name and raft port", tc.name, s)
+				}
+				addrs[i] = s.Addr
+			}
+			got = strings.Join(addrs, " ")
+		}
+		if got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
