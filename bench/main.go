@@ -31,12 +31,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	gometrics "github.com/hashicorp/go-metrics"
 )
 
 type options struct {
@@ -143,7 +146,11 @@ func main() {
 
 // runServer runs a system's server as a child process until SIGINT or SIGTERM, with
 // the profiling knobs: BENCH_CPUPROFILE (CPU profile of the run; a cluster member
-// adds its name to the file's: PATH.bench-s1), BENCH_MEMPROFILE (heap profile on
+// adds its name to the file's: PATH.bench-s1), BENCH_BLOCKPROFILE (block and mutex
+// profiles, written at exit to PATH and PATH.mutex, with the member's name too),
+// BENCH_TRACE (an execution trace of the run: `go tool trace -pprof=sched` tells
+// how long goroutines waited to run once woken), BENCH_RAFT_METRICS (raft's and
+// raft-wal's own timings, summed over the run, written at exit), BENCH_MEMPROFILE (heap profile on
 // SIGUSR1; the idle shape sends it at the end of its watch) and BENCH_SERVER_PROCS
 // (GOMAXPROCS, apart from the benchmark process's). spec is a cluster member's
 // -member.
@@ -158,6 +165,9 @@ func runServer(kind, spec string) {
 		suffix = "." + m.Name
 	}
 	defer cpuProfile("BENCH_CPUPROFILE", suffix)()
+	defer blockProfile("BENCH_BLOCKPROFILE", suffix)()
+	defer execTrace("BENCH_TRACE", suffix)()
+	defer raftMetrics("BENCH_RAFT_METRICS", suffix)()
 	if n, err := strconv.Atoi(os.Getenv("BENCH_SERVER_PROCS")); err == nil && n > 0 {
 		runtime.GOMAXPROCS(n)
 	}
@@ -195,6 +205,82 @@ func cpuProfile(env, suffix string) (stop func()) {
 	}
 	_ = pprof.StartCPUProfile(f)
 	return pprof.StopCPUProfile
+}
+
+// blockProfile records every blocking event and mutex contention from now on, if
+// the environment variable env names a file, and the result writes both profiles
+// (the mutex one to the path plus ".mutex"), with suffix added.
+func blockProfile(env, suffix string) (write func()) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	runtime.SetBlockProfileRate(1)
+	runtime.SetMutexProfileFraction(1)
+	return func() {
+		for name, file := range map[string]string{"block": path + suffix, "mutex": path + ".mutex" + suffix} {
+			f, err := os.Create(file)
+			if err != nil {
+				fail(err)
+			}
+			_ = pprof.Lookup(name).WriteTo(f, 0)
+			f.Close()
+		}
+	}
+}
+
+// execTrace writes an execution trace into the file the environment variable env
+// names, with suffix added, if it is set; the result stops it.
+func execTrace(env, suffix string) (stop func()) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path + suffix)
+	if err != nil {
+		fail(err)
+	}
+	if err := trace.Start(f); err != nil {
+		fail(err)
+	}
+	return func() { trace.Stop(); f.Close() }
+}
+
+// raftMetrics collects what hashicorp/raft measures of itself (its go-metrics
+// timers: the leader's log write, each AppendEntries round trip, a follower's log
+// write, the commit time, the state machine's apply) for the whole run, if the
+// environment variable env names a file, and the result writes each timer's count,
+// mean and maximum there, with suffix added. raft reports to go-metrics' global
+// sink, which is this process's own: the server sets none.
+func raftMetrics(env, suffix string) (write func()) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	sink := gometrics.NewInmemSink(24*time.Hour, 24*time.Hour) // one interval: the whole run
+	cfg := gometrics.DefaultConfig("")
+	cfg.EnableHostname, cfg.EnableRuntimeMetrics, cfg.EnableServiceLabel = false, false, false
+	if _, err := gometrics.NewGlobal(cfg, sink); err != nil {
+		fail(err)
+	}
+	return func() {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%-60s %10s %12s %12s\n", "timer", "count", "mean ms", "max ms")
+		for _, iv := range sink.Data() {
+			names := make([]string, 0, len(iv.Samples))
+			for name := range iv.Samples {
+				names = append(names, name)
+			}
+			slices.Sort(names)
+			for _, name := range names {
+				v := iv.Samples[name]
+				fmt.Fprintf(&b, "%-60s %10d %12.3f %12.3f\n", name, v.Count, v.Sum/float64(max(v.Count, 1)), v.Max)
+			}
+		}
+		if err := os.WriteFile(path+suffix, []byte(b.String()), 0o644); err != nil {
+			fail(err)
+		}
+	}
 }
 
 // flagSet says whether the flag named name was given.
@@ -276,7 +362,7 @@ func run(o options) (*report, error) {
 			if err := sv.alone("", func() (err error) { d, err = timeFsync(o.fsync); return err }); err != nil {
 				return nil, fmt.Errorf("disk: %w", err)
 			}
-			fmt.Fprintf(os.Stderr, "rep %d disk: append+fsync p50 %.3f ms p99 %.3f ms\n", r+1, d.P50ms, d.P99ms)
+			fmt.Fprintf(os.Stderr, "rep %d disk: append+fsync p50 %.3f ms p99 %.3f ms mean %.3f ms\n", r+1, d.P50ms, d.P99ms, d.MeanMs)
 			rep.Disk = append(rep.Disk, d)
 		}
 		for si, sh := range shapes {
@@ -399,6 +485,8 @@ func median(rs []result) result {
 	m.P999ms = pick(func(r result) float64 { return r.P999ms })
 	m.CPUmsPer1000 = pick(func(r result) float64 { return r.CPUmsPer1000 })
 	m.RSSMB = pick(func(r result) float64 { return r.RSSMB })
+	m.CommitsPerSection = pick(func(r result) float64 { return r.CommitsPerSection })
+	m.CommitMs = pick(func(r result) float64 { return r.CommitMs })
 	m.Reps = len(rs)
 	m.LeaderChanges = 0
 	for _, r := range rs {
@@ -471,19 +559,22 @@ func (rep *report) markdown() string {
 // in memory, to etcd, and with idle tokens to without.
 func (rep *report) durableMarkdown(b *strings.Builder, byShape map[string]map[string]result, order []string,
 	rate func(result) float64, ratio func(a, c float64) string) {
-	ceiling := 0.0
+	ceiling, meanCeiling := 0.0, 0.0
 	if len(rep.Disk) > 0 {
 		p50 := make([]float64, len(rep.Disk))
 		p99 := make([]float64, len(rep.Disk))
+		mean := make([]float64, len(rep.Disk))
 		for i, d := range rep.Disk {
-			p50[i], p99[i] = d.P50ms, d.P99ms
+			p50[i], p99[i], mean[i] = d.P50ms, d.P99ms, d.MeanMs
 		}
 		slices.Sort(p50)
 		slices.Sort(p99)
-		m50, m99 := p50[len(p50)/2], p99[len(p99)/2]
-		ceiling = 1000 / m50
-		fmt.Fprintf(b, "\nDisk of the state directories (%s): append+fsync of 64 B, one at a time, p50 %.3f ms, p99 %.3f ms "+
-			"(medians of %d timings): a ceiling of %.0f durable handoffs/s on one token.\n", rep.Disk[0].Dir, m50, m99, len(rep.Disk), ceiling)
+		slices.Sort(mean)
+		m50, m99, mMean := p50[len(p50)/2], p99[len(p99)/2], mean[len(mean)/2]
+		ceiling, meanCeiling = 1000/m50, 1000/mMean
+		fmt.Fprintf(b, "\nDisk of the state directories (%s): append+fsync of 64 B, one at a time, p50 %.3f ms, p99 %.3f ms, mean %.3f ms "+
+			"(medians of %d timings): a ceiling of %.0f durable handoffs/s on one token (1/p50), %.0f/s for writes one after another (1/mean).\n",
+			rep.Disk[0].Dir, m50, m99, mMean, len(rep.Disk), ceiling, meanCeiling)
 	}
 	has := func(system string) bool {
 		for _, s := range order {
@@ -498,8 +589,8 @@ func (rep *report) durableMarkdown(b *strings.Builder, byShape map[string]map[st
 	}
 	fmt.Fprintf(b, "\nDurable baton: baton-durable is one server with a state directory, baton-cluster three replicating one log "+
 		"(its CPU and RSS are the three servers' sums).\n\n"+
-		"| shape | durable/in memory | durable/disk ceiling | cluster/in memory | cluster/durable | cluster/etcd | cluster p99/durable p99 |\n"+
-		"|---|---:|---:|---:|---:|---:|---:|\n")
+		"| shape | durable/in memory | durable/disk ceiling | durable/(1/mean) | cluster/in memory | cluster/durable | cluster/etcd | cluster p99/durable p99 |\n"+
+		"|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range order {
 		r := byShape[s]
 		du, okDu := r["baton-durable"]
@@ -508,21 +599,32 @@ func (rep *report) durableMarkdown(b *strings.Builder, byShape map[string]map[st
 			continue
 		}
 		mem, et := rate(r["baton"]), rate(r["etcd"])
-		ceil := "–"
+		ceil, meanCeil := "–", "–"
 		if okDu && ceiling > 0 && strings.Contains(s, "one token") {
-			ceil = ratio(rate(du), ceiling)
+			ceil, meanCeil = ratio(rate(du), ceiling), ratio(rate(du), meanCeiling)
 		}
-		cells := []string{"–", ceil, "–", "–", "–", "–"}
+		cells := []string{"–", ceil, meanCeil, "–", "–", "–", "–"}
 		if okDu {
 			cells[0] = ratio(rate(du), mem)
 		}
 		if okCl {
-			cells[2], cells[4] = ratio(rate(cl), mem), ratio(rate(cl), et)
+			cells[3], cells[5] = ratio(rate(cl), mem), ratio(rate(cl), et)
 			if okDu {
-				cells[3], cells[5] = ratio(rate(cl), rate(du)), ratio(cl.P99ms, du.P99ms)
+				cells[4], cells[6] = ratio(rate(cl), rate(du)), ratio(cl.P99ms, du.P99ms)
 			}
 		}
 		fmt.Fprintf(b, "| %s | %s |\n", s, strings.Join(cells, " | "))
+	}
+	// What a handoff cost the log: commits per section (each one log write on every
+	// server) and how long one took on the leader.
+	fmt.Fprintf(b, "\nRaft commits per critical section, and a commit's mean latency on the leader (baton_raft_commit_seconds):\n\n"+
+		"| shape | system | commits / section | mean commit |\n|---|---|---:|---:|\n")
+	for _, s := range order {
+		for _, name := range []string{"baton-durable", "baton-cluster"} {
+			if r, ok := byShape[s][name]; ok && r.CommitsPerSection > 0 {
+				fmt.Fprintf(b, "| %s | %s | %.2f | %.3f ms |\n", s, name, r.CommitsPerSection, r.CommitMs)
+			}
+		}
 	}
 	// The idle-tokens shape against the same shape without them.
 	for _, s := range order {

@@ -39,6 +39,23 @@ type result struct {
 	// LeaderChanges counts the times a replicated system's leadership moved while
 	// measured (summed over the repetitions in a median).
 	LeaderChanges int64 `json:"leader_changes,omitempty"`
+	// CommitsPerSection and CommitMs are a durable baton's raft commits (log
+	// entries proposed and committed: one log write each, on every server) per
+	// critical section while measured, and their mean latency from proposal to
+	// answer on the leader (baton_raft_commit_seconds).
+	CommitsPerSection float64 `json:"commits_per_section,omitempty"`
+	CommitMs          float64 `json:"commit_ms,omitempty"`
+}
+
+// commitMetrics are the raft commit histogram's count and sum, summed over p's
+// servers (only a leader commits).
+func commitMetrics(p *proc) (count, sum float64) {
+	for _, c := range p.children() {
+		g := serverGauges(c.http, "baton_raft_commit_seconds_count", "baton_raft_commit_seconds_sum")
+		count += g["baton_raft_commit_seconds_count"]
+		sum += g["baton_raft_commit_seconds_sum"]
+	}
+	return count, sum
 }
 
 // procStat returns a process's CPU time (user+system) and resident memory.
@@ -171,6 +188,10 @@ func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration tim
 	time.Sleep(warmup) // load shaping: connections and caches settle before measuring
 	cpu0, _ := p.stat()
 	leads0 := leadsOf(p)
+	var commits0, commitSum0 float64
+	if sys.durable && sys.keeps {
+		commits0, commitSum0 = commitMetrics(p)
+	}
 	measuring.Store(true)
 	start := time.Now()
 	time.Sleep(duration) // the measured window
@@ -178,6 +199,11 @@ func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration tim
 	elapsed := time.Since(start)
 	cpu1, rss := p.stat()
 	leads := leadsOf(p) - leads0
+	var commits, commitSum float64
+	if sys.durable && sys.keeps {
+		c1, s1 := commitMetrics(p)
+		commits, commitSum = c1-commits0, s1-commitSum0
+	}
 	cancel()
 	for _, l := range lockers { // unblocks lockers that ignore ctx (the floor's blocking read)
 		if _, ok := l.(*floorLocker); ok {
@@ -202,11 +228,15 @@ func contend(sys *system, p *proc, sh shape, prefix string, warmup, duration tim
 	pct := func(q float64) float64 {
 		return float64(all[min(len(all)-1, int(q*float64(len(all))))].Microseconds()) / 1000
 	}
-	return result{Shape: sh.name, System: sys.name, Sessions: sh.sessions, Reps: 1,
+	res := result{Shape: sh.name, System: sys.name, Sessions: sh.sessions, Reps: 1,
 		SectionsPerSec: float64(nSections) / elapsed.Seconds(), HandoffsPerSec: float64(nHandoffs) / elapsed.Seconds(),
 		P50ms: pct(0.50), P99ms: pct(0.99), P999ms: pct(0.999),
 		CPUmsPer1000: float64((cpu1 - cpu0).Milliseconds()) / float64(nSections) * 1000, RSSMB: rss,
-		Overlaps: overlaps.Load(), LeaderChanges: leads}, nil
+		Overlaps: overlaps.Load(), LeaderChanges: leads}
+	if commits > 0 {
+		res.CommitsPerSection, res.CommitMs = commits/float64(nSections), commitSum/commits*1000
+	}
+	return res, nil
 }
 
 func idleShapeName(n int) string {

@@ -58,6 +58,8 @@ func main() {
 	stores := flag.String("stores", "boltdb,boltdb-nofreelistsync,wal", "log stores for the single-node runs")
 	clusterStores := flag.String("cluster-stores", "boltdb,wal", "log stores for the three-node runs (empty skips)")
 	skipFsync := flag.Bool("skip-fsync", false, "skip the raw fsync runs")
+	syncsFlag := flag.String("syncs", "fsync,fdatasync,prealloc+fdatasync,prealloc+fsync,zeroed+fdatasync",
+		"raw runs: [prealloc+|zeroed+]fsync|fdatasync (prealloc: fallocate; zeroed: the blocks written with zeros beforehand)")
 	inFlight := flag.Int("max-inflight", 2, "NetworkTransportConfig.MaxRPCsInFlight: 1 turns AppendEntries pipelining off (raft's default is 2)")
 	failovers := flag.Int("failover", 0, "instead of the runs: this many leader-loss trials on three internal/replica nodes with its DefaultConfig timeouts")
 	flag.Parse()
@@ -88,7 +90,7 @@ func main() {
 	fmt.Printf("# raftstore %s, duration %s, dir %s\n", time.Now().UTC().Format(time.RFC3339), o.duration, o.dir)
 	fmt.Printf("%-34s %6s %10s %9s %9s %10s\n", "run", "conc", "ops/s", "p50", "p99", "per batch")
 	if !*skipFsync {
-		for _, sync := range []string{"fsync", "fdatasync", "prealloc+fdatasync"} {
+		for _, sync := range split(*syncsFlag) {
 			r, err := runFsync(o, sync)
 			if err != nil {
 				fail(err)
@@ -146,18 +148,33 @@ func runFsync(o options, how string) (result, error) {
 	defer f.Close()
 	buf := make([]byte, 64)
 	sync := f.Sync
-	if how != "fsync" {
+	switch {
+	case strings.HasSuffix(how, "fdatasync"):
 		sync = func() error { return syscall.Fdatasync(int(f.Fd())) }
+	case !strings.HasSuffix(how, "fsync"):
+		return result{}, fmt.Errorf("-syncs: %q is neither fsync nor fdatasync", how)
 	}
-	if strings.HasPrefix(how, "prealloc") {
-		// As a segmented log does (raft-wal): the file's blocks and size are
-		// settled beforehand, so fdatasync writes the data and no metadata.
-		if err := syscall.Fallocate(int(f.Fd()), 0, 0, 64<<20); err != nil {
+	const size = 64 << 20 // raft-wal's segment size
+	switch {
+	case strings.HasPrefix(how, "prealloc"):
+		// As a segmented log does (raft-wal): the file's size is settled beforehand.
+		// Its blocks are allocated unwritten, so the first write into each still
+		// changes the file's extent map, which the sync must journal.
+		if err := syscall.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
 			return result{}, err
 		}
-		if err := f.Sync(); err != nil {
-			return result{}, err
+	case strings.HasPrefix(how, "zeroed"):
+		// Blocks written with zeros beforehand: an fdatasync after a write into them
+		// has no metadata to write at all.
+		zeros := make([]byte, 1<<20)
+		for off := int64(0); off < size; off += int64(len(zeros)) {
+			if _, err := f.WriteAt(zeros, off); err != nil {
+				return result{}, err
+			}
 		}
+	}
+	if err := f.Sync(); err != nil {
+		return result{}, err
 	}
 	var lat []time.Duration
 	warmEnd := time.Now().Add(o.warmup)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/baton-dev/baton/internal/rawio"
 )
 
 // tcpStream is raft's TCP stream layer with an advertised address that may be a host
@@ -21,14 +23,35 @@ type tcpStream struct {
 	dial      func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
 }
 
+// Dial and Accept hand raft connections whose reads and writes are raw system calls
+// (internal/rawio): every AppendEntries and its answer is a write and a read on each
+// side, and each ordinary one wakes the runtime's monitor thread once the process
+// went idle between two, which it does between two handoffs. raft's NetworkTransport
+// uses a connection from one goroutine at a time (a pooled one by the RPC that took
+// it, an accepted one by its handler), as rawio.Conn requires.
 func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	var nc net.Conn
+	var err error
 	if s.dial != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		return s.dial(ctx, string(addr))
+		nc, err = s.dial(ctx, string(addr))
+	} else {
+		d := net.Dialer{Timeout: timeout}
+		nc, err = d.Dial("tcp", string(addr))
 	}
-	d := net.Dialer{Timeout: timeout}
-	return d.Dial("tcp", string(addr))
+	if err != nil {
+		return nil, err
+	}
+	return rawio.Wrap(nc), nil
+}
+
+func (s *tcpStream) Accept() (net.Conn, error) {
+	nc, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return rawio.Wrap(nc), nil
 }
 
 func (s *tcpStream) Addr() net.Addr { return s.advertise }

@@ -1,0 +1,83 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/baton-dev/baton/internal/rawio"
+)
+
+// TestStreamConnsAreRaw: raft's connections, dialed and accepted, read and write
+// with raw system calls, and carry bytes both ways; a Dial hook's connection that
+// has no descriptor passes through as it is.
+func TestStreamConnsAreRaw(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &tcpStream{Listener: ln, advertise: advertiseAddr(ln.Addr().String())}
+	defer s.Close()
+
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := s.Accept()
+		if err != nil {
+			t.Error(err)
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	out, err := s.Dial(raft.ServerAddress(ln.Addr().String()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	in, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	defer in.Close()
+	for name, c := range map[string]net.Conn{"dialed": out, "accepted": in} {
+		if _, raw := c.(*rawio.Conn); !raw {
+			t.Errorf("%s connection is %T, not a *rawio.Conn", name, c)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pair := range [][2]net.Conn{{out, in}, {in, out}} {
+		w, r := pair[0], pair[1]
+		msg := []byte("append entries")
+		if err := r.SetReadDeadline(deadline); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(r, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("read %q, want %q", got, msg)
+		}
+	}
+
+	// A test's Dial hook may hand back a connection of its own kind.
+	a, b := net.Pipe()
+	defer b.Close()
+	hooked := &tcpStream{Listener: ln, dial: func(context.Context, string) (net.Conn, error) { return a, nil }}
+	c, err := hooked.Dial(raft.ServerAddress("anywhere:1"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != a {
+		t.Errorf("Dial hook's connection came back as %T", c)
+	}
+	c.Close()
+}
