@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -102,7 +103,9 @@ func (cl *Cluster) Start(i int) *Server {
 			cl.t.Fatalf("server.New %s: %v", cfg.NodeName, err)
 		}
 		if err := s.Open(); err != nil {
-			if errors.Is(err, syscall.EADDRINUSE) && attempt < 3 {
+			// memberlist reports a port taken in text only (its errors are not wrapped).
+			inUse := errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+			if inUse && attempt < 3 {
 				cl.t.Logf("%s: %v; starting on other ports", cfg.NodeName, err)
 				cl.mu.Lock()
 				cl.cfgs[i].TokenAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(cl.t)))
