@@ -161,7 +161,30 @@ func (st *runState) apply() {
 // startDial dials in the background: the state must stay free to end leases on time
 // while a dial is slow.
 func (st *runState) startDial() {
-	c, cfg, resume := st.c, st.c.cfg, st.m.session
+	st.dialInBackground(st.c.cfg, (*runState).dialed)
+}
+
+// startHedge connects to another server than the one the client is connected to,
+// resuming the session (machine.overdue). Resolve and Follow are asked as for any
+// connect, but neither may lead back to the current server.
+func (st *runState) startHedge() {
+	cfg, current := st.c.cfg, st.m.server
+	resolve, follow := cfg.Resolve, cfg.Follow
+	cfg.Resolve = func(ctx context.Context) (string, error) {
+		addr, err := resolve(ctx)
+		if err == nil && addr == current {
+			return "", fmt.Errorf("Resolve names %s, the server silent now", addr)
+		}
+		return addr, err
+	}
+	cfg.Follow = func(addr string) bool { return addr != current && follow != nil && follow(addr) }
+	st.dialInBackground(cfg, (*runState).hedged)
+}
+
+// dialInBackground dials with cfg, resuming the session, on a goroutine of its own,
+// and hands the result to done under the lock (or closes it, once the client is).
+func (st *runState) dialInBackground(cfg Config, done func(*runState, dialResult)) {
+	c, resume := st.c, st.m.session
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -177,41 +200,7 @@ func (st *runState) startDial() {
 			}
 			return
 		}
-		c.st.dialed(r)
-		c.st.flush()
-	}()
-}
-
-// startHedge connects to another server than the one the client is connected to,
-// resuming the session (machine.overdue). Resolve and Follow are asked as for any
-// connect, but neither may lead back to the current server.
-func (st *runState) startHedge() {
-	c, cfg, resume, current := st.c, st.c.cfg, st.m.session, st.m.server
-	resolve, follow := cfg.Resolve, cfg.Follow
-	cfg.Resolve = func(ctx context.Context) (string, error) {
-		addr, err := resolve(ctx)
-		if err == nil && addr == current {
-			return "", fmt.Errorf("Resolve names %s, the server silent now", addr)
-		}
-		return addr, err
-	}
-	cfg.Follow = func(addr string) bool { return addr != current && follow != nil && follow(addr) }
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		r := dial(cfg, resume)
-		if cfg.OnConnect != nil && r.server != "" {
-			cfg.OnConnect(r.server, r.err)
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.st.m.closed {
-			if r.conn != nil {
-				r.conn.close()
-			}
-			return
-		}
-		c.st.hedged(r)
+		done(c.st, r)
 		c.st.flush()
 	}()
 }
