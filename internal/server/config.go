@@ -26,6 +26,7 @@ type Config struct {
 	StateDir         string        `envconfig:"STATE_DIR" desc:"directory for the raft log of the state (tokens, sessions, epoch); empty keeps state in memory. With BATON_BOOTSTRAP_EXPECT above 1, each server uses its own subdirectory, named after it"`
 	BootstrapExpect  int           `envconfig:"BOOTSTRAP_EXPECT" default:"1" desc:"with BATON_STATE_DIR: how many servers replicate the state; the first election waits until this many have found each other through BATON_JOIN (1: a server alone)"`
 	RaftPort         int           `envconfig:"RAFT_PORT" default:"7001" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port servers replicate on (TCP); 0 picks a free one"`
+	RaftTimeout      time.Duration `envconfig:"RAFT_TIMEOUT" default:"300ms" desc:"with BATON_BOOTSTRAP_EXPECT above 1: how long a follower waits to hear from the leader before it stands for election; raise it where a loaded host's pauses cause elections with no fault"`
 	AdminToken       string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`
 	ClusterKey       string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip and authenticates token clients"`
 	ClusterLabel     string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label: deployments on one network with different labels ignore each other"`
@@ -47,7 +48,8 @@ type Config struct {
 // DefaultConfig is the configuration envconfig's defaults give, for tests and tools.
 func DefaultConfig() Config {
 	return Config{TokenAddr: ":7000", HTTPAddr: ":8080", GossipPort: 7946, GossipBind: "0.0.0.0",
-		SessionTTL: 5 * time.Second, BootstrapExpect: 1, RaftPort: 7001, ClusterLabel: "baton", LogLevel: "info", LogFormat: "json",
+		SessionTTL: 5 * time.Second, BootstrapExpect: 1, RaftPort: 7001, RaftTimeout: 300 * time.Millisecond,
+		ClusterLabel: "baton", LogLevel: "info", LogFormat: "json",
 		MaxTokens: 1024, MaxConns: 16384, HandshakeTimeout: 5 * time.Second, MaxFrameRate: 50000,
 		ForgetAfter: 5 * time.Minute}
 }
@@ -73,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftPort < 0 || c.RaftPort > 65535 {
 		bad("BATON_RAFT_PORT must be 0..65535, got %d", c.RaftPort)
+	}
+	if c.RaftTimeout < 50*time.Millisecond || c.RaftTimeout > time.Minute {
+		bad("BATON_RAFT_TIMEOUT must be between 50ms and 1m, got %s", c.RaftTimeout)
 	}
 	if c.SessionTTL < 100*time.Millisecond {
 		bad("BATON_SESSION_TTL must be at least 100ms, got %s", c.SessionTTL)

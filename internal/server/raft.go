@@ -47,6 +47,10 @@ func (s *Server) openCluster() (*durable, error) {
 	rc.Advertise = net.JoinHostPort(cfg.NodeName, strconv.Itoa(cfg.RaftPort))
 	rc.Dial = s.dialRaft
 	rc.Logger = s.log.With("component", "raft")
+	// A leader steps down when no quorum answered within its lease, which raft wants
+	// no longer than the heartbeat timeout.
+	rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftTimeout, cfg.RaftTimeout
+	rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, cfg.RaftTimeout)
 	rc.Hooks = replica.Hooks{
 		Commit:       func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) },
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },

@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/baton-dev/baton/internal/cluster"
 )
@@ -48,6 +49,21 @@ func TestBootstrapSet(t *testing.T) {
 		}
 		if got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// BATON_RAFT_TIMEOUT is checked, and names itself when out of range.
+func TestRaftTimeoutIsChecked(t *testing.T) {
+	for _, tc := range []struct {
+		timeout time.Duration
+		ok      bool
+	}{{300 * time.Millisecond, true}, {50 * time.Millisecond, true}, {time.Minute, true}, {10 * time.Millisecond, false}, {0, false}, {2 * time.Minute, false}} {
+		cfg := DefaultConfig()
+		cfg.RaftTimeout = tc.timeout
+		err := cfg.Validate()
+		if ok := err == nil; ok != tc.ok || (err != nil && !strings.Contains(err.Error(), "BATON_RAFT_TIMEOUT")) {
+			t.Errorf("BATON_RAFT_TIMEOUT=%s: Validate() = %v, want ok=%v naming the variable", tc.timeout, err, tc.ok)
 		}
 	}
 }
