@@ -173,7 +173,7 @@ func (st *runState) startHedge() {
 	cfg.Resolve = func(ctx context.Context) (string, error) {
 		addr, err := resolve(ctx)
 		if err == nil && addr == current {
-			return "", fmt.Errorf("Resolve names %s, the server silent now", addr)
+			return "", fmt.Errorf("resolve named %s, the server silent now", addr)
 		}
 		return addr, err
 	}
