@@ -132,8 +132,9 @@ type Config struct {
 	DialTimeout time.Duration // default 2s, a quarter of it for the TCP connect
 	// OnConnect, if set, is told how each connect ended: the server that welcomed
 	// the client (err nil), or the server at which the connect failed (the last one
-	// dialled, after any followed; "" if Resolve named none) and why. Resolve and Follow can then avoid a
-	// server that does not answer: a dead leader may go on being named by the
+	// dialled, after any followed; "" if none was: Resolve failed, or named only the
+	// server a hedged connect must avoid) and why. Resolve and Follow can then avoid
+	// a server that does not answer: a dead leader may go on being named by the
 	// membership and by followers for a while. Called from the dialer's goroutine,
 	// one call at a time, before the client acts on the result.
 	OnConnect func(server string, err error)

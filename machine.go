@@ -14,8 +14,8 @@ import (
 
 // machine is the client's session logic, with no I/O: the way internal/token is the
 // server's. Its inputs are a caller's request (request), a frame from the server
-// (frame), a tick of the clock (checkTrust, keepalive), a dial's result (welcome,
-// dialFailed) and the loss of the connection (lost). Its outputs are frames to send
+// (frame), a tick of the clock (checkTrust, keepalive, overdue), a dial's result
+// (welcome, dialFailed, hedged) and the loss of the connection (lost). Its outputs are frames to send
 // (out), answers to callers (each request's channel, each lease's end) and what the
 // driver must do next (fx: close the connection, dial, arm a timer). The driver
 // (runState, session.go) owns the connection, the timers and the dialer, feeds the
@@ -390,10 +390,10 @@ func (m *machine) overdue() {
 	m.hedging, m.fx.hedge = true, true
 }
 
-// hedged takes the outcome of the connect overdue asked for: welcomed says that
-// server to welcomed the session, and the driver then hands that connection to
-// welcome. It must: a server takes a connection the client closes for the death
-// of the client's process. No other connect starts while one is out (startDial),
+// hedged takes the outcome of the connect overdue asked for. welcomed says that
+// server to welcomed the session; the driver then hands that connection to welcome.
+// It must: a server takes a connection the client closes for the death of the
+// client's process. No other connect starts while one is out (startDial),
 // so that the session has one newest connection.
 func (m *machine) hedged(to string, welcomed bool) {
 	m.hedging = false

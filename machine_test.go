@@ -426,10 +426,6 @@ func TestMachineHedgesWhenTheServerFallsSilent(t *testing.T) {
 		if !r.m.fx.hedge || !r.m.hedging {
 			t.Fatalf("effects %+v once overdue, want a hedged connect", r.m.fx)
 		}
-		r.m.startDial()
-		if r.m.fx.dial {
-			t.Fatal("a connect started while the hedge is out: two newest connections")
-		}
 		// The other server says it does not lead: ask again after as long.
 		r.m.fx = effects{}
 		r.m.hedged("", false)
@@ -463,6 +459,47 @@ func TestMachineHedgesWhenTheServerFallsSilent(t *testing.T) {
 		r.m.overdue()
 		if r.m.fx.hedge {
 			t.Fatal("hedged with nothing owed")
+		}
+	}
+}
+
+// The connection can end while a hedge is out. No other connect starts meanwhile
+// (two welcomed connections of one session, one closed unused, would end it at its
+// server); the hedge's end starts one if it failed, and its welcome, if it came,
+// is the connection.
+func TestMachineConnectionLostWhileHedging(t *testing.T) {
+	for _, welcomed := range []bool{false, true} {
+		r := newRig(t)
+		r.m.c.cfg.Resolve = func(context.Context) (string, error) { return "server-2", nil }
+		r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: 7, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 1,
+			Durable: true}, r.now, "server-1")
+		_, l := r.hold("x", 5)
+		r.m.keepalive()
+		r.sent()
+		r.now = r.now.Add(r.m.hedgeAfter())
+		r.m.overdue()
+		if !r.m.fx.hedge {
+			t.Fatalf("effects %+v once overdue, want a hedged connect", r.m.fx)
+		}
+		r.m.fx = effects{}
+		r.m.lost(io.EOF) // the silent server's process ended after all
+		if l.ended() != nil {
+			t.Fatalf("lease ended on the durable server's EOF: %v", l.ended())
+		}
+		r.m.startDial() // the redial lost asked for
+		if r.m.fx.dial {
+			t.Fatal("a connect started while the hedge is out")
+		}
+		r.m.fx = effects{}
+		r.m.hedged("server-2", welcomed)
+		if welcomed {
+			if r.m.fx.dial || r.m.fx.hangUp {
+				t.Fatalf("effects %+v after a welcomed hedge with no connection, want it taken as the connection", r.m.fx)
+			}
+			continue
+		}
+		if !r.m.fx.dial {
+			t.Fatalf("effects %+v after a failed hedge with no connection, want a connect", r.m.fx)
 		}
 	}
 }

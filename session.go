@@ -166,17 +166,21 @@ func (st *runState) startDial() {
 
 // startHedge connects to another server than the one the client is connected to,
 // resuming the session (machine.overdue). Resolve and Follow are asked as for any
-// connect, but neither may lead back to the current server.
+// connect, but neither may lead back to the current server. It gets a fifth of the
+// TTL at most (and at least 400 ms): until it ends, no other connect can start, and
+// a server frozen like the current one would hold it for the whole DialTimeout.
 func (st *runState) startHedge() {
 	cfg, current := st.c.cfg, st.m.server
 	resolve, follow := cfg.Resolve, cfg.Follow
 	cfg.Resolve = func(ctx context.Context) (string, error) {
-		addr, err := resolve(ctx)
-		if err == nil && addr == current {
-			return "", fmt.Errorf("resolve named %s, the server silent now", addr)
+		for range 2 { // a resolver that takes turns may name another server next
+			if addr, err := resolve(ctx); err != nil || addr != current {
+				return addr, err
+			}
 		}
-		return addr, err
+		return "", fmt.Errorf("resolve named only %s, the server silent now", current)
 	}
+	cfg.DialTimeout = min(cfg.DialTimeout, max(st.m.ttl/5, 400*time.Millisecond))
 	cfg.Follow = func(addr string) bool { return addr != current && follow != nil && follow(addr) }
 	st.dialInBackground(cfg, (*runState).hedged)
 }

@@ -121,7 +121,7 @@ func (s *Server) raftLoop(d *durable) {
 			s.post(&work{fn: s.core.leadershipChanged})
 		}
 		if l.IsLeader {
-			s.publishLeader(d.node.Term())
+			s.publishLeader(l.Term) // the term of this view: a later one may not be this server's
 		} else {
 			s.publishLeader(0)
 		}
@@ -135,10 +135,9 @@ func (s *Server) raftLoop(d *durable) {
 }
 
 // publishLeader has the membership say whether this server leads (since term; 0:
-// it does not), on a goroutine
-// of its own: memberlist's UpdateNode waits until the change has been gossiped
-// (several gossip rounds), and neither the core's taking over nor the next look at
-// the replica may wait for that.
+// it does not), on a goroutine of its own: memberlist's UpdateNode waits until the
+// change has been gossiped (several gossip rounds), and neither the core's taking
+// over nor the next look at the replica may wait for that.
 func (s *Server) publishLeader(term uint64) {
 	s.leaderMeta.Store(term)
 	if !s.publishing.CompareAndSwap(false, true) {

@@ -137,9 +137,7 @@ type dialWatch struct {
 	next slog.Handler
 }
 
-func (h *dialWatch) Enabled(ctx context.Context, l slog.Level) bool {
-	return h.next.Enabled(ctx, l) || h.next.Enabled(ctx, slog.LevelDebug)
-}
+func (h *dialWatch) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
 
 func (h *dialWatch) Handle(ctx context.Context, r slog.Record) error {
 	if strings.HasPrefix(r.Message, "connect failed") && r.Level > slog.LevelDebug {

@@ -82,9 +82,11 @@ func pick(members []cluster.Member, n uint64, avoid func(addr string) bool) (clu
 }
 
 // unreachableFor is how long a server whose connect failed (it did not answer, or
-// hung up) is avoided: longer than an election, so that the connects made while
-// the cluster replaces a dead leader go to the servers that will know the new one.
-const unreachableFor = 3 * time.Second
+// hung up) is avoided: about an election and the new leader's word reaching the
+// membership, so that the connects made while the cluster replaces a dead leader go
+// to the servers that will know the new one; and well within a TTL, as a live
+// leader that failed one connect is refused for as long.
+const unreachableFor = 1500 * time.Millisecond
 
 // unreachable remembers when a connect to each server last failed for want of an
 // answer; a not_leader answer or a refusal is an answer.
