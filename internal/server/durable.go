@@ -119,6 +119,15 @@ func (d *durable) commit() error {
 		d.proof = start
 		return nil
 	}
+	if d.clustered && d.node.Term() != d.term.Load() {
+		// Lost and won again since this core took over: its state misses what
+		// another leader committed meanwhile, and the batch was decided on it. The
+		// step-down this causes comes before raftLoop's word of the change, which
+		// leaves this window narrow but open: it never closes between this look and
+		// the Apply.
+		d.entry = nil
+		return errTermChanged
+	}
 	res, err := d.node.Apply(context.Background(), d.entry)
 	if err == nil {
 		if e, ok := res.(error); ok {
@@ -252,6 +261,9 @@ func (c *core) migrate(dir string, now time.Time) error {
 		"tokens", len(snap.Tokens), "epoch", snap.Epoch)
 	return nil
 }
+
+// errTermChanged: the leadership was lost and won again since the core took over.
+var errTermChanged = errors.New("the raft term changed since this server took over")
 
 // errHalted: the state could not be made durable, and nothing more is answered.
 var errHalted = errors.New("state not durable: the server answers nothing more until it is restarted")

@@ -285,6 +285,7 @@ func (c *core) lead() {
 	err := d.node.Barrier(ctx)
 	cancel()
 	if err == nil {
+		d.term.Store(term) // start's commit is checked against it (durable.commit)
 		now := time.Now() // after the barrier: the sessions' grace counts from here
 		if now.Before(c.s.lastNow) {
 			now = c.s.lastNow
@@ -299,7 +300,6 @@ func (c *core) lead() {
 		c.reset()
 		return
 	}
-	d.term.Store(term)
 	c.s.lastNow = time.Now()
 	c.event(Event{Kind: "leader", Detail: fmt.Sprintf("epoch %d", c.st.Epoch)})
 	c.s.log.Info("leading: serving clients", "epoch", c.st.Epoch, "sessions", c.st.Sessions.Len(), "tokens", c.st.Tokens.Len())
