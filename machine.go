@@ -15,9 +15,10 @@ import (
 // machine is the client's session logic, with no I/O: the way internal/token is the
 // server's. Its inputs are a caller's request (request), a frame from the server
 // (frame), a tick of the clock (checkTrust, keepalive, overdue), a dial's result
-// (welcome, dialFailed, hedged) and the loss of the connection (lost). Its outputs are frames to send
-// (out), answers to callers (each request's channel, each lease's end) and what the
-// driver must do next (fx: close the connection, dial, arm a timer). The driver
+// (welcome, dialFailed, hedged) and the loss of the connection (lost). Its outputs
+// are frames to send (out), answers to callers (each request's channel, each
+// lease's end) and what the driver must do next (fx: close the connection, dial,
+// arm a timer). The driver
 // (runState, session.go) owns the connection, the timers and the dialer, feeds the
 // machine under Client.mu and carries out what it asks. It never decides anything.
 type machine struct {
