@@ -286,7 +286,7 @@ func (c *core) lead() {
 	cancel()
 	if err == nil {
 		d.term.Store(term) // start's commit is checked against it (durable.commit)
-		now := time.Now() // after the barrier: the sessions' grace counts from here
+		now := time.Now()  // after the barrier: the sessions' grace counts from here
 		if now.Before(c.s.lastNow) {
 			now = c.s.lastNow
 		}
