@@ -423,3 +423,31 @@ func TestReplicatedCutOffLeaderAcknowledgesNoKeepalive(t *testing.T) {
 		}
 	}
 }
+
+// Rule 1, as the metrics tell it: a leader cut off from its quorum decides a grant
+// it cannot commit. The client never hears of it, and neither does
+// baton_grants_total: a deposed leader counts only what committed.
+func TestReplicatedCutOffLeaderCountsNoUncommittedGrant(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	srv := cl.Server(leader)
+	raw := testutil.DialRaw(t, srv.TokenAddr(), "cut-off")
+	cl.Cut(leader)
+	raw.Send(wire.Frame{Op: wire.OpAcquire, Seq: 1, Token: "free"})
+	for {
+		f, err := raw.TryNext(10 * time.Second)
+		if err != nil {
+			break // let go: the leader stepped down
+		}
+		if f.Op == wire.OpGrant {
+			t.Fatalf("a leader cut off from its quorum granted %q fence %d", f.Token, f.Fence)
+		}
+		if f.Op == wire.OpClosing {
+			break
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "the cut-off leader to step down", func() bool { return !srv.Leading() })
+	if n := testutil.Metric(t, srv.Reg, "baton_grants_total", map[string]string{"token": "free"}); n != 0 {
+		t.Errorf("baton_grants_total{token=free} = %v on the deposed leader, want 0: the grant never committed", n)
+	}
+}

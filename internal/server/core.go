@@ -25,13 +25,17 @@ type core struct {
 	s *Server
 	// st is the state machine (internal/fsm): tokens, sessions, epoch. The core feeds
 	// it and turns what followed into replies, metrics and events (apply).
-	st       *fsm.State[*conn]
-	d        *durable // with BATON_STATE_DIR: the raft log the state is kept in
-	ttl      time.Duration
-	started  time.Time
-	out      []outFrame // replies held back until the state they depend on is durable
-	touched  []*conn    // connections with replies in the batch being written
-	events   []Event    // ring of recent events for the status page: no grants
+	st      *fsm.State[*conn]
+	d       *durable // with BATON_STATE_DIR: the raft log the state is kept in
+	ttl     time.Duration
+	started time.Time
+	out     []outFrame // replies held back until the state they depend on is durable
+	// counted are the batch's grants, releases and reclaims as metrics and logs tell
+	// them: told with the replies, once the batch's state is durable, and dropped
+	// with them, so that a deposed leader counts nothing that did not commit.
+	counted  []tally
+	touched  []*conn // connections with replies in the batch being written
+	events   []Event // ring of recent events for the status page: no grants
 	eventAt  int
 	grantLog []Event // ring of the latest grants, apart so that they do not crowd out the rest
 	grantAt  int
@@ -91,6 +95,7 @@ func (c *core) commit() {
 	if c.d != nil && !c.settle() {
 		return
 	}
+	c.tell()
 	// Encode each connection's replies into its buffer, in order, then write each
 	// buffer once: one write per connection per batch.
 	for i := range c.out {
@@ -264,9 +269,7 @@ func (c *core) applyOther(cn *conn, e *fsm.Effect[*conn], now time.Time) {
 
 // granted tells the new holder, whichever way the grant came about.
 func (c *core) granted(g *fsm.Effect[*conn], now time.Time) {
-	ti := c.instruments(g.Token)
-	ti.grants.Inc()
-	ti.wait.Observe(g.Waited.Seconds())
+	c.counted = append(c.counted, tally{ti: c.instruments(g.Token), took: g.Waited})
 	s := g.S
 	if s == nil {
 		c.grantToNobody(g)
@@ -292,7 +295,7 @@ func (c *core) granted(g *fsm.Effect[*conn], now time.Time) {
 // its connection gets, normally the grant that follows, so that a turn costs the
 // server one write.
 func (c *core) released(cn *conn, e *fsm.Effect[*conn]) {
-	c.instruments(e.Token).hold.Observe(e.Held.Seconds())
+	c.counted = append(c.counted, tally{ti: c.instruments(e.Token), held: true, took: e.Held})
 	if cn == nil {
 		return
 	}
@@ -523,12 +526,41 @@ func (c *core) endSession(s *session, reason string, now time.Time) {
 }
 
 func (c *core) reclaimed(e *fsm.Effect[*conn]) {
-	c.s.metrics.reclaims.WithLabelValues(e.Token, e.Reason).Inc()
-	c.instruments(e.Token).hold.Observe(e.Held.Seconds())
-	c.event(Event{Kind: "reclaim", Token: e.Token, Node: e.Node, Fence: e.Fence, Detail: e.Reason})
-	if e.Reason != "cancel" {
-		c.s.log.Warn("token reclaimed", "token", e.Token, "node", e.Node, "fence", e.Fence, "reason", e.Reason)
+	c.counted = append(c.counted, tally{ti: c.instruments(e.Token), held: true, took: e.Held,
+		reclaim: &Event{Kind: "reclaim", Token: e.Token, Node: e.Node, Fence: e.Fence, Detail: e.Reason}})
+}
+
+// tally is one grant (its wait), release (held: its hold) or reclaim (held, and
+// reclaim: its event) of the batch, counted once the batch is durable (tell).
+type tally struct {
+	ti      *tokenInstruments
+	held    bool
+	took    time.Duration
+	reclaim *Event
+}
+
+// tell counts the batch's grants, releases and reclaims in the metrics, and logs
+// the reclaims: the batch's state is durable.
+func (c *core) tell() {
+	for i := range c.counted {
+		t := &c.counted[i]
+		switch {
+		case !t.held:
+			t.ti.grants.Inc()
+			t.ti.wait.Observe(t.took.Seconds())
+		default:
+			t.ti.hold.Observe(t.took.Seconds())
+		}
+		if e := t.reclaim; e != nil {
+			c.s.metrics.reclaims.WithLabelValues(e.Token, e.Detail).Inc()
+			c.event(*e)
+			if e.Detail != "cancel" {
+				c.s.log.Warn("token reclaimed", "token", e.Token, "node", e.Node, "fence", e.Fence, "reason", e.Detail)
+			}
+		}
+		c.counted[i] = tally{}
 	}
+	c.counted = c.counted[:0]
 }
 
 // expire ends the sessions whose deadline has passed and arms the timer for the next.

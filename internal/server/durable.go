@@ -221,11 +221,14 @@ func (c *core) settle() bool {
 	return false
 }
 
-// dropReplies forgets the batch's replies, and the release answers connections
-// held back for their next frame: all depended on state that did not commit.
+// dropReplies forgets the batch's replies, what it would have counted, and the
+// release answers connections held back for their next frame: all depended on
+// state that did not commit.
 func (c *core) dropReplies() {
 	clear(c.out)
 	c.out = c.out[:0]
+	clear(c.counted)
+	c.counted = c.counted[:0]
 	c.s.connsMu.Lock()
 	for cn := range c.s.conns {
 		clear(cn.deferred)

@@ -18,7 +18,9 @@
 // (replication_test.go at the module root, unless named):
 //  1. Commit before answer: a grant, release, queue change, session open or end,
 //     expiry or reclaim is answered only after the log entry holding it commits
-//     (core.commit, core.settle). TestReplicatedLeaderWithoutQuorumAnswersNothing.
+//     (core.commit, core.settle); so are the metrics and logs of grants, releases
+//     and reclaims (core.tell). TestReplicatedLeaderWithoutQuorumAnswersNothing,
+//     TestReplicatedCutOffLeaderCountsNoUncommittedGrant.
 //  2. Pure apply: the state changes only through internal/fsm commands that carry
 //     the leader's time and ids (internal/fsm's determinism tests).
 //  3. Only a leader that can prove it acts: only a committed entry proposed by the
