@@ -48,6 +48,7 @@ type machine struct {
 	// owed. hedging: a connect to another server is out (overdue).
 	awaiting time.Time
 	hedging  bool
+	watchAt  time.Time // when the overdue timer fires; zero while it is not armed
 
 	seq      uint64
 	ops      map[uint64]*acquireOp  // acquire seq → request, waiting or holding
@@ -361,8 +362,17 @@ func (m *machine) disconnect(keep bool, err error) {
 func (m *machine) owe() {
 	if m.awaiting.IsZero() && m.durable && m.c.cfg.Resolve != nil {
 		m.awaiting = m.clock()
-		m.fx.watch, m.fx.watchIn = true, m.hedgeAfter()
+		if m.watchAt.IsZero() { // armed already: it fires early and arms for the rest
+			m.watch(m.hedgeAfter())
+		}
 	}
+}
+
+// watch arms the overdue timer to fire in d: on the release path, at most once per
+// hedgeAfter rather than once per release.
+func (m *machine) watch(d time.Duration) {
+	m.fx.watch, m.fx.watchIn = true, d
+	m.watchAt = m.clock().Add(d)
 }
 
 // hedgeAfter is how long an owed answer may take before the client looks for
@@ -379,11 +389,12 @@ func (m *machine) hedgeAfter() time.Duration {
 // keeping this connection (hedged). If that one welcomes the session, it leads
 // now, and the session moves there; else the client asks again after as long.
 func (m *machine) overdue() {
+	m.watchAt = time.Time{}
 	if !m.connected || m.awaiting.IsZero() || m.hedging {
 		return
 	}
 	if wait := m.hedgeAfter() - m.clock().Sub(m.awaiting); wait > 0 {
-		m.fx.watch, m.fx.watchIn = true, wait
+		m.watch(wait)
 		return
 	}
 	m.c.log.Info("server silent; asking another server whether it leads", "server", m.server,
@@ -409,7 +420,7 @@ func (m *machine) hedged(to string, welcomed bool) {
 	case !m.connected:
 		m.startDial() // the redial that came meanwhile waited for this connect
 	case !m.awaiting.IsZero():
-		m.fx.watch, m.fx.watchIn = true, m.hedgeAfter()
+		m.watch(m.hedgeAfter())
 	}
 }
 

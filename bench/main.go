@@ -195,16 +195,26 @@ func runServer(kind, spec string) {
 // cpuProfile starts a CPU profile into the file the environment variable env names,
 // with suffix added, if it is set; the result stops it.
 func cpuProfile(env, suffix string) (stop func()) {
+	f := createNamed(env, suffix)
+	if f == nil {
+		return func() {}
+	}
+	_ = pprof.StartCPUProfile(f)
+	return pprof.StopCPUProfile
+}
+
+// createNamed creates the file the environment variable env names, with suffix
+// added; nil if env is not set.
+func createNamed(env, suffix string) *os.File {
 	path := os.Getenv(env)
 	if path == "" {
-		return func() {}
+		return nil
 	}
 	f, err := os.Create(path + suffix)
 	if err != nil {
 		fail(err)
 	}
-	_ = pprof.StartCPUProfile(f)
-	return pprof.StopCPUProfile
+	return f
 }
 
 // blockProfile records every blocking event and mutex contention from now on, if
@@ -232,13 +242,9 @@ func blockProfile(env, suffix string) (write func()) {
 // execTrace writes an execution trace into the file the environment variable env
 // names, with suffix added, if it is set; the result stops it.
 func execTrace(env, suffix string) (stop func()) {
-	path := os.Getenv(env)
-	if path == "" {
+	f := createNamed(env, suffix)
+	if f == nil {
 		return func() {}
-	}
-	f, err := os.Create(path + suffix)
-	if err != nil {
-		fail(err)
 	}
 	if err := trace.Start(f); err != nil {
 		fail(err)

@@ -162,44 +162,24 @@ func TestChecker(t *testing.T) {
 			c.Past, c.Late, c.Trusted, c.Acted, c.Err = true, int64(time.Millisecond), false, false, "baton: session expired"
 		}, nil},
 		{"no grant for long with no fault", func(t *testing.T, in *checkInput) {
-			for i := range in.Events {
-				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
-					e.T += int64(2 * time.Second)
-				}
-			}
-			in.Stopping += int64(2 * time.Second)
+			delayFromFence6(in, 2*time.Second)
 		}, []int{6}},
 		{"isolated fault heals slowly", func(t *testing.T, in *checkInput) {
-			for i := range in.Events {
-				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
-					e.T += int64(3 * time.Second)
-				}
-			}
-			in.Stopping += int64(3 * time.Second)
+			delayFromFence6(in, 3*time.Second)
 			in.Events = append(in.Events,
 				event.Event{T: 555 * ms, Kind: event.Fault, Op: hupServer, ID: 1, W: "server", Inst: 1},
 				event.Event{T: 555 * ms, Kind: event.Heal, Op: hupServer, ID: 1, W: "server", Inst: 1})
 		}, []int{6}},
 		{"leader lost, next grant within an election and a redial", func(t *testing.T, in *checkInput) {
 			in.Servers = 3
-			for i := range in.Events {
-				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
-					e.T += int64(4 * time.Second)
-				}
-			}
-			in.Stopping += int64(4 * time.Second)
+			delayFromFence6(in, 4*time.Second)
 			in.Events = append(in.Events,
 				event.Event{T: 555 * ms, Kind: event.Fault, Op: killLeader, ID: 1, W: "s1", Inst: 1},
 				event.Event{T: 900 * ms, Kind: event.Heal, Op: killLeader, ID: 1, W: "s1", Inst: 1})
 		}, nil},
 		{"leader lost, no grant for too long", func(t *testing.T, in *checkInput) {
 			in.Servers = 3
-			for i := range in.Events {
-				if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
-					e.T += int64(7 * time.Second)
-				}
-			}
-			in.Stopping += int64(7 * time.Second)
+			delayFromFence6(in, 7*time.Second)
 			in.Events = append(in.Events,
 				event.Event{T: 555 * ms, Kind: event.Fault, Op: pauseLeader, ID: 1, W: "s1", Inst: 1},
 				event.Event{T: 3 * time.Second.Nanoseconds(), Kind: event.Heal, Op: pauseLeader, ID: 1, W: "s1", Inst: 1})
@@ -334,4 +314,15 @@ func TestLeaderFigures(t *testing.T) {
 		t.Errorf("held %v, want one released ok", x.held)
 	}
 	t.Log(x)
+}
+
+// delayFromFence6 moves the grants from fence 6 on, the exits and the end of the
+// run d later: a gap in the token's flow of d.
+func delayFromFence6(in *checkInput, d time.Duration) {
+	for i := range in.Events {
+		if e := &in.Events[i]; e.Fence >= 6 || e.Kind == event.Exit {
+			e.T += int64(d)
+		}
+	}
+	in.Stopping += int64(d)
 }

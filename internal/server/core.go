@@ -544,12 +544,11 @@ type tally struct {
 func (c *core) tell() {
 	for i := range c.counted {
 		t := &c.counted[i]
-		switch {
-		case !t.held:
+		if t.held {
+			t.ti.hold.Observe(t.took.Seconds())
+		} else {
 			t.ti.grants.Inc()
 			t.ti.wait.Observe(t.took.Seconds())
-		default:
-			t.ti.hold.Observe(t.took.Seconds())
 		}
 		if e := t.reclaim; e != nil {
 			c.s.metrics.reclaims.WithLabelValues(e.Token, e.Detail).Inc()
