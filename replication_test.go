@@ -232,6 +232,15 @@ func TestReplicatedFollowerRestarts(t *testing.T) {
 	if fst.Raft.Leader == "" || len(fst.Raft.Servers) != 3 {
 		t.Errorf("follower's raft status: %+v, want a leader and 3 servers", fst.Raft)
 	}
+	// Every server reads a batch's term, so the leader writes it (log version 2).
+	testutil.Eventually(t, 10*time.Second, "the leader's raft.log_version to be 2", func() bool {
+		l := cl.Leader()
+		if l < 0 {
+			return false
+		}
+		st, err := cl.Server(l).Status()
+		return err == nil && st.Raft != nil && st.Raft.LogVersion == 2
+	})
 	if len(fst.Tokens) != 1 || fst.Tokens[0].Fence == 0 {
 		t.Errorf("follower's tokens: %+v, want the replicated counter token", fst.Tokens)
 	}

@@ -54,6 +54,9 @@ type Meta struct {
 	// HasLog: this server's raft log held a cluster when it started. A server
 	// without one that sees it joins that cluster instead of starting another.
 	HasLog bool `json:"hl,omitempty"`
+	// LogVersion is the newest raft log this server reads (fsm.LogVersion; absent:
+	// 1). A leader writes only what every server of its cluster reads.
+	LogVersion int `json:"lv,omitempty"`
 }
 
 // Member is one node as this node sees it.

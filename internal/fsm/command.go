@@ -25,7 +25,16 @@ const (
 	OpUnblock     Op = 8
 	OpImport      Op = 9  // Token, Fence, Rec, Grants, Releases; Time: not before (held at a crash)
 	OpEpoch       Op = 10 // Seq: the epoch is at least this
+	// OpTerm opens a batch: Seq is the raft term its leader decided the batch in.
+	// The log applies the batch only if raft appended it in that same term
+	// (Log.Apply). Servers that read no OpTerm publish a LogVersion below 2, and a
+	// leader writes it only when every server reads it.
+	OpTerm Op = 11
 )
+
+// LogVersion is the newest log this build reads: 2 since OpTerm. A server
+// publishes it in the membership, and a leader writes what every server reads.
+const LogVersion = 2
 
 // Command is one operation as a replicated log carries it: with the time and the
 // ids its leader chose, so that applying it anywhere gives the same result. Only
@@ -166,6 +175,7 @@ func (st *State[C]) Apply(c *Command) error {
 		st.Import(c.Token, c.Fence, c.Rec, c.Grants, c.Releases, c.Time)
 	case OpEpoch:
 		st.Epoch = max(st.Epoch, c.Seq)
+	case OpTerm: // checked by the log before the batch is applied
 	default:
 		return fmt.Errorf("%w: op %d", ErrBadCommand, c.Op)
 	}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -20,6 +21,30 @@ func AppendBatch(entry []byte, c *Command) []byte {
 	binary.BigEndian.PutUint32(entry[at:], uint32(len(entry)-at-4))
 	return entry
 }
+
+// BatchTerm is the term an entry's batch was decided in, if its first command
+// says (OpTerm): entries written before OpTerm, or by a leader whose peers do not
+// all read it, do not.
+func BatchTerm(entry []byte) (term uint64, ok bool) {
+	if len(entry) < 4 {
+		return 0, false
+	}
+	n := binary.BigEndian.Uint32(entry)
+	if uint64(n) > uint64(len(entry)-4) {
+		return 0, false
+	}
+	var c Command
+	if c.Decode(entry[4:4+n]) != nil || c.Op != OpTerm {
+		return 0, false
+	}
+	return c.Seq, true
+}
+
+// ErrStaleBatch answers an entry whose batch was decided in a term other than the
+// one raft appended it in: its leader lost the leadership and won it again in
+// between, and others may have committed entries that the state it decided on
+// lacked. The entry is applied nowhere.
+var ErrStaleBatch = errors.New("fsm: batch decided in an earlier term")
 
 // EachInBatch decodes a log entry's commands in order and calls fn with each.
 func EachInBatch(entry []byte, fn func(*Command) error) error {
@@ -59,11 +84,17 @@ func NewLog(maxTokens int) *Log { return &Log{st: New[struct{}](maxTokens), maxT
 
 // Apply applies committed entries in order. An entry that does not decode is
 // answered with its error and applied no further: every replica refuses it alike.
+// So is, whole, a batch decided in another term than the one it was appended in
+// (ErrStaleBatch): the term is the entry's, the same on every replica.
 func (l *Log) Apply(entries []replica.Entry) []any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]any, len(entries))
 	for i, e := range entries {
+		if term, ok := BatchTerm(e.Cmd); ok && term != e.Term {
+			out[i] = fmt.Errorf("%w: decided in term %d, appended in term %d", ErrStaleBatch, term, e.Term)
+			continue
+		}
 		if err := EachInBatch(e.Cmd, l.st.Apply); err != nil {
 			out[i] = err
 		}

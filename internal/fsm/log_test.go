@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,50 +19,10 @@ import (
 // bytes, the state that applying the same commands in one process gives.
 func TestThreeReplicasReachTheSameState(t *testing.T) {
 	const n = 3
-	logs := make([]*Log, n)
-	nodes := make([]*replica.Node, n)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for i := range n {
-		cfg := replica.Config{ID: fmt.Sprintf("r%d", i), BindAddr: "127.0.0.1:0",
-			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
-			LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 5 * time.Millisecond, Logger: quiet}
-		logs[i] = NewLog(8)
-		nd, err := replica.Open(cfg, logs[i])
-		if err != nil {
-			t.Fatalf("open r%d: %v", i, err)
-		}
-		nodes[i] = nd
-		defer func() {
-			if nodes[i] != nil {
-				nodes[i].Close()
-			}
-		}()
-	}
-	var servers []replica.Server
-	for _, nd := range nodes {
-		servers = append(servers, replica.Server{ID: nd.ID(), Addr: nd.Addr(), Voter: true})
-	}
-	for _, nd := range nodes {
-		if err := nd.Bootstrap(servers); err != nil {
-			t.Fatal(err)
-		}
-	}
+	logs, nodes := openReplicas(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// leader waits until an open node leads (a follower may still name a closed one).
-	leader := func() *replica.Node {
-		t.Helper()
-		for ctx.Err() == nil {
-			for _, nd := range nodes {
-				if nd != nil && nd.IsLeader() {
-					return nd
-				}
-			}
-			time.Sleep(5 * time.Millisecond) // polling the nodes' state, with ctx's deadline
-		}
-		t.Fatal("no leader among the open nodes")
-		return nil
-	}
+	leader := func() *replica.Node { t.Helper(); return leaderOf(ctx, t, nodes) }
 
 	cmds := commands(7, 1200)
 	var entry []byte
@@ -123,6 +84,145 @@ func TestThreeReplicasReachTheSameState(t *testing.T) {
 	}
 	if live != n-1 {
 		t.Fatalf("%d replicas open, want %d", live, n-1)
+	}
+}
+
+// openReplicas starts n replicas of a log over raft's TCP transport on 127.0.0.1
+// and bootstraps them as one cluster; they are closed when the test ends (a test
+// that closes one sets its place to nil).
+func openReplicas(t *testing.T, n int) ([]*Log, []*replica.Node) {
+	t.Helper()
+	logs := make([]*Log, n)
+	nodes := make([]*replica.Node, n)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := range n {
+		cfg := replica.Config{ID: fmt.Sprintf("r%d", i), BindAddr: "127.0.0.1:0",
+			HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+			LeaderLeaseTimeout: 400 * time.Millisecond, CommitTimeout: 5 * time.Millisecond, Logger: quiet}
+		logs[i] = NewLog(8)
+		nd, err := replica.Open(cfg, logs[i])
+		if err != nil {
+			t.Fatalf("open r%d: %v", i, err)
+		}
+		nodes[i] = nd
+		t.Cleanup(func() {
+			if nodes[i] != nil {
+				nodes[i].Close()
+			}
+		})
+	}
+	var servers []replica.Server
+	for _, nd := range nodes {
+		servers = append(servers, replica.Server{ID: nd.ID(), Addr: nd.Addr(), Voter: true})
+	}
+	for _, nd := range nodes {
+		if err := nd.Bootstrap(servers); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return logs, nodes
+}
+
+// leaderOf waits until an open node leads (a follower may still name a closed one).
+func leaderOf(ctx context.Context, t *testing.T, nodes []*replica.Node) *replica.Node {
+	t.Helper()
+	for ctx.Err() == nil {
+		for _, nd := range nodes {
+			if nd != nil && nd.IsLeader() {
+				return nd
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // polling the nodes' state, with ctx's deadline
+	}
+	t.Fatal("no leader among the open nodes")
+	return nil
+}
+
+// A batch opens with the term its leader decided it in (OpTerm); the log applies
+// it only if raft appended it in that term. Entries without a term (logs written
+// before OpTerm) apply in any.
+func TestABatchAppliesOnlyInTheTermItWasDecidedIn(t *testing.T) {
+	batch := func(term uint64, token string) []byte {
+		var entry []byte
+		if term > 0 {
+			entry = AppendBatch(entry, &Command{Op: OpTerm, Seq: term})
+		}
+		return AppendBatch(entry, &Command{Op: OpImport, Token: token, Fence: 7, Time: t0})
+	}
+	cases := []struct {
+		name      string
+		entryTerm uint64 // the term raft appended it in
+		decided   uint64 // 0: no OpTerm
+		applied   bool
+	}{
+		{"decided and appended in term 3", 3, 3, true},
+		{"decided in term 3, appended in term 5", 5, 3, false},
+		{"decided in term 5, appended in term 3", 3, 5, false},
+		{"no term: a log written before OpTerm", 5, 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := NewLog(8)
+			out := l.Apply([]replica.Entry{{Index: 1, Term: tc.entryTerm, Cmd: batch(tc.decided, "x")}})
+			err, _ := out[0].(error)
+			if tc.applied != (err == nil) {
+				t.Fatalf("answer %v; want applied=%v", out[0], tc.applied)
+			}
+			if !tc.applied && !errors.Is(err, ErrStaleBatch) {
+				t.Fatalf("refused with %v, want ErrStaleBatch", err)
+			}
+			if held := l.st.Tokens.Get("x") != nil; held != tc.applied {
+				t.Fatalf("token x in the state: %v, want %v", held, tc.applied)
+			}
+		})
+	}
+}
+
+// The same over raft: a batch decided under one leader and appended after the
+// leadership moved (the leader lost it and won it again, say) is refused by the
+// proposer's log and applied on no replica; the new term's batch applies everywhere.
+func TestABatchFromAnEarlierTermIsAppliedNowhere(t *testing.T) {
+	logs, nodes := openReplicas(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := leaderOf(ctx, t, nodes)
+	decided := first.Term()
+	if err := first.TransferLeadership(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var second *replica.Node
+	for second == nil || second.Term() == decided {
+		second = leaderOf(ctx, t, nodes)
+	}
+	stale := AppendBatch(AppendBatch(nil, &Command{Op: OpTerm, Seq: decided}), &Command{Op: OpImport, Token: "stale", Fence: 9, Time: t0})
+	res, err := second.Apply(ctx, stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := res.(error); !errors.Is(err, ErrStaleBatch) {
+		t.Fatalf("a batch decided in term %d, appended in %d, answered %v; want ErrStaleBatch", decided, second.Term(), res)
+	}
+	fresh := AppendBatch(AppendBatch(nil, &Command{Op: OpTerm, Seq: second.Term()}), &Command{Op: OpImport, Token: "fresh", Fence: 9, Time: t0})
+	if res, err := second.Apply(ctx, fresh); err != nil || res != nil {
+		t.Fatalf("a batch of the current term: %v, %v; want it applied", res, err)
+	}
+	for i, l := range logs { // the fresh batch, after the stale one, reaches every replica
+		for {
+			l.mu.Lock()
+			fresh := l.st.Tokens.Get("fresh") != nil
+			stale := l.st.Tokens.Get("stale") != nil
+			l.mu.Unlock()
+			if stale {
+				t.Fatalf("replica r%d applied the stale batch", i)
+			}
+			if fresh {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("replica r%d never applied the current term's batch", i)
+			}
+			time.Sleep(5 * time.Millisecond) // a follower applies a moment after the leader
+		}
 	}
 }
 

@@ -43,7 +43,11 @@ type Entry struct {
 	// no-op entries take indexes too). Unique per cluster; a state machine can keep
 	// the last applied one to tell a replay.
 	Index uint64
-	Cmd   []byte
+	// Term is the raft term in which the leader appended the entry: the same on
+	// every node, so a state machine may refuse an entry by it (one decided in an
+	// earlier term than it was appended in, say).
+	Term uint64
+	Cmd  []byte
 }
 
 // fsm adapts a StateMachine to raft.BatchingFSM, so that a batch of entries that
@@ -68,7 +72,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		entries = append(entries, Entry{Index: l.Index, Cmd: l.Data})
+		entries = append(entries, Entry{Index: l.Index, Term: l.Term, Cmd: l.Data})
 		pos = append(pos, i)
 	}
 	if len(entries) == 0 {

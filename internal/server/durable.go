@@ -44,6 +44,10 @@ type durable struct {
 	// another, it lost the leadership in between, and others may have committed
 	// entries its state lacks: it must take over afresh (core.leadershipChanged).
 	term atomic.Uint64
+	// stamp: every server of the cluster reads OpTerm (raftLoop), so each batch
+	// opens with the term it was decided in, and the log applies it nowhere if raft
+	// appended it in a later one (fsm.Log.Apply).
+	stamp atomic.Bool
 	// lease is raft's leader lease; proof (core) is when the last commit or
 	// leadership check that succeeded started. A batch that answers keepalives
 	// (needProof) goes out only if a quorum confirmed this leader less than a lease
@@ -91,8 +95,14 @@ func openDurable(dir string, maxTokens int, logger *slog.Logger, hooks replica.H
 	return d, nil
 }
 
-// record adds a command to the batch being served.
-func (d *durable) record(c *fsm.Command) { d.entry = fsm.AppendBatch(d.entry, c) }
+// record adds a command to the batch being served, after the batch's term if it
+// is the first and the cluster reads terms (durable.stamp).
+func (d *durable) record(c *fsm.Command) {
+	if len(d.entry) == 0 && d.stamp.Load() {
+		d.entry = fsm.AppendBatch(d.entry, &fsm.Command{Op: fsm.OpTerm, Seq: d.term.Load()})
+	}
+	d.entry = fsm.AppendBatch(d.entry, c)
+}
 
 // commit makes the batch's commands durable. The entry is handed to the log and not
 // reused: the log keeps it. It waits as long as the disk takes: an fsync on a busy
@@ -122,9 +132,10 @@ func (d *durable) commit() error {
 	if d.clustered && d.node.Term() != d.term.Load() {
 		// Lost and won again since this core took over: its state misses what
 		// another leader committed meanwhile, and the batch was decided on it. The
-		// step-down this causes comes before raftLoop's word of the change, which
-		// leaves this window narrow but open: it never closes between this look and
-		// the Apply.
+		// term can still change between this look and the Apply: a stamped batch
+		// is then refused by the log on every server (fsm.ErrStaleBatch), and the
+		// core steps down all the same; an unstamped one (a cluster with a server
+		// that reads no terms) would be applied.
 		d.entry = nil
 		return errTermChanged
 	}

@@ -1,8 +1,14 @@
 package server
 
 import (
+	"errors"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/baton-dev/baton/internal/fsm"
+	"github.com/baton-dev/baton/internal/replica"
 )
 
 // Rule 3 (../shared/DESIGN.md, "Replication"): a keepalive is acknowledged only
@@ -27,5 +33,43 @@ func TestKeepaliveAckNeedsALeaseOrACheck(t *testing.T) {
 		if got := mustVerify(tc.keepalive, tc.proof, tc.now, lease); got != tc.want {
 			t.Errorf("%s: mustVerify = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A stamped batch (durable.stamp) carries the term the core took over in; raft
+// appends it in the term it is in. Both agree, the batch commits; they differ (the
+// leadership was lost and won again in between), it is applied nowhere and the
+// commit fails, which steps a replicated core down (core.settle).
+func TestStampedBatchCommitsOnlyInItsTerm(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, err := openDurable(t.TempDir(), 8, quiet, replica.Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	d.stamp.Store(true)
+	put := func(token string) error {
+		d.record(&fsm.Command{Op: fsm.OpImport, Token: token, Fence: 3, Time: time.Now()})
+		return d.commit()
+	}
+	d.term.Store(d.node.Term())
+	if err := put("now"); err != nil {
+		t.Fatalf("a batch of the current term: %v", err)
+	}
+	d.term.Store(d.node.Term() - 1)
+	if err := put("before"); !errors.Is(err, fsm.ErrStaleBatch) {
+		t.Fatalf("a batch of an earlier term committed with %v, want ErrStaleBatch", err)
+	}
+	snap, err := d.log.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fsm.New[struct{}](8)
+	if err := st.Restore(snap, 8, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if st.Tokens.Get("now") == nil || st.Tokens.Get("before") != nil {
+		t.Fatalf("the log holds token now: %v, token before: %v; want only now",
+			st.Tokens.Get("now") != nil, st.Tokens.Get("before") != nil)
 	}
 }

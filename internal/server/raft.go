@@ -104,6 +104,7 @@ func (s *Server) raftLoop(d *durable) {
 	defer t.Stop()
 	var last replica.Leadership
 	bootstrapped := false
+	logVersions := map[string]int{} // the servers' LogVersion, as last seen in the membership
 	for {
 		select {
 		case <-s.stop:
@@ -128,8 +129,9 @@ func (s *Server) raftLoop(d *durable) {
 		if !bootstrapped {
 			bootstrapped = s.maybeBootstrap(d)
 		}
+		s.updateStamp(d, logVersions)
 		if l.IsLeader {
-			s.reconcile(d)
+			s.reconcile(d, logVersions)
 		}
 	}
 }
@@ -234,11 +236,47 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 	return true
 }
 
+// updateStamp has the core open its batches with their term (durable.stamp) once
+// every server of the configuration reads it, as the membership says. A server
+// seen once keeps its last word while it is gone: one that died does not stop the
+// stamps its successor's batches need most, around an election.
+func (s *Server) updateStamp(d *durable, seen map[string]int) {
+	for _, m := range s.node.Members() {
+		if m.Meta.Role == cluster.RoleServer {
+			seen[m.Name] = max(m.Meta.LogVersion, 1)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conf, err := d.node.Servers(ctx)
+	if err != nil {
+		return
+	}
+	if stamp := readsTerms(conf, seen); stamp != d.stamp.Load() {
+		d.stamp.Store(stamp)
+		s.log.Info("raft: batches carry their term", "on", stamp)
+	}
+}
+
+// readsTerms says whether every server of the configuration reads a batch's term
+// (fsm.OpTerm): each was seen publishing fsm.LogVersion 2 or more.
+func readsTerms(conf []replica.Server, seen map[string]int) bool {
+	for _, sv := range conf {
+		if seen[sv.ID] < fsm.LogVersion {
+			return false
+		}
+	}
+	return len(conf) > 0
+}
+
 // reconcile adds to the raft configuration a server the membership knows and the
 // configuration does not (a server added to the deployment, or one whose state was
 // lost), one per call. A server that died is never removed here: only by an
 // operator (POST /admin/remove-server), as its loss may be temporary.
-func (s *Server) reconcile(d *durable) {
+//
+// A server that reads an older log than this one writes is not added: it would
+// skip the entries it cannot read, and its state would part from the others'.
+func (s *Server) reconcile(d *durable, seen map[string]int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conf, err := d.node.Servers(ctx)
@@ -248,6 +286,14 @@ func (s *Server) reconcile(d *durable) {
 	for _, member := range s.serverMembers() {
 		m := raftServer(member)
 		if slices.ContainsFunc(conf, func(c replica.Server) bool { return c.ID == m.ID && c.Addr == m.Addr }) {
+			continue
+		}
+		if d.stamp.Load() && seen[m.ID] < fsm.LogVersion {
+			if now := time.Now(); now.Sub(s.oldLogged) >= 10*time.Second {
+				s.oldLogged = now
+				s.log.Warn("raft: not adding a server of an older version, which cannot read this cluster's log: upgrade it",
+					"server", m.ID, "its_log_version", seen[m.ID], "log_version", fsm.LogVersion)
+			}
 			continue
 		}
 		if err := d.node.AddVoter(ctx, m.ID, m.Addr); err != nil {
@@ -358,7 +404,10 @@ func (s *Server) raftStatus() *RaftStatus {
 		return &RaftStatus{State: "unknown: " + err.Error()}
 	}
 	rs := &RaftStatus{ID: st.ID, State: st.State, Leader: st.Leader, Term: st.Term, CommitIndex: st.CommitIndex,
-		AppliedIndex: st.AppliedIndex, Servers: []RaftServer{}}
+		AppliedIndex: st.AppliedIndex, LogVersion: 1, Servers: []RaftServer{}}
+	if d.stamp.Load() {
+		rs.LogVersion = fsm.LogVersion
+	}
 	for _, sv := range st.Servers {
 		rs.Servers = append(rs.Servers, RaftServer{ID: sv.ID, Addr: sv.Addr, Voter: sv.Voter, Leader: sv.ID == st.Leader})
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/replica"
 )
 
 // Bootstrap like Consul's bootstrap_expect: once expect servers have found each
@@ -65,5 +66,29 @@ func TestRaftTimeoutIsChecked(t *testing.T) {
 		if ok := err == nil; ok != tc.ok || (err != nil && !strings.Contains(err.Error(), "BATON_RAFT_TIMEOUT")) {
 			t.Errorf("BATON_RAFT_TIMEOUT=%s: Validate() = %v, want ok=%v naming the variable", tc.timeout, err, tc.ok)
 		}
+	}
+}
+
+// A leader opens its batches with their term (fsm.OpTerm) only once every server of
+// its configuration reads it: an older one would skip those entries and part from
+// the others.
+func TestReadsTerms(t *testing.T) {
+	conf := []replica.Server{{ID: "server-1"}, {ID: "server-2"}, {ID: "server-3"}}
+	for _, tc := range []struct {
+		name string
+		seen map[string]int
+		want bool
+	}{
+		{"every server reads terms", map[string]int{"server-1": 2, "server-2": 2, "server-3": 3}, true},
+		{"one runs the version before", map[string]int{"server-1": 2, "server-2": 1, "server-3": 2}, false},
+		{"one never seen", map[string]int{"server-1": 2, "server-2": 2}, false},
+		{"a member outside the configuration does not count", map[string]int{"server-1": 2, "server-2": 2, "server-3": 2, "server-4": 1}, true},
+	} {
+		if got := readsTerms(conf, tc.seen); got != tc.want {
+			t.Errorf("%s: readsTerms = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if readsTerms(nil, map[string]int{"server-1": 2}) {
+		t.Error("an empty configuration (not bootstrapped) reads terms, want not")
 	}
 }

@@ -26,6 +26,11 @@
 //  3. Only a leader that can prove it acts: only a committed entry proposed by the
 //     current leader ends a session; a deposed leader's entries fail to commit, and
 //     it steps down without sending what depended on them (core.stepDown). A
+//     leader that lost the leadership and won it again commits nothing it decided
+//     before: each batch carries the term it was decided in, and the log applies
+//     it nowhere if raft appended it in another (fsm.OpTerm, durable.stamp).
+//     TestStampedBatchCommitsOnlyInItsTerm here, internal/fsm's
+//     TestABatchFromAnEarlierTermIsAppliedNowhere. A
 //     keepalive is acknowledged only within a lease of a quorum's confirmation, or
 //     after VerifyLeader (durable.commit, mustVerify). TestKeepaliveAckNeedsALeaseOrACheck
 //     here, TestReplicatedCutOffLeaderAcknowledgesNoKeepalive (fails when a keepalive
@@ -60,6 +65,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/fsm"
 	"github.com/baton-dev/baton/internal/replica"
 	"github.com/baton-dev/baton/internal/wire"
 )
@@ -98,8 +104,10 @@ type Server struct {
 	// (publishLeader).
 	leaderMeta atomic.Uint64
 	publishing atomic.Bool
-	// waitLogged is when raftLoop last said it waits for servers to bootstrap.
+	// waitLogged is when raftLoop last said it waits for servers to bootstrap;
+	// oldLogged, when it last said it leaves out a server of an older version.
 	waitLogged time.Time
+	oldLogged  time.Time
 	parker     *parker // nil where connections cannot be parked
 	core       *core
 	coreMu     sync.Mutex // held by the core's owner of the moment
@@ -169,7 +177,7 @@ func (s *Server) Open() (err error) {
 		}
 	}()
 	now := time.Now()
-	raftPort, hasLog := 0, false
+	raftPort, hasLog, logVersion := 0, false, 0
 	switch {
 	case s.cfg.StateDir != "" && s.cfg.BootstrapExpect > 1:
 		// A replica of the log: the core serves once this server leads (raftLoop).
@@ -179,6 +187,7 @@ func (s *Server) Open() (err error) {
 		_, p, _ := net.SplitHostPort(s.core.d.node.Addr())
 		raftPort, _ = strconv.Atoi(p)
 		hasLog = s.core.d.node.HasLog()
+		logVersion = fsm.LogVersion
 	case s.cfg.StateDir != "":
 		if s.core.d, err = openDurable(s.cfg.StateDir, s.cfg.MaxTokens, s.log, replica.Hooks{
 			Commit: func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) }}); err != nil {
@@ -203,7 +212,8 @@ func (s *Server) Open() (err error) {
 		Name: s.cfg.nodeName(), BindAddr: s.cfg.GossipBind, Port: s.cfg.GossipPort, Advertise: s.cfg.Advertise,
 		Join: s.cfg.Join, Key: s.key, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
 		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: s.bootID,
-			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort, HasLog: hasLog},
+			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort, HasLog: hasLog,
+			LogVersion: logVersion},
 		OnChange: s.membersChanged,
 	})
 	if err != nil {

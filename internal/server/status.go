@@ -23,13 +23,17 @@ type Status struct {
 
 // RaftStatus is a replicated server's view of the cluster.
 type RaftStatus struct {
-	ID           string       `json:"id"`
-	State        string       `json:"state"`  // leader, follower, candidate
-	Leader       string       `json:"leader"` // the leader's id (node name); empty while none is known
-	Term         uint64       `json:"term"`
-	CommitIndex  uint64       `json:"commit_index"`
-	AppliedIndex uint64       `json:"applied_index"`
-	Servers      []RaftServer `json:"servers"`
+	ID           string `json:"id"`
+	State        string `json:"state"`  // leader, follower, candidate
+	Leader       string `json:"leader"` // the leader's id (node name); empty while none is known
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// LogVersion is the log this server writes when it leads: 2 (each batch
+	// carries the term it was decided in) once every server of the configuration
+	// reads it, 1 while one runs an older version.
+	LogVersion int          `json:"log_version"`
+	Servers    []RaftServer `json:"servers"`
 }
 
 // RaftServer is one server of the raft configuration.
