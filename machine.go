@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"slices"
 	"time"
@@ -45,10 +46,12 @@ type machine struct {
 
 	// awaiting is when a frame the server owes at once (a keepalive's answer, a
 	// release's) left with nothing heard from the server since; zero when none is
-	// owed. hedging: a connect to another server is out (overdue).
-	awaiting time.Time
-	hedging  bool
-	watchAt  time.Time // when the overdue timer fires; zero while it is not armed
+	// owed. hedging: a connect to another server is out (overdue); hedgedFor, the
+	// awaiting that the last one was for (one silence is logged once).
+	awaiting  time.Time
+	hedging   bool
+	hedgedFor time.Time
+	watchAt   time.Time // when the overdue timer fires; zero while it is not armed
 
 	seq      uint64
 	ops      map[uint64]*acquireOp  // acquire seq → request, waiting or holding
@@ -397,9 +400,13 @@ func (m *machine) overdue() {
 		m.watch(wait)
 		return
 	}
-	m.c.log.Info("server silent; asking another server whether it leads", "server", m.server,
+	level := slog.LevelInfo
+	if m.hedgedFor.Equal(m.awaiting) {
+		level = slog.LevelDebug // the same silence, asked about again (one server alone answers none)
+	}
+	m.c.log.Log(context.Background(), level, "server silent; asking another server whether it leads", "server", m.server,
 		"silent", m.clock().Sub(m.awaiting).Round(time.Millisecond))
-	m.hedging, m.fx.hedge = true, true
+	m.hedging, m.fx.hedge, m.hedgedFor = true, true, m.awaiting
 }
 
 // hedged takes the outcome of the connect overdue asked for. welcomed says that

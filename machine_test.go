@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -396,6 +397,8 @@ func TestMachineHedgesWhenTheServerFallsSilent(t *testing.T) {
 	for _, durable := range []bool{true, false} {
 		r := newRig(t)
 		r.m.c.cfg.Resolve = resolve
+		var logs strings.Builder // at INFO and above
+		r.m.c.log = slog.New(slog.NewTextHandler(&logs, nil))
 		r.m.welcome(&wire.Frame{Op: wire.OpWelcome, Session: 7, TTLms: uint64(rigTTL / time.Millisecond), Epoch: 1,
 			Durable: durable}, r.now, "server-1")
 		op, l := r.hold("x", 5)
@@ -434,6 +437,9 @@ func TestMachineHedgesWhenTheServerFallsSilent(t *testing.T) {
 		}
 		r.now = r.now.Add(after)
 		r.m.overdue()
+		if n := strings.Count(logs.String(), "server silent; asking"); n != 1 {
+			t.Fatalf("one silence, asked about twice, logged %d times at INFO, want once:\n%s", n, logs.String())
+		}
 		r.m.fx = effects{}
 		r.m.hedged("server-2", true)
 		if keptLease.ended() != nil || !r.m.fx.hangUp {
