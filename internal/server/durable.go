@@ -60,6 +60,9 @@ type durable struct {
 // openDurable opens the log in dir and waits until this server leads it, which a
 // lone server does as soon as its election timeout has passed.
 func openDurable(dir string, maxTokens int, logger *slog.Logger, hooks replica.Hooks) (*durable, error) {
+	if err := checkStateDir(dir, "", false); err != nil {
+		return nil, err
+	}
 	d := &durable{log: fsm.NewLog(maxTokens), dir: dir}
 	cfg := replica.DefaultConfig()
 	cfg.Dir = filepath.Join(dir, "raft")

@@ -39,6 +39,9 @@ import (
 // BATON_BOOTSTRAP_EXPECT servers to find each other (raftLoop).
 func (s *Server) openCluster() (*durable, error) {
 	cfg := s.cfg
+	if err := checkStateDir(cfg.StateDir, cfg.NodeName, true); err != nil {
+		return nil, err
+	}
 	d := &durable{log: fsm.NewLog(cfg.MaxTokens), dir: filepath.Join(cfg.StateDir, cfg.NodeName), clustered: true}
 	rc := replica.DefaultConfig()
 	rc.ID = cfg.NodeName
