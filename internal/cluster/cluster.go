@@ -117,10 +117,12 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex // guards meta, members, joinErr
+	mu      sync.Mutex // guards meta, members, joinErr, conflictLogged
 	meta    Meta
 	members map[string]*Member // everyone seen, dead and left kept a while for status
 	joinErr error              // the last join's error; nil after one succeeded
+	// conflictLogged is when a name two live processes use was last reported.
+	conflictLogged map[string]time.Time
 
 	notify   chan struct{} // coalesced change signal for the OnChange goroutine
 	stop     chan struct{}
@@ -161,6 +163,7 @@ func Start(cfg Config) (*Node, error) {
 	mc.DeadNodeReclaimTime = time.Nanosecond
 	mc.Delegate = n
 	mc.Events = n
+	mc.Conflict = n
 	mc.Logger = log.New(&logWriter{log: n.log, every: time.Minute, seen: map[string]*repeat{}}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -389,6 +392,27 @@ func (n *Node) NotifyMsg([]byte)                           {}
 func (n *Node) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (n *Node) LocalState(join bool) []byte                { return nil }
 func (n *Node) MergeRemoteState(buf []byte, join bool)     {}
+
+// NotifyConflict implements memberlist.ConflictDelegate: a node claims a name a
+// live node at another address has. memberlist keeps the first and says only
+// "conflicting address"; the two processes' sessions then take each other for
+// reboots and end each other's, over and over. Said once a minute per name, with
+// the fix.
+func (n *Node) NotifyConflict(existing, other *memberlist.Node) {
+	n.mu.Lock()
+	now := time.Now()
+	if now.Sub(n.conflictLogged[existing.Name]) < time.Minute {
+		n.mu.Unlock()
+		return
+	}
+	if n.conflictLogged == nil {
+		n.conflictLogged = map[string]time.Time{}
+	}
+	n.conflictLogged[existing.Name] = now
+	n.mu.Unlock()
+	n.log.Error("two processes use one node name: give each its own BATON_NODE_NAME (the default is the hostname)",
+		"node", existing.Name, "addr", existing.Address(), "other_addr", other.Address())
+}
 
 // NotifyJoin implements memberlist.EventDelegate.
 func (n *Node) NotifyJoin(node *memberlist.Node) { n.upsert(node, StateAlive) }

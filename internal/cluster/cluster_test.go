@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -98,4 +99,52 @@ func TestLineKind(t *testing.T) {
 	if a != b {
 		t.Fatalf("%q != %q: addresses must not make kinds", a, b)
 	}
+}
+
+// Two live processes under one name, over real memberlist on loopback: a node
+// that sees both says which name, where, and the fix.
+func TestTwoProcessesWithOneNameAreReported(t *testing.T) {
+	var logs syncBuffer
+	seed, err := Start(Config{Name: "seed", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleServer},
+		JoinPeriod: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	for range 2 {
+		n, err := Start(Config{Name: "twin", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleClient},
+			Join: []string{seed.Addr()}, JoinPeriod: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		_, _ = n.Join() // the second is refused the name, or not: the seed saw it
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "give each its own BATON_NODE_NAME") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no report of two processes named twin within 10 s; the seed logged:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the log, with a deadline
+	}
+	if got := strings.Count(logs.String(), "two processes use one node name"); got != 1 {
+		t.Errorf("reported %d times, want once a minute", got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -620,6 +620,11 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 			}
 			c.event(Event{Kind: kind, Node: m.Name, Detail: m.Meta.Role})
 			c.memberState[m.Name] = m.State
+			if m.State == cluster.StateAlive && m.Name != c.s.cfg.nodeName() {
+				if why := misplacedServer(c.d != nil && c.d.clustered, m); why != "" {
+					c.s.log.Error(why, "server", m.Name, "addr", m.Addr)
+				}
+			}
 		}
 	}
 	for name := range c.memberState { // forgotten by the cluster layer: forget here too
@@ -642,6 +647,24 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 			c.apply(nil, now)
 		}
 	})
+}
+
+// misplacedServer says what is wrong when server m shares the membership with this
+// one and they are not both replicas of one log: each server that does not
+// replicate owns tokens of its own, and clients split between them would hold
+// one token twice. Empty when nothing is.
+func misplacedServer(replicated bool, m cluster.Member) string {
+	switch {
+	case m.Meta.Role != cluster.RoleServer:
+		return ""
+	case !replicated:
+		return "another server in this cluster, and this one does not replicate: each owns its tokens alone, and clients split between them; " +
+			"run one server, or give every server BATON_STATE_DIR and BATON_BOOTSTRAP_EXPECT"
+	case m.Meta.RaftPort == 0:
+		return "a server that does not replicate joined this replicated cluster: it owns tokens of its own (clients connect to the replicated servers); " +
+			"give it BATON_STATE_DIR and BATON_BOOTSTRAP_EXPECT as the others have, or stop it"
+	}
+	return ""
 }
 
 // restart is the in-place restart: new epoch, every connection closed with notice,

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,50 @@ func TestReadsTerms(t *testing.T) {
 	}
 	if readsTerms(nil, map[string]int{"server-1": 2}) {
 		t.Error("an empty configuration (not bootstrapped) reads terms, want not")
+	}
+}
+
+// Servers that share a membership must all replicate one log: one that does not
+// owns tokens of its own, and clients split between them would hold a token twice.
+func TestMisplacedServer(t *testing.T) {
+	replica := cluster.Meta{Role: cluster.RoleServer, RaftPort: 7001}
+	alone := cluster.Meta{Role: cluster.RoleServer}
+	client := cluster.Meta{Role: cluster.RoleClient}
+	for _, tc := range []struct {
+		name       string
+		replicated bool
+		other      cluster.Meta
+		complaint  string // a word of it; empty: none
+	}{
+		{"two replicas", true, replica, ""},
+		{"a replica and a client", true, client, ""},
+		{"a server alone and a client", false, client, ""},
+		{"a server alone joins a replicated cluster", true, alone, "give it BATON_STATE_DIR"},
+		{"two servers alone", false, alone, "run one server"},
+		{"a server alone beside a replica", false, replica, "run one server"},
+	} {
+		got := misplacedServer(tc.replicated, cluster.Member{Name: "other", Meta: tc.other})
+		if (tc.complaint == "") != (got == "") || !strings.Contains(got, tc.complaint) {
+			t.Errorf("%s: %q, want a complaint with %q", tc.name, got, tc.complaint)
+		}
+	}
+}
+
+// A gossip port in use names its variable (memberlist's error keeps only the text
+// of the bind's).
+func TestGossipPortInUseNamesTheVariable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	n, err := cluster.Start(cluster.Config{Name: "x", BindAddr: "127.0.0.1", Port: port, Local: true})
+	if err == nil {
+		n.Close()
+		t.Fatalf("memberlist started on port %d, which is in use", port)
+	}
+	if got := gossipPortErr(port, err).Error(); !strings.Contains(got, "BATON_GOSSIP_PORT") {
+		t.Errorf("error %q does not name BATON_GOSSIP_PORT", got)
 	}
 }

@@ -56,6 +56,11 @@ func pick(members []cluster.Member, n uint64, avoid func(addr string) bool) (clu
 			servers = append(servers, m)
 		}
 	}
+	// A server that does not replicate (no raft port), set up by mistake beside a
+	// replicated cluster, owns tokens of its own: connects go to the cluster.
+	if slices.ContainsFunc(servers, replicates) {
+		servers = slices.DeleteFunc(servers, func(m cluster.Member) bool { return !replicates(m) })
+	}
 	if avoid != nil {
 		if kept := slices.DeleteFunc(slices.Clone(servers), func(m cluster.Member) bool { return avoid(m.TokenAddr()) }); len(kept) > 0 {
 			servers = kept
@@ -80,6 +85,8 @@ func pick(members []cluster.Member, n uint64, avoid func(addr string) bool) (clu
 	}
 	return others[(n/2)%uint64(len(others))], true
 }
+
+func replicates(m cluster.Member) bool { return m.Meta.RaftPort > 0 }
 
 // unreachableFor is how long a server whose connect failed (it did not answer, or
 // hung up) is avoided: about an election and the new leader's word reaching the

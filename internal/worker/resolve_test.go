@@ -77,6 +77,24 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 	if _, ok := pick(nil, 1, nil); ok {
 		t.Error("no member: a server picked")
 	}
+	// A server alone (no raft port) beside a replicated cluster: never picked,
+	// whether the cluster has a leader or is electing one.
+	replicated := func(name string, leader bool) cluster.Member {
+		m := srv(name, leader)
+		m.Meta.RaftPort = 7001
+		return m
+	}
+	stray := srv("server-0", false)
+	for _, cl := range [][]cluster.Member{
+		{stray, replicated("server-1", true), replicated("server-2", false)},
+		{stray, replicated("server-1", false), replicated("server-2", false)},
+	} {
+		for n := uint64(1); n <= 4; n++ {
+			if m, _ := pick(cl, n, nil); m.Name == stray.Name {
+				t.Errorf("connect %d goes to %s, a server that does not replicate, beside a replicated cluster", n, m.Name)
+			}
+		}
+	}
 }
 
 // Of two servers that say they lead (a dead leader keeps saying so until the
