@@ -113,9 +113,10 @@ func ParseKey(s string) ([]byte, error) {
 
 // Node is this process's membership.
 type Node struct {
-	ml  *memberlist.Memberlist
-	cfg Config
-	log *slog.Logger
+	ml   *memberlist.Memberlist
+	addr string // gossip host:port, as others reach it
+	cfg  Config
+	log  *slog.Logger
 
 	mu      sync.Mutex // guards meta, members, joinErr, conflictLogged
 	meta    Meta
@@ -123,6 +124,7 @@ type Node struct {
 	joinErr error              // the last join's error; nil after one succeeded
 	// conflictLogged is when a name two live processes use was last reported.
 	conflictLogged map[string]time.Time
+	updateMu       sync.Mutex // one meta update at a time (updateNode)
 
 	notify   chan struct{} // coalesced change signal for the OnChange goroutine
 	stop     chan struct{}
@@ -170,14 +172,17 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n.ml = ml
+	n.addr = ml.LocalNode().Address()
 	n.done.Add(2)
 	go n.notifier()
 	go n.joiner()
 	return n, nil
 }
 
-// Addr is this node's gossip address host:port.
-func (n *Node) Addr() string { return n.ml.LocalNode().Address() }
+// Addr is this node's gossip address host:port. It is read once, at start:
+// memberlist's local node is rewritten by every meta update (UpdateNode), with no
+// lock a reader could take.
+func (n *Node) Addr() string { return n.addr }
 
 // joiner joins the seeds, and again whenever this node finds itself alone, so a
 // client that started before its server, or a server that restarted, finds the
@@ -351,6 +356,15 @@ func (n *Node) SetLeader(term uint64, timeout time.Duration) error {
 	}
 	n.meta.Leader, n.meta.Term = term > 0, term
 	n.mu.Unlock()
+	return n.updateNode(timeout)
+}
+
+// updateNode gossips this node's new meta. memberlist's UpdateNode must not run
+// twice at once (it bumps the incarnation and broadcasts without a lock: the race
+// detector caught a leave and a leadership change doing so).
+func (n *Node) updateNode(timeout time.Duration) error {
+	n.updateMu.Lock()
+	defer n.updateMu.Unlock()
 	return n.ml.UpdateNode(timeout)
 }
 
@@ -360,7 +374,7 @@ func (n *Node) Leave(timeout time.Duration) error {
 	n.meta.Leaving = true
 	n.mu.Unlock()
 	// The meta update travels ahead of the leave, so peers record "left", not "dead".
-	_ = n.ml.UpdateNode(timeout)
+	_ = n.updateNode(timeout)
 	return n.ml.Leave(timeout)
 }
 
