@@ -76,6 +76,9 @@ func (n *nemesis) launch(ctx context.Context, f fault) {
 			}
 		}
 		tg.names = []string{n.c.workers[tg.worker].name}
+	case f.Kind == cutLeader && n.c.raft == nil:
+		n.skip(f, "a server alone has no raft traffic")
+		return
 	case aimsAtLeader(f.Kind):
 		l, term := n.c.currentLeader()
 		if l < 0 {
@@ -199,6 +202,11 @@ func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 		err = p.signal(syscall.SIGSTOP)
 		wait()
 		_ = p.signal(syscall.SIGCONT)
+	case cutLeader: // its token port stays open: its clients still reach it
+		n.h.add(ev)
+		n.c.raft.cut(tg.servers[0])
+		wait()
+		n.c.raft.heal(tg.servers[0])
 	case restartAll:
 		n.h.add(ev)
 		var ps []*proc

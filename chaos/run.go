@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -107,6 +108,17 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
 		crashes: map[string]int{}}
 	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
+	if cfg.Servers > 1 {
+		var ports []int
+		for _, s := range servers {
+			ports = append(ports, s.raftPort)
+		}
+		from := func(conn net.Conn) int { return peerProcess(conn, c.serverPids()) }
+		if c.raft, err = newRaftNet(ports, from); err != nil {
+			return nil, err
+		}
+		defer c.raft.close()
+	}
 	defer c.ps.killAll() // also after a panic: no child outlives the harness
 	defer func() {
 		c.mu.Lock()
