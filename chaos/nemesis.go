@@ -25,6 +25,7 @@ type nemesis struct {
 	busy    map[string]bool // workers and servers under a fault, by name
 	done    chan func()
 	applied int
+	byKind  map[string]int // applied, by kind
 	skipped int
 	running int
 }
@@ -106,6 +107,10 @@ func (n *nemesis) launch(ctx context.Context, f fault) {
 		n.busy[name] = true
 	}
 	n.applied++
+	if n.byKind == nil {
+		n.byKind = map[string]int{}
+	}
+	n.byKind[f.Kind]++
 	n.running++
 	go func() {
 		err := n.apply(ctx, f, tg)

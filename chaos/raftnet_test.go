@@ -231,8 +231,8 @@ func TestNemesisCutLeader(t *testing.T) {
 	n.run(context.Background(), faults[4:5])
 	c.leader, c.raft = 0, nil
 	n.run(context.Background(), faults[5:])
-	if n.applied != 1 || n.skipped != 5 || len(n.busy) != 0 {
-		t.Errorf("applied %d, skipped %d, busy %v; want 1, 5, none", n.applied, n.skipped, n.busy)
+	if n.applied != 1 || n.byKind[cutLeader] != 1 || n.skipped != 5 || len(n.busy) != 0 {
+		t.Errorf("applied %d (%v), skipped %d, busy %v; want 1 cut-leader, 5, none", n.applied, n.byKind, n.skipped, n.busy)
 	}
 	var lines []string
 	for _, e := range h.snapshot() {

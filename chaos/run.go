@@ -51,6 +51,7 @@ func defaultRunConfig() runConfig {
 type runResult struct {
 	Plan       []fault
 	Applied    int
+	ByKind     map[string]int // applied, by kind
 	Skipped    int
 	Checks     []checkResult
 	Violations int
@@ -244,7 +245,7 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		<-done
 	}
 	in.Events = h.snapshot()
-	res = &runResult{Plan: faults, Applied: nem.applied, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
+	res = &runResult{Plan: faults, Applied: nem.applied, ByKind: nem.byKind, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
 	for _, e := range in.Events {
 		if e.Kind == event.Grant {
 			res.Grants++
@@ -269,10 +270,10 @@ func report(w io.Writer, cfg runConfig, res *runResult) {
 	var ks []string
 	for _, k := range allKinds {
 		if kinds[k] > 0 {
-			ks = append(ks, fmt.Sprintf("%s %d", k, kinds[k]))
+			ks = append(ks, fmt.Sprintf("%s %d (%d)", k, kinds[k], res.ByKind[k]))
 		}
 	}
-	fmt.Fprintf(w, "planned: %s\n", strings.Join(ks, ", "))
+	fmt.Fprintf(w, "planned (applied): %s\n", strings.Join(ks, ", "))
 	fmt.Fprintf(w, "servers %d; leader changes seen %d\n", cfg.Servers, res.LeaderChanges)
 	for _, x := range res.Losses {
 		fmt.Fprintf(w, "    after %s\n", x)
