@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,6 +131,13 @@ type Config struct {
 	// server's; the session is trusted that much less than its TTL. Default 0.01.
 	DriftBound  float64
 	DialTimeout time.Duration // default 2s, a quarter of it for the TCP connect
+	// Dial, if set, opens the connection to a server's token address (Addr, what
+	// Resolve returned, or a leader Follow approved) in place of a TCP dial: where
+	// this client reaches a server by another way than the address the cluster
+	// publishes (a port mapping, a tunnel or proxy of its own), as gRPC's
+	// WithContextDialer and pgx's DialFunc do. ctx ends after a quarter of
+	// DialTimeout. Info, Follow and OnConnect still name the address asked for.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// OnConnect, if set, is told how each connect ended: the server that welcomed
 	// the client (err nil), or the server at which the connect failed (the last one
 	// dialled, after any followed; "" if none was: Resolve failed, or named only the

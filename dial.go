@@ -117,8 +117,16 @@ func handshake(ctx context.Context, cfg Config, addr string, resume uint64) dial
 	// host (a killed container) answers nothing, and the whole DialTimeout spent on
 	// it is that much longer without a session, while the rest of the cluster
 	// answers at once.
-	d := net.Dialer{Timeout: cfg.DialTimeout / 4}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	var nc net.Conn
+	var err error
+	if cfg.Dial != nil {
+		dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout/4)
+		nc, err = cfg.Dial(dctx, addr)
+		cancel()
+	} else {
+		d := net.Dialer{Timeout: cfg.DialTimeout / 4}
+		nc, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return dialResult{err: err}
 	}

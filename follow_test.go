@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -317,5 +318,53 @@ func TestClientFollowsTheLeaderOfACluster(t *testing.T) {
 	}
 	if err := lease.Release(ctx, baton.Record{Counter: 1}); err != nil {
 		t.Fatalf("Release on the new leader: %v, want it accepted", err)
+	}
+}
+
+// Config.Dial opens every connection, to Addr and to a leader Follow approved, with
+// a quarter of DialTimeout; the client still names the addresses asked for (a
+// worker that reaches each server through a proxy of its own maps them there).
+func TestClientDialsThroughConfigDial(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	f := testutil.StartFollower(t, srv.TokenAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	const alias = "follower.invalid:7000" // reached only through Dial
+	var asked []string
+	var d net.Dialer
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		asked = append(asked, addr)
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > 500*time.Millisecond {
+			t.Errorf("Dial(%s): deadline %v (%v), want within a quarter of DialTimeout", addr, dl, ok)
+		}
+		if addr == alias {
+			addr = f.Addr()
+		}
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	var told []string
+	c, err := baton.Dial(ctx, baton.Config{Addr: alias, Node: "c1", Logger: testutil.Logger(t), Dial: dial,
+		DialTimeout: 2 * time.Second,
+		Follow:      func(addr string) bool { return addr == srv.TokenAddr() },
+		OnConnect:   func(server string, err error) { told = append(told, fmt.Sprintf("%s %v", server, err)) }})
+	if err != nil {
+		t.Fatalf("Dial through Config.Dial: %v", err)
+	}
+	defer c.Close()
+	if want := []string{alias, srv.TokenAddr()}; !slices.Equal(asked, want) {
+		t.Errorf("Config.Dial asked for %q, want %q: the alias, then the leader the follower named", asked, want)
+	}
+	if got := c.Info().Server; got != srv.TokenAddr() {
+		t.Errorf("session on %s, want the leader %s", got, srv.TokenAddr())
+	}
+	if want := []string{srv.TokenAddr() + " <nil>"}; !slices.Equal(told, want) {
+		t.Errorf("OnConnect told %q, want %q", told, want)
+	}
+	lease, err := c.Acquire(ctx, "counter")
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if err := lease.Release(ctx, baton.Record{Counter: lease.Record.Counter + 1}); err != nil {
+		t.Fatalf("Release: %v", err)
 	}
 }

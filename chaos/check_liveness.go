@@ -27,6 +27,10 @@ const (
 	redial = 2 * time.Second
 	// boot: a server process starting and replaying its log.
 	boot = 2 * time.Second
+	// stepDown: a leader cut off from the other servers steps down once no quorum
+	// answered within its lease (at most raft's 300 ms timeout, checked as often),
+	// and the harness asks each server its state every 200 ms: 1 s, + slack.
+	stepDown = time.Second + slack
 )
 
 // recoverAfter is how long a fault's effects may last after it heals (a redial, the
@@ -43,7 +47,7 @@ func (in *checkInput) faultBound(kind string, dur time.Duration) time.Duration {
 		return in.TTL + 2*in.HoldMax + slack
 	case hupServer, closeConns:
 		return time.Second + in.HoldMax + slack
-	case killServer, killLeader, pauseLeader: // a follower's loss costs nothing
+	case killServer, killLeader, pauseLeader, cutLeader: // a follower's loss costs nothing
 		if in.Servers > 1 {
 			return election + redial + in.HoldMax + slack
 		}
@@ -129,8 +133,55 @@ func (a *analysis) checkLiveness() checkResult {
 			parts = append(parts, fmt.Sprintf("%s isolated %d, worst %s (bound %s)", k, x.n, x.worst.Round(time.Millisecond), x.bound.Round(time.Millisecond)))
 		}
 	}
+	// Every cut-off leader, isolated or not, steps down while it is cut off: a leader
+	// that cannot reach a quorum must stop acting as one (replication rule 3).
+	var cuts int
+	var slowest time.Duration
+	for _, f := range a.faults {
+		if f.kind != cutLeader {
+			continue
+		}
+		d, seen := a.steppedDown(f)
+		switch {
+		case seen:
+			cuts++
+			slowest = max(slowest, d)
+			if d > stepDown {
+				r.violate("%s of %s at %s: seen leading until %s later (bound %s)", f.kind, f.w, a.at(f.start), d.Round(time.Millisecond), stepDown)
+			}
+		case time.Duration(f.end-f.start) > stepDown:
+			cuts++
+			r.violate("%s of %s at %s: seen leading throughout the %s cut", f.kind, f.w, a.at(f.start), time.Duration(f.end-f.start).Round(time.Millisecond))
+		}
+	}
+	if cuts > 0 {
+		parts = append(parts, fmt.Sprintf("cut-off leaders stepped down %d, slowest %s (bound %s)", cuts, slowest.Round(time.Millisecond), stepDown))
+	}
 	r.Counts = strings.Join(parts, "; ")
 	return r
+}
+
+// steppedDown is how long after f began its server was first seen not leading, by
+// its own /status (0 if it was not leading then: the leadership had moved before
+// the fault); seen is false if no such answer came before f healed.
+func (a *analysis) steppedDown(f span) (d time.Duration, seen bool) {
+	for _, e := range a.roles[f.w] {
+		switch {
+		case e.T <= f.start:
+			if e.Op != "leader" {
+				d, seen = 0, true
+			} else {
+				seen = false
+			}
+		case e.T > f.end:
+			return d, seen
+		case e.Op != "leader" && !seen:
+			return time.Duration(e.T - f.start), true
+		case e.Op != "leader":
+			return d, seen
+		}
+	}
+	return d, seen
 }
 
 // 7. Every worker makes progress (a grant and a successful release) after the last

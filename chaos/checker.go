@@ -81,13 +81,14 @@ type analysis struct {
 	in     *checkInput
 	t0     int64
 	leases map[leaseKey]*lease
-	grants []*lease      // by granted time
-	faults []span        // by start
-	leads  []event.Event // the leaders the harness saw, in order
+	grants []*lease                 // by granted time
+	faults []span                   // by start
+	leads  []event.Event            // the leaders the harness saw, in order
+	roles  map[string][]event.Event // each server's own raft states, in order, by name
 }
 
 func analyse(in *checkInput) *analysis {
-	a := &analysis{in: in, leases: map[leaseKey]*lease{}}
+	a := &analysis{in: in, leases: map[leaseKey]*lease{}, roles: map[string][]event.Event{}}
 	if len(in.Events) > 0 {
 		a.t0 = in.Events[0].T
 	}
@@ -109,6 +110,8 @@ func analyse(in *checkInput) *analysis {
 			}
 		case event.Lead:
 			a.leads = append(a.leads, e)
+		case event.Role:
+			a.roles[e.W] = append(a.roles[e.W], e)
 		case event.Fault:
 			if !strings.HasPrefix(e.Err, "skipped") {
 				s := &span{id: e.ID, kind: e.Op, w: e.W, inst: e.Inst, start: e.T, end: -1, dur: time.Duration(e.Dur)}

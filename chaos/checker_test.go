@@ -184,6 +184,34 @@ func TestChecker(t *testing.T) {
 				event.Event{T: 555 * ms, Kind: event.Fault, Op: pauseLeader, ID: 1, W: "s1", Inst: 1},
 				event.Event{T: 3 * time.Second.Nanoseconds(), Kind: event.Heal, Op: pauseLeader, ID: 1, W: "s1", Inst: 1})
 		}, []int{6}},
+		{"leader cut off, steps down, next grant within an election and a redial", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			delayFromFence6(in, 4*time.Second)
+			in.Events = append(in.Events, cutLeaderEvents(555, 2000, []string{"leader@50", "follower@800", "leader@5000"}, "follower@4000")...)
+		}, nil},
+		{"cut-off leader seen leading throughout the cut", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond // the run's end after the fault's effects (check 7)
+			delayFromFence6(in, 4*time.Second)
+			in.Events = append(in.Events, cutLeaderEvents(555, 3000, []string{"leader@50"}, "follower@900")...)
+		}, []int{6}},
+		{"cut-off leader steps down too late", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond // the run's end after the fault's effects (check 7)
+			delayFromFence6(in, 4*time.Second)
+			in.Events = append(in.Events, cutLeaderEvents(555, 3000, []string{"leader@50", "follower@2700"}, "follower@900")...)
+		}, []int{6}},
+		{"leadership moved before the cut: nothing to step down from", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond // the run's end after the fault's effects (check 7)
+			delayFromFence6(in, 4*time.Second)
+			in.Events = append(in.Events, cutLeaderEvents(555, 2000, []string{"leader@50", "follower@500"}, "follower@900")...)
+		}, nil},
+		{"cut-off leader, no grant for too long", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			delayFromFence6(in, 7*time.Second)
+			in.Events = append(in.Events, cutLeaderEvents(555, 2000, []string{"leader@50", "follower@800"}, "follower@4000")...)
+		}, []int{6}},
 		{"a worker makes no progress after the last fault", func(t *testing.T, in *checkInput) {
 			in.Events = append(in.Events,
 				event.Event{T: 5 * ms, Kind: event.Fault, Op: closeConns, ID: 1, W: "server", Inst: 1},
@@ -250,8 +278,8 @@ func TestPlan(t *testing.T) {
 		if f.Server < 0 || f.Server >= c.Servers {
 			t.Errorf("%s: server %d of %d", f, f.Server, c.Servers)
 		}
-		if f.Kind == pauseLeader && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
-			t.Errorf("%s: a pause of the leader outside [TTL, 3 TTL]", f)
+		if (f.Kind == pauseLeader || f.Kind == cutLeader) && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
+			t.Errorf("%s: a pause or cut of the leader outside [TTL, 3 TTL]", f)
 		}
 		kinds[f.Kind]++
 	}
@@ -314,6 +342,53 @@ func TestLeaderFigures(t *testing.T) {
 		t.Errorf("held %v, want one released ok", x.held)
 	}
 	t.Log(x)
+}
+
+// TestLeaderFiguresCutLeader: a cut-off leader counts as a loss of the leader, with
+// the time until it was seen not leading.
+func TestLeaderFiguresCutLeader(t *testing.T) {
+	in := cleanHistory(30)
+	in.Events = append(in.Events, cutLeaderEvents(1120, 2500, []string{"leader@50", "follower@1420"}, "follower@1400")...)
+	sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
+	_, losses := analyse(in).leaderFigures()
+	if len(losses) != 1 || losses[0].kind != cutLeader {
+		t.Fatalf("losses %v, want one cut-leader", losses)
+	}
+	x := losses[0]
+	if len(x.stepDown) != 1 || x.stepDown[0] != 300*time.Millisecond {
+		t.Errorf("stepped down after %v, want 300ms", x.stepDown)
+	}
+	if len(x.toLeader) != 1 || x.toLeader[0] != 580*time.Millisecond {
+		t.Errorf("to the next leader %v, want 580ms", x.toLeader)
+	}
+	if !strings.Contains(x.String(), "stepped down median 300ms") {
+		t.Errorf("figures %q do not say when it stepped down", x)
+	}
+	t.Log(x)
+}
+
+// cutLeaderEvents is a cut-leader of s1 from start to heal (ms), s1's own raft
+// states ("state@ms") as the watcher saw them, and s2's ("follower@ms" then
+// leader one term up, 300 ms later).
+func cutLeaderEvents(start, heal int64, s1 []string, s2 string) []event.Event {
+	ev := []event.Event{
+		{T: 50 * ms, Kind: event.Lead, W: "s1", Term: 2},
+		{T: start * ms, Kind: event.Fault, Op: cutLeader, ID: 1, W: "s1", Target: "s1", Inst: 1, Err: "aimed at the leader", Term: 2},
+		{T: heal * ms, Kind: event.Heal, Op: cutLeader, ID: 1, W: "s1", Target: "s1", Inst: 1},
+	}
+	role := func(w, s string) event.Event {
+		state, at, _ := strings.Cut(s, "@")
+		var t int64
+		fmt.Sscan(at, &t)
+		return event.Event{T: t * ms, Kind: event.Role, W: w, Op: state}
+	}
+	for _, s := range s1 {
+		ev = append(ev, role("s1", s))
+	}
+	f := role("s2", s2)
+	ev = append(ev, f, event.Event{T: f.T + 300*ms, Kind: event.Role, W: "s2", Op: "leader", Term: 3},
+		event.Event{T: f.T + 300*ms, Kind: event.Lead, W: "s2", Term: 3})
+	return ev
 }
 
 // delayFromFence6 moves the grants from fence 6 on, the exits and the end of the

@@ -35,6 +35,7 @@ type cluster struct {
 	hc         *http.Client
 	servers    []*serverSlot // fixed once started
 	workers    []*workerSlot // fixed once started
+	raft       *raftNet      // in front of every raft port; nil with a server alone
 
 	mu       sync.Mutex // guards each slot's cur, inst and view, the leader, and ending
 	leader   int        // index of the server that leads, by the latest answers; -1 if none
@@ -148,7 +149,7 @@ func (c *cluster) serverEnv(s *serverSlot) []string {
 			join = append(join, fmt.Sprintf("127.0.0.1:%d", o.gossipPort))
 		}
 	}
-	return []string{
+	env := []string{
 		"BATON_NODE_NAME=" + s.name,
 		"BATON_TOKEN_ADDR=" + s.tokenAddr,
 		"BATON_HTTP_ADDR=" + s.httpAddr,
@@ -164,6 +165,23 @@ func (c *cluster) serverEnv(s *serverSlot) []string {
 		"BATON_LOG_FORMAT=json",
 		"BATON_LOG_LEVEL=info",
 	}
+	if c.raft != nil { // the others reach its raft port through its proxy
+		env = append(env, "BATON_RAFT_ADVERTISE_PORT="+strconv.Itoa(c.raft.port(s.idx)))
+	}
+	return env
+}
+
+// serverPids are the servers' current process ids, in their order (0: none yet).
+func (c *cluster) serverPids() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]int, len(c.servers))
+	for i, s := range c.servers {
+		if s.cur != nil {
+			out[i] = s.cur.cmd.Process.Pid
+		}
+	}
+	return out
 }
 
 // startServer starts server i's next process, on its state.
@@ -313,6 +331,9 @@ func (c *cluster) raftStatus(ctx context.Context, hc *http.Client, i int) (raftV
 func (c *cluster) observe(i int, v raftView) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.servers[i].view.state != v.state {
+		c.h.add(event.Event{Kind: event.Role, W: c.servers[i].name, Op: v.state, Term: v.term})
+	}
 	c.servers[i].view = v
 	leader, term := -1, uint64(0)
 	now := time.Now()

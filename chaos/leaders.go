@@ -17,6 +17,8 @@ type leaderLoss struct {
 	kind              string
 	toLeader, toGrant []time.Duration
 	noLeader, noGrant int // none seen before the run stopped
+	// cut-leader: how long the cut-off leader was still seen leading (check 6 bounds it).
+	stepDown []time.Duration
 	// The leases held when the fault began, by how their release went: accepted
 	// (the holder kept its lease across the failover, rule 7), refused, unknown.
 	held map[string]int
@@ -78,6 +80,11 @@ func (a *analysis) leaderFigures() (changes int, losses []*leaderLoss) {
 				break
 			}
 		}
+		if f.kind == cutLeader {
+			if d, seen := a.steppedDown(f); seen {
+				x.stepDown = append(x.stepDown, d)
+			}
+		}
 		if next < 0 {
 			x.noLeader++
 		} else {
@@ -112,6 +119,9 @@ func (x *leaderLoss) String() string {
 	fmt.Fprintf(&b, "%s %d: new leader %s", x.kind, len(x.toLeader)+x.noLeader, spread(x.toLeader))
 	if x.noLeader > 0 {
 		fmt.Fprintf(&b, " (%d not seen)", x.noLeader)
+	}
+	if x.kind == cutLeader {
+		fmt.Fprintf(&b, "; the cut-off one stepped down %s", spread(x.stepDown))
 	}
 	fmt.Fprintf(&b, "; next grant %s", spread(x.toGrant))
 	if x.noGrant > 0 {

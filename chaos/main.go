@@ -2,8 +2,8 @@
 // run against real processes on loopback. It builds the server and a worker that
 // uses the Go client package, starts three replicated servers and the workers,
 // applies a fault schedule drawn from the seed (kill, freeze and cut off workers;
-// HUP and close-connections on the leader; kill a server; kill or freeze the leader;
-// kill every server), records a history stamped with CLOCK_MONOTONIC, and checks it
+// HUP and close-connections on the leader; kill a server; kill or freeze the leader,
+// or cut its raft traffic; kill every server), records a history stamped with CLOCK_MONOTONIC, and checks it
 // for every safety and liveness claim (checker.go). It exits 1 if any check is
 // violated.
 //

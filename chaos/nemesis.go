@@ -25,6 +25,7 @@ type nemesis struct {
 	busy    map[string]bool // workers and servers under a fault, by name
 	done    chan func()
 	applied int
+	byKind  map[string]int // applied, by kind
 	skipped int
 	running int
 }
@@ -76,6 +77,9 @@ func (n *nemesis) launch(ctx context.Context, f fault) {
 			}
 		}
 		tg.names = []string{n.c.workers[tg.worker].name}
+	case f.Kind == cutLeader && n.c.raft == nil:
+		n.skip(f, "a server alone has no raft traffic")
+		return
 	case aimsAtLeader(f.Kind):
 		l, term := n.c.currentLeader()
 		if l < 0 {
@@ -103,6 +107,10 @@ func (n *nemesis) launch(ctx context.Context, f fault) {
 		n.busy[name] = true
 	}
 	n.applied++
+	if n.byKind == nil {
+		n.byKind = map[string]int{}
+	}
+	n.byKind[f.Kind]++
 	n.running++
 	go func() {
 		err := n.apply(ctx, f, tg)
@@ -199,6 +207,11 @@ func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 		err = p.signal(syscall.SIGSTOP)
 		wait()
 		_ = p.signal(syscall.SIGCONT)
+	case cutLeader: // its token port stays open: its clients still reach it
+		n.h.add(ev)
+		n.c.raft.cut(tg.servers[0])
+		wait()
+		n.c.raft.heal(tg.servers[0])
 	case restartAll:
 		n.h.add(ev)
 		var ps []*proc

@@ -15,9 +15,16 @@ import (
 //     stateful middlebox that loses its state does), then new ones hold as in hold.
 //
 // New connections are accepted in every mode and suffer it.
+//
+// A raft proxy (raftnet.go) also takes connections one by one: from says which
+// server opened one, and blocked whether that server's connections through this
+// proxy are cut off now; a blocked connection's bytes are dropped, both ways, and
+// it is closed once no longer blocked (healBlocked).
 type proxy struct {
-	ln     net.Listener
-	target func() string // the server's token address
+	ln      net.Listener
+	target  func() string       // the server's address
+	from    func(net.Conn) int  // raft proxies: the server that opened a connection, -1 if not known
+	blocked func(from int) bool // raft proxies: whether a connection from that server is cut off; called with mu held
 
 	mu     sync.Mutex // guards mode, healed, conns
 	mode   proxyMode
@@ -40,15 +47,21 @@ func (m proxyMode) String() string { return [...]string{"open", "hold", "drop", 
 
 type pipePair struct {
 	in, out net.Conn
+	from    int  // raft proxies: the server that opened it, -1 if not known
 	damaged bool // lost bytes to a drop; guarded by proxy.mu
 }
 
 func startProxy(target func() string) (*proxy, error) {
+	return startPolicyProxy(target, nil, nil)
+}
+
+// startPolicyProxy is startProxy with a raft proxy's from and blocked (see proxy).
+func startPolicyProxy(target func() string, from func(net.Conn) int, blocked func(int) bool) (*proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{ln: ln, target: target, conns: map[*pipePair]bool{}}
+	p := &proxy{ln: ln, target: target, from: from, blocked: blocked, conns: map[*pipePair]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -98,6 +111,20 @@ func (p *proxy) heal() {
 	}
 }
 
+// healBlocked closes every connection that lost bytes to blocked and is no longer
+// blocked: its stream has a hole, as a connection through a partition that lasted
+// has. Those still blocked stay open and keep losing every byte.
+func (p *proxy) healBlocked() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pp := range p.conns {
+		if pp.damaged && !p.blocked(pp.from) {
+			pp.in.Close()
+			pp.out.Close()
+		}
+	}
+}
+
 func (p *proxy) close() {
 	p.mu.Lock()
 	if p.closed {
@@ -137,7 +164,10 @@ func (p *proxy) accept() {
 			}()
 			continue
 		}
-		pp := &pipePair{in: in, out: out}
+		pp := &pipePair{in: in, out: out, from: -1}
+		if p.from != nil {
+			pp.from = p.from(in)
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -194,17 +224,20 @@ func (p *proxy) waitOpen() {
 	}
 }
 
-// pass waits out a hold and says whether a chunk read now may go through.
+// pass waits out a hold and says whether a chunk read now may go through. On a raft
+// proxy, a connection that lost a chunk to blocked loses every later one too, until
+// healBlocked closes it: its stream has a hole.
 func (p *proxy) pass(pp *pipePair) bool {
 	for {
 		p.mu.Lock()
 		mode, healed, closed := p.mode, p.healed, p.closed
-		if mode == drop {
+		cutOff := p.blocked != nil && (pp.damaged || p.blocked(pp.from))
+		if mode == drop || cutOff {
 			pp.damaged = true
 		}
 		p.mu.Unlock()
 		switch {
-		case closed:
+		case closed, cutOff:
 			return false
 		case mode == open:
 			return true

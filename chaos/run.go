@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,6 +51,7 @@ func defaultRunConfig() runConfig {
 type runResult struct {
 	Plan       []fault
 	Applied    int
+	ByKind     map[string]int // applied, by kind
 	Skipped    int
 	Checks     []checkResult
 	Violations int
@@ -107,6 +109,17 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
 		crashes: map[string]int{}}
 	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
+	if cfg.Servers > 1 {
+		var ports []int
+		for _, s := range servers {
+			ports = append(ports, s.raftPort)
+		}
+		from := func(conn net.Conn) int { return peerProcess(conn, c.serverPids()) }
+		if c.raft, err = newRaftNet(ports, from); err != nil {
+			return nil, err
+		}
+		defer c.raft.close()
+	}
 	defer c.ps.killAll() // also after a panic: no child outlives the harness
 	defer func() {
 		c.mu.Lock()
@@ -232,7 +245,7 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		<-done
 	}
 	in.Events = h.snapshot()
-	res = &runResult{Plan: faults, Applied: nem.applied, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
+	res = &runResult{Plan: faults, Applied: nem.applied, ByKind: nem.byKind, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
 	for _, e := range in.Events {
 		if e.Kind == event.Grant {
 			res.Grants++
@@ -257,10 +270,10 @@ func report(w io.Writer, cfg runConfig, res *runResult) {
 	var ks []string
 	for _, k := range allKinds {
 		if kinds[k] > 0 {
-			ks = append(ks, fmt.Sprintf("%s %d", k, kinds[k]))
+			ks = append(ks, fmt.Sprintf("%s %d (%d)", k, kinds[k], res.ByKind[k]))
 		}
 	}
-	fmt.Fprintf(w, "planned: %s\n", strings.Join(ks, ", "))
+	fmt.Fprintf(w, "planned (applied): %s\n", strings.Join(ks, ", "))
 	fmt.Fprintf(w, "servers %d; leader changes seen %d\n", cfg.Servers, res.LeaderChanges)
 	for _, x := range res.Losses {
 		fmt.Fprintf(w, "    after %s\n", x)

@@ -18,19 +18,20 @@ const (
 	killServer  = "kill-server"  // SIGKILL a server drawn by the plan, restarted on its state after Dur
 	killLeader  = "kill-leader"  // SIGKILL the leader, restarted on its state after Dur
 	pauseLeader = "pause-leader" // SIGSTOP the leader for Dur, then SIGCONT
+	cutLeader   = "cut-leader"   // blackhole the leader's raft traffic for Dur (raftnet.go); its clients still reach it
 	restartAll  = "restart-all"  // SIGKILL every server, restarted on their state after Dur
 )
 
 var allKinds = []string{killWorker, stopWorker, partition, resetWorker, hupServer, closeConns, killServer, killLeader, pauseLeader,
-	restartAll}
+	cutLeader, restartAll}
 
 // weights of the kinds in a schedule: the faults that race with leases most often.
 var kindWeight = map[string]int{killWorker: 3, stopWorker: 4, partition: 4, resetWorker: 2, hupServer: 2, closeConns: 2,
-	killServer: 2, killLeader: 3, pauseLeader: 3, restartAll: 1}
+	killServer: 2, killLeader: 3, pauseLeader: 3, cutLeader: 3, restartAll: 1}
 
 func isServerFault(kind string) bool {
 	switch kind {
-	case hupServer, closeConns, killServer, killLeader, pauseLeader, restartAll:
+	case hupServer, closeConns, killServer, killLeader, pauseLeader, cutLeader, restartAll:
 		return true
 	}
 	return false
@@ -39,13 +40,14 @@ func isServerFault(kind string) bool {
 // aimsAtLeader says whether a server fault finds its target when it starts: the
 // server that leads then.
 func aimsAtLeader(kind string) bool {
-	return kind == hupServer || kind == closeConns || kind == killLeader || kind == pauseLeader
+	return kind == hupServer || kind == closeConns || kind == killLeader || kind == pauseLeader || kind == cutLeader
 }
 
-// losesLeader says whether a fault takes the leader away (killed or frozen): the
-// others elect another, or, for restart-all, the servers elect one when they are back.
+// losesLeader says whether a fault takes the leader away (killed, frozen, or cut off
+// from the other servers): the others elect another, or, for restart-all, the
+// servers elect one when they are back.
 func losesLeader(kind string) bool {
-	return kind == killLeader || kind == pauseLeader || kind == restartAll
+	return kind == killLeader || kind == pauseLeader || kind == cutLeader || kind == restartAll
 }
 
 // fault is one planned fault. The plan is a pure function of the seed; only a
@@ -157,7 +159,7 @@ func plan(c planConfig) []fault {
 			f.Mode = reset
 		case killServer, killLeader:
 			f.Dur = between(100*time.Millisecond, 2*ttl)
-		case pauseLeader: // longer than the lease and than raft's failure detection
+		case pauseLeader, cutLeader: // longer than the lease and than raft's failure detection
 			f.Dur = between(max(ttl, time.Second), max(3*ttl, 3*time.Second))
 		case restartAll:
 			f.Dur = between(100*time.Millisecond, time.Second)

@@ -76,7 +76,8 @@ func run(ctx context.Context, cfg config, res *resolver, logger *slog.Logger) er
 		return errors.New("-store is required")
 	}
 	out := event.NewWriter(os.Stdout)
-	c, err := baton.Dial(ctx, baton.Config{Resolve: res.Resolve, Follow: res.Follow, OnConnect: res.connected, Node: cfg.name, Logger: logger})
+	c, err := baton.Dial(ctx, baton.Config{Resolve: res.Resolve, Follow: res.Follow, Dial: res.Dial, OnConnect: res.connected,
+		Node: cfg.name, Logger: logger})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // told to stop before the first session

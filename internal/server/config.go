@@ -15,28 +15,29 @@ import (
 // Config is the server's whole configuration. main reads it from the environment
 // with envconfig (prefix BATON_); tests build it directly.
 type Config struct {
-	TokenAddr        string        `envconfig:"TOKEN_ADDR" default:":7000" desc:"token protocol listen address"`
-	HTTPAddr         string        `envconfig:"HTTP_ADDR" default:":8080" desc:"HTTP listen address: metrics, health, status, admin"`
-	GossipPort       int           `envconfig:"GOSSIP_PORT" default:"7946" desc:"memberlist port (TCP and UDP); 0 picks a free one"`
-	GossipBind       string        `envconfig:"GOSSIP_BIND" default:"0.0.0.0" desc:"memberlist bind address"`
-	Advertise        string        `envconfig:"ADVERTISE" desc:"address other nodes reach this one at (default: memberlist picks)"`
-	Join             []string      `envconfig:"JOIN" desc:"memberlist seeds, comma-separated (optional on the server)"`
-	NodeName         string        `envconfig:"NODE_NAME" desc:"memberlist node name, and a replicated server's raft id (default: the container's name, else the hostname)"`
-	SessionTTL       time.Duration `envconfig:"SESSION_TTL" default:"5s" desc:"how long a session lives without a keepalive; a frozen or cut-off holder loses the token after it"`
-	StateDir         string        `envconfig:"STATE_DIR" desc:"directory for the raft log of the state (tokens, sessions, epoch); empty keeps state in memory. With BATON_BOOTSTRAP_EXPECT above 1, each server uses its own subdirectory, named after it"`
-	BootstrapExpect  int           `envconfig:"BOOTSTRAP_EXPECT" default:"1" desc:"with BATON_STATE_DIR: how many servers replicate the state; the first election waits until this many have found each other through BATON_JOIN (1: a server alone)"`
-	RaftPort         int           `envconfig:"RAFT_PORT" default:"7001" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port servers replicate on (TCP); 0 picks a free one"`
-	RaftTimeout      time.Duration `envconfig:"RAFT_TIMEOUT" default:"300ms" desc:"with BATON_BOOTSTRAP_EXPECT above 1: how long a follower waits to hear from the leader before it stands for election; raise it where a loaded host's pauses cause elections with no fault"`
-	AdminToken       string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`
-	ClusterKey       string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip and authenticates token clients"`
-	ClusterLabel     string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label: deployments on one network with different labels ignore each other"`
-	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat        string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
-	MaxTokens        int           `envconfig:"MAX_TOKENS" default:"1024" desc:"most distinct token names the server will track"`
-	MaxConns         int           `envconfig:"MAX_CONNS" default:"16384" desc:"most simultaneous token connections"`
-	HandshakeTimeout time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"5s" desc:"time a new connection has to say hello"`
-	MaxFrameRate     int           `envconfig:"MAX_FRAME_RATE" default:"50000" desc:"frames per second one connection may send before it is cut off"`
-	ForgetAfter      time.Duration `envconfig:"FORGET_AFTER" default:"5m" desc:"members that left or died this long ago are counted, not listed, in /status and the page; 0 lists them all"`
+	TokenAddr         string        `envconfig:"TOKEN_ADDR" default:":7000" desc:"token protocol listen address"`
+	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:":8080" desc:"HTTP listen address: metrics, health, status, admin"`
+	GossipPort        int           `envconfig:"GOSSIP_PORT" default:"7946" desc:"memberlist port (TCP and UDP); 0 picks a free one"`
+	GossipBind        string        `envconfig:"GOSSIP_BIND" default:"0.0.0.0" desc:"memberlist bind address"`
+	Advertise         string        `envconfig:"ADVERTISE" desc:"address other nodes reach this one at (default: memberlist picks)"`
+	Join              []string      `envconfig:"JOIN" desc:"memberlist seeds, comma-separated (optional on the server)"`
+	NodeName          string        `envconfig:"NODE_NAME" desc:"memberlist node name, and a replicated server's raft id (default: the container's name, else the hostname)"`
+	SessionTTL        time.Duration `envconfig:"SESSION_TTL" default:"5s" desc:"how long a session lives without a keepalive; a frozen or cut-off holder loses the token after it"`
+	StateDir          string        `envconfig:"STATE_DIR" desc:"directory for the raft log of the state (tokens, sessions, epoch); empty keeps state in memory. With BATON_BOOTSTRAP_EXPECT above 1, each server uses its own subdirectory, named after it"`
+	BootstrapExpect   int           `envconfig:"BOOTSTRAP_EXPECT" default:"1" desc:"with BATON_STATE_DIR: how many servers replicate the state; the first election waits until this many have found each other through BATON_JOIN (1: a server alone)"`
+	RaftPort          int           `envconfig:"RAFT_PORT" default:"7001" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port servers replicate on (TCP); 0 picks a free one"`
+	RaftAdvertisePort int           `envconfig:"RAFT_ADVERTISE_PORT" default:"0" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port the other servers dial, where a NAT or port mapping puts BATON_RAFT_PORT elsewhere; 0 is BATON_RAFT_PORT"`
+	RaftTimeout       time.Duration `envconfig:"RAFT_TIMEOUT" default:"300ms" desc:"with BATON_BOOTSTRAP_EXPECT above 1: how long a follower waits to hear from the leader before it stands for election; raise it where a loaded host's pauses cause elections with no fault"`
+	AdminToken        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`
+	ClusterKey        string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip and authenticates token clients"`
+	ClusterLabel      string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label: deployments on one network with different labels ignore each other"`
+	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat         string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+	MaxTokens         int           `envconfig:"MAX_TOKENS" default:"1024" desc:"most distinct token names the server will track"`
+	MaxConns          int           `envconfig:"MAX_CONNS" default:"16384" desc:"most simultaneous token connections"`
+	HandshakeTimeout  time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"5s" desc:"time a new connection has to say hello"`
+	MaxFrameRate      int           `envconfig:"MAX_FRAME_RATE" default:"50000" desc:"frames per second one connection may send before it is cut off"`
+	ForgetAfter       time.Duration `envconfig:"FORGET_AFTER" default:"5m" desc:"members that left or died this long ago are counted, not listed, in /status and the page; 0 lists them all"`
 
 	// LocalGossip uses loopback memberlist timings (tests).
 	LocalGossip bool `ignored:"true"`
@@ -76,6 +77,12 @@ func (c *Config) Validate() error {
 	if c.RaftPort < 0 || c.RaftPort > 65535 {
 		bad("BATON_RAFT_PORT must be 0..65535, got %d", c.RaftPort)
 	}
+	switch {
+	case c.RaftAdvertisePort < 0 || c.RaftAdvertisePort > 65535:
+		bad("BATON_RAFT_ADVERTISE_PORT must be 0..65535, got %d", c.RaftAdvertisePort)
+	case c.RaftAdvertisePort > 0 && c.RaftPort == 0:
+		bad("BATON_RAFT_ADVERTISE_PORT=%d needs a fixed BATON_RAFT_PORT (got 0: a port picked at start, which nothing can map to)", c.RaftAdvertisePort)
+	}
 	if c.RaftTimeout < 50*time.Millisecond || c.RaftTimeout > time.Minute {
 		bad("BATON_RAFT_TIMEOUT must be between 50ms and 1m, got %s", c.RaftTimeout)
 	}
@@ -110,6 +117,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid configuration: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// raftAdvertisePort is the raft port the other servers dial: BATON_RAFT_ADVERTISE_PORT,
+// else BATON_RAFT_PORT (0: the port bound at start). It goes into raft's own address
+// and, through it, into the membership's meta (cluster.Meta.RaftPort).
+func (c *Config) raftAdvertisePort() int {
+	if c.RaftAdvertisePort > 0 {
+		return c.RaftAdvertisePort
+	}
+	return c.RaftPort
 }
 
 func (c *Config) nodeName() string {

@@ -47,7 +47,7 @@ func (s *Server) openCluster() (*durable, error) {
 	rc.ID = cfg.NodeName
 	rc.Dir = filepath.Join(d.dir, "raft")
 	rc.BindAddr = net.JoinHostPort(cfg.GossipBind, strconv.Itoa(cfg.RaftPort))
-	rc.Advertise = net.JoinHostPort(cfg.NodeName, strconv.Itoa(cfg.RaftPort))
+	rc.Advertise = net.JoinHostPort(cfg.NodeName, strconv.Itoa(cfg.raftAdvertisePort()))
 	rc.Dial = s.dialRaft
 	rc.Logger = s.log.With("component", "raft")
 	// A leader steps down when no quorum answered within its lease, which raft wants

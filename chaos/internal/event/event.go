@@ -33,6 +33,7 @@ const (
 	Store = "store"  // the store decided a write: W, Inst, Fence (lease's), Sent (fence sent), Accepted
 	Stuck = "stuck"  // a process told to stop did not exit in time and was killed
 	Lead  = "leader" // the harness saw a server lead (by the servers' /status): W (its name), Term
+	Role  = "role"   // a server's own raft state changed, by its /status: W, Op (leader, follower, candidate), Term
 )
 
 // Release outcomes as the caller saw them.

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// raftNet stands in the servers' raft traffic, so that the nemesis can cut one
+// server off from the others while its clients still reach it (cut-leader). Each
+// server binds its BATON_RAFT_PORT and advertises the port of a proxy of the
+// harness in front of it (BATON_RAFT_ADVERTISE_PORT): every raft connection to a
+// server, from any other, passes that server's proxy. The proxy learns which server
+// opened each connection (peerProcess), and cut(i) then drops every byte to and from
+// server i, both ways: on i's own proxy (whoever dialled) and on the others' (what i
+// dialled). The other servers still reach each other, and the token ports are not
+// behind these proxies at all. A blackhole, not a reset: nothing tells either side;
+// raft finds out by its timeouts. heal(i) closes the connections that lost bytes
+// (their streams have holes), and raft dials again.
+type raftNet struct {
+	proxies []*proxy // one per server, in the servers' order
+
+	mu  sync.Mutex   // guards off
+	off map[int]bool // servers cut off
+}
+
+// newRaftNet starts a proxy in front of each of the raft ports; from says which
+// server opened a connection accepted there (-1: not known; the run's is
+// peerProcess among the servers' processes).
+func newRaftNet(raftPorts []int, from func(net.Conn) int) (*raftNet, error) {
+	rn := &raftNet{off: map[int]bool{}}
+	for i, port := range raftPorts {
+		target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		p, err := startPolicyProxy(func() string { return target }, from, func(src int) bool { return rn.blocked(src, i) })
+		if err != nil {
+			rn.close()
+			return nil, err
+		}
+		rn.proxies = append(rn.proxies, p)
+	}
+	return rn, nil
+}
+
+// port is the port server i advertises as its raft port: its proxy's.
+func (rn *raftNet) port(i int) int { return rn.proxies[i].ln.Addr().(*net.TCPAddr).Port }
+
+// blocked says whether a connection from server src (-1: not known) to server dst
+// loses its bytes now.
+func (rn *raftNet) blocked(src, dst int) bool {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.off[dst] || (src >= 0 && rn.off[src])
+}
+
+// cut blackholes server i's raft traffic, to it and from it.
+func (rn *raftNet) cut(i int) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	rn.off[i] = true
+}
+
+// heal ends cut(i): connections that lost bytes and are no longer blocked close.
+func (rn *raftNet) heal(i int) {
+	rn.mu.Lock()
+	delete(rn.off, i)
+	rn.mu.Unlock()
+	for _, p := range rn.proxies {
+		p.healBlocked()
+	}
+}
+
+// cutOff lists the servers cut off now.
+func (rn *raftNet) cutOff() []int {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	var out []int
+	for i := range rn.proxies {
+		if rn.off[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (rn *raftNet) close() {
+	for _, p := range rn.proxies {
+		p.close()
+	}
+}
+
+// peerProcess says which of pids holds the other end of c, a loopback TCP
+// connection accepted in this process: the socket whose local port is c's remote
+// port and whose remote port is c's local port (/proc/net/tcp and tcp6), found among
+// each process's descriptors (/proc/PID/fd). -1 if none does (it exited meanwhile,
+// or is not one of pids). Loopback and Linux only, as the whole harness is; the
+// servers dial with no source address, so a port is all that tells them apart.
+func peerProcess(c net.Conn, pids []int) int {
+	la, ok1 := c.LocalAddr().(*net.TCPAddr)
+	ra, ok2 := c.RemoteAddr().(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return -1
+	}
+	inode := socketInode(ra.Port, la.Port)
+	if inode == "" {
+		return -1
+	}
+	link := "socket:[" + inode + "]"
+	for i, pid := range pids {
+		if pid <= 0 {
+			continue
+		}
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && l == link {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// socketInode is the inode of the TCP socket with that local and remote port, ""
+// if none is listed.
+func socketInode(local, remote int) string {
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(string(b), "\n")
+		for _, line := range lines[1:] { // the first is a header
+			fs := strings.Fields(line)
+			if len(fs) < 10 {
+				continue
+			}
+			if hexPort(fs[1]) == local && hexPort(fs[2]) == remote {
+				return fs[9]
+			}
+		}
+	}
+	return ""
+}
+
+// hexPort reads the port of a /proc/net/tcp address, "0100007F:1F90".
+func hexPort(addr string) int {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return -1
+	}
+	p, err := strconv.ParseUint(addr[i+1:], 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(p)
+}

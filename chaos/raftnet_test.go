@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baton-dev/baton/chaos/internal/event"
+)
+
+// echoServer answers every byte with itself until the test ends.
+func echoServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// echoes says whether a byte sent on c comes back within d; a timeout is no echo,
+// and so is a closed connection.
+func echoes(t *testing.T, c net.Conn, d time.Duration) bool {
+	t.Helper()
+	if _, err := c.Write([]byte("x")); err != nil {
+		return false
+	}
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	defer c.SetReadDeadline(time.Time{})
+	var b [1]byte
+	_, err := io.ReadFull(c, b[:])
+	return err == nil
+}
+
+// closedWithin says whether c is closed by the other end within d.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	var b [64]byte
+	for {
+		_, err := c.Read(b[:])
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ne) && ne.Timeout():
+			return false
+		default:
+			return true
+		}
+	}
+}
+
+// TestRaftNetCut: cut(i) blackholes every connection to server i and every one it
+// opened to another, both ways, new ones too, and nothing else; heal(i) closes
+// those that lost bytes, and new connections pass again. Which server opened a
+// connection is given here, in dial order, in place of peerProcess.
+func TestRaftNetCut(t *testing.T) {
+	ports := []int{echoServer(t), echoServer(t), echoServer(t)}
+	var mu sync.Mutex
+	var next []int // the source of each connection the proxies will accept, in order
+	rn, err := newRaftNet(ports, func(net.Conn) int {
+		mu.Lock()
+		defer mu.Unlock()
+		src := next[0]
+		next = next[1:]
+		return src
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rn.close()
+	dial := func(src, dst int) net.Conn {
+		t.Helper()
+		mu.Lock()
+		next = append(next, src)
+		mu.Unlock()
+		c, err := net.Dial("tcp", rn.proxies[dst].addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		deadline := time.Now().Add(5 * time.Second)
+		for { // accepted, and its source taken, before the next dial (polling with a deadline)
+			mu.Lock()
+			taken := len(next) == 0
+			mu.Unlock()
+			if taken {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d→%d: not accepted within 5s", src, dst)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return c
+	}
+	toCut, fromCut, others := dial(1, 0), dial(0, 2), dial(1, 2)
+	unknown := dial(-1, 1) // a connection whose opener is not known
+	for name, c := range map[string]net.Conn{"1→0": toCut, "0→2": fromCut, "1→2": others, "?→1": unknown} {
+		if !echoes(t, c, 5*time.Second) {
+			t.Fatalf("%s: no echo with nothing cut", name)
+		}
+	}
+	rn.cut(0)
+	if got := rn.cutOff(); !slices.Equal(got, []int{0}) {
+		t.Fatalf("cut off %v, want [0]", got)
+	}
+	const silence = 300 * time.Millisecond // a negative: no echo for this long
+	if echoes(t, toCut, silence) {
+		t.Error("1→0 passes while 0 is cut off")
+	}
+	if echoes(t, fromCut, silence) {
+		t.Error("0→2 passes while 0 is cut off")
+	}
+	if !echoes(t, others, 5*time.Second) || !echoes(t, unknown, 5*time.Second) {
+		t.Error("1→2 or ?→1 blocked while only 0 is cut off")
+	}
+	fresh := dial(2, 0) // opened during the cut
+	if echoes(t, fresh, silence) {
+		t.Error("a new 2→0 passes while 0 is cut off")
+	}
+	rn.heal(0)
+	for name, c := range map[string]net.Conn{"1→0": toCut, "0→2": fromCut, "2→0 (new)": fresh} {
+		if !closedWithin(c, 5*time.Second) {
+			t.Errorf("%s lost bytes to the cut and is still open after heal", name)
+		}
+	}
+	if !echoes(t, others, 5*time.Second) {
+		t.Error("1→2 broken by the heal")
+	}
+	if again := dial(1, 0); !echoes(t, again, 5*time.Second) {
+		t.Error("a new 1→0 blocked after heal")
+	}
+}
+
+// TestPeerProcess: the process at the other end of a loopback connection is found
+// by its port, among the processes given; none when it is not one of them.
+func TestPeerProcess(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp:", err)
+	}
+	if got := peerProcess(in, []int{0, 1 << 30, os.Getpid()}); got != 2 {
+		t.Errorf("peerProcess = %d, want 2 (this process)", got)
+	}
+	if got := peerProcess(in, []int{1 << 30}); got != -1 {
+		t.Errorf("peerProcess among others = %d, want -1", got)
+	}
+}
+
+// TestNemesisCutLeader: cut-leader aims at the leader the watcher knows, cuts its
+// raft traffic for the fault's length and heals it; the leader is busy meanwhile,
+// so leader faults that come then are skipped, and so is one while no leader is
+// known, and one against a server alone. Faults are recorded as such.
+func TestNemesisCutLeader(t *testing.T) {
+	rn, err := newRaftNet([]int{echoServer(t), echoServer(t), echoServer(t)}, func(net.Conn) int { return -1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rn.close()
+	var hist bytes.Buffer
+	h := newHistory(&hist)
+	c := &cluster{h: h, raft: rn, leader: 1, term: 7, seen: -1}
+	for i, name := range []string{"s1", "s2", "s3"} {
+		c.servers = append(c.servers, &serverSlot{idx: i, name: name, cur: &proc{name: name, inst: 1}})
+	}
+	n := &nemesis{c: c, h: h, start: time.Now(), log: t.Logf}
+	faults := []fault{
+		{ID: 1, At: 0, Kind: cutLeader, Dur: 400 * time.Millisecond},
+		{ID: 2, At: 50 * time.Millisecond, Kind: cutLeader, Dur: time.Second},      // s2 busy
+		{ID: 3, At: 60 * time.Millisecond, Kind: pauseLeader, Dur: time.Second},    // s2 busy
+		{ID: 4, At: 70 * time.Millisecond, Kind: restartAll, Dur: time.Second},     // s2 busy
+		{ID: 5, At: 500 * time.Millisecond, Kind: cutLeader, Dur: time.Second},     // no leader known
+		{ID: 6, At: 510 * time.Millisecond, Kind: cutLeader, Dur: 2 * time.Second}, // a server alone
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.run(context.Background(), faults[:4])
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(rn.cutOff(), []int{1}) { // polling with a deadline
+		if time.Now().After(deadline) {
+			t.Fatalf("s2 not cut off within 5s: %v", rn.cutOff())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the nemesis did not return")
+	}
+	if got := rn.cutOff(); len(got) != 0 {
+		t.Errorf("cut off %v after the run, want none", got)
+	}
+	c.leader = -1
+	n.run(context.Background(), faults[4:5])
+	c.leader, c.raft = 0, nil
+	n.run(context.Background(), faults[5:])
+	if n.applied != 1 || n.byKind[cutLeader] != 1 || n.skipped != 5 || len(n.busy) != 0 {
+		t.Errorf("applied %d (%v), skipped %d, busy %v; want 1 cut-leader, 5, none", n.applied, n.byKind, n.skipped, n.busy)
+	}
+	var lines []string
+	for _, e := range h.snapshot() {
+		switch e.Kind {
+		case event.Fault, event.Heal:
+			lines = append(lines, strings.Join([]string{e.Kind, e.Op, e.Target, e.Err}, " "))
+			if e.Kind == event.Fault && e.Err == "aimed at the leader" && e.Term != 7 {
+				t.Errorf("fault %d: term %d, want the leader's, 7", e.ID, e.Term)
+			}
+		}
+	}
+	want := []string{
+		"fault cut-leader s2 aimed at the leader",
+		"fault cut-leader  skipped: s2 busy",
+		"fault pause-leader  skipped: s2 busy",
+		"fault restart-all  skipped: s2 busy",
+		"heal cut-leader s2 ",
+		"fault cut-leader  skipped: no leader known",
+		"fault cut-leader  skipped: a server alone has no raft traffic",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
