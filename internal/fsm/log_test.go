@@ -190,8 +190,9 @@ func TestABatchFromAnEarlierTermIsAppliedNowhere(t *testing.T) {
 	if err := first.TransferLeadership(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var second *replica.Node
-	for second == nil || second.Term() == decided {
+	second := leaderOf(ctx, t, nodes)
+	for second.Term() == decided { // the old leader, until it hears it lost
+		time.Sleep(5 * time.Millisecond) // polling, with ctx's deadline (leaderOf)
 		second = leaderOf(ctx, t, nodes)
 	}
 	stale := AppendBatch(AppendBatch(nil, &Command{Op: OpTerm, Seq: decided}), &Command{Op: OpImport, Token: "stale", Fence: 9, Time: t0})
