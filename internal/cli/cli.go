@@ -68,11 +68,19 @@ func Start(about, healthPath string, cfg LogConfig) (*slog.Logger, *slog.LevelVa
 	return logger, level
 }
 
-// DeployVars are BATON_ variables that docker-compose.yml and the scripts read, not
-// the binaries; a shell that exports them for compose may run a binary too.
-var DeployVars = []string{"BATON_GO_IMAGE", "BATON_PROMETHEUS_IMAGE", "BATON_GRAFANA_IMAGE",
-	"BATON_IMAGE_PREFIX", "BATON_TAG", "BATON_SERVER_PORT", "BATON_GRAFANA_PORT",
-	"BATON_PROMETHEUS_PORT", "BATON_COMPOSE"}
+// DeployVars are BATON_ variables that docker-compose.yml, the Makefile, deploy/run.sh
+// and the e2e suite read, not the binaries; a shell that exports them for compose may
+// run a binary too. A test keeps it equal to what those files read.
+var DeployVars = []string{
+	// images: compose, the Makefile, deploy/images/build-local.sh
+	"BATON_GO_IMAGE", "BATON_PROMETHEUS_IMAGE", "BATON_GRAFANA_IMAGE", "BATON_IMAGE_PREFIX", "BATON_TAG",
+	// deploy/run.sh: local or registry images
+	"BATON_IMAGES",
+	// compose's wiring: how many servers, which host ports
+	"BATON_SERVERS", "BATON_SERVER_PORTS", "BATON_GRAFANA_PORT", "BATON_PROMETHEUS_PORT",
+	// the e2e suite
+	"BATON_COMPOSE", "BATON_E2E_KILLS",
+}
 
 // Known lists the BATON_ variables spec reads, as envconfig names them.
 func Known(spec any) []string {
