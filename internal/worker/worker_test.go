@@ -131,3 +131,59 @@ func TestWrongClusterLabelExplainsItself(t *testing.T) {
 		return strings.Contains(w.Status().Problem, "BATON_CLUSTER_LABEL")
 	})
 }
+
+// A worker told to stop while its release waits for a server that is gone says so at
+// once and returns within the stop's grace (2 s) plus its goodbyes, well inside
+// compose's 10 s stop_grace_period: the release's own timeout (3 TTLs, 30 s here)
+// was chosen before the stop and does not rule it.
+func TestStopDuringAReleaseToNoServerIsBounded(t *testing.T) {
+	srv := testutil.StartServer(t, func(c *server.Config) { c.SessionTTL = 10 * time.Second })
+	cfg := testutil.WorkerConfig(srv, "w0")
+	cfg.LogFormat = "json"
+	cfg.Work = 0
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	cfg.Hooks.Enter = func(string, uint64) {
+		once.Do(func() { close(entered); <-proceed })
+	}
+	logs := &logBuf{t: t}
+	w, err := worker.New(cfg, prometheus.NewRegistry(), cli.Logger(logs, "json", new(slog.LevelVar)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker never held the token")
+	}
+	srv.Close() // the only server is gone while the worker holds the token
+	close(proceed)
+	testutil.Eventually(t, 10*time.Second, "the worker to be releasing", func() bool { return w.Status().State == "releasing" })
+
+	t0 := time.Now()
+	stop()
+	testutil.Eventually(t, time.Second, "a stopping line at once", func() bool { return len(logs.lines(`"msg":"stopping"`)) > 0 })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not stop within compose's 10 s stop_grace_period")
+	}
+	took := time.Since(t0)
+	t.Logf("stopped %s after the stop", took.Round(time.Millisecond))
+	if took > 7*time.Second {
+		t.Errorf("stopped %s after the stop, want about 2 s for the release and 2 s to leave", took)
+	}
+	if len(logs.lines("release given up: stopping")) != 1 {
+		t.Errorf("want the release's failure to say it was given up for the stop")
+	}
+	logs.mu.Lock()
+	logs.t = nopT{}
+	logs.mu.Unlock()
+}
