@@ -3,7 +3,9 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -186,4 +188,26 @@ func TestStopDuringAReleaseToNoServerIsBounded(t *testing.T) {
 	logs.mu.Lock()
 	logs.t = nopT{}
 	logs.mu.Unlock()
+}
+
+// A gossip port another process holds stops the worker with an error that names
+// BATON_GOSSIP_PORT and what to do.
+func TestGossipPortInUseNamesTheVariable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	cfg := worker.Config{HTTPAddr: "127.0.0.1:0", GossipBind: "127.0.0.1", GossipPort: port, Join: []string{"127.0.0.1:1"},
+		NodeName: "w0", Token: "counter", ClusterLabel: "baton", LogFormat: "text", LogLevel: "info", LocalGossip: true}
+	w, err := worker.New(cfg, prometheus.NewRegistry(), testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = w.Run(context.Background())
+	want := fmt.Sprintf("BATON_GOSSIP_PORT %d: ", port)
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), "each process on a host needs its own (0 picks a free one)") {
+		t.Fatalf("Run: %v\nwant %q...: each process on a host needs its own (0 picks a free one)", err, want)
+	}
 }
