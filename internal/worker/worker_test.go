@@ -211,3 +211,16 @@ func TestGossipPortInUseNamesTheVariable(t *testing.T) {
 		t.Fatalf("Run: %v\nwant %q...: each process on a host needs its own (0 picks a free one)", err, want)
 	}
 }
+
+// A BATON_JOIN that names the server's token port, not its gossip port, is named as
+// such (memberlist reads the token protocol's answer as an invalid message type).
+func TestJoinThroughTheTokenPortExplainsItself(t *testing.T) {
+	srv := testutil.StartServer(t, nil)
+	cfg := testutil.WorkerConfig(srv, "w0")
+	cfg.Join = []string{srv.TokenAddr()}
+	cfg.DoctorGrace = 500 * time.Millisecond
+	w, _ := runWorker(t, cfg)
+	testutil.Eventually(t, 10*time.Second, "the status to name the gossip port", func() bool {
+		return strings.Contains(w.Status().Problem, "is that the gossip port (BATON_GOSSIP_PORT, 7946), not the token port (7000)?")
+	})
+}
