@@ -231,7 +231,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.mu.Lock()
 		state := w.status.State
 		w.mu.Unlock()
-		w.log.Info("stopping", "state", state)
+		attrs := []any{"state", state}
+		if cause := context.Cause(ctx); cause != ctx.Err() {
+			attrs = append(attrs, "why", cause.Error()) // signal terminated, from main
+		}
+		w.log.Info("stopping", attrs...)
 	})
 	defer stopLog()
 
