@@ -18,10 +18,11 @@ import (
 const about = `baton server: hands out named tokens one holder at a time, in FIFO order.
 
 Usage:
-  server               run the server
-  server status [URL]  print members, tokens, holder and counters (default: this host's BATON_HTTP_ADDR)
-  server healthcheck   exit 0 if this host's server answers /healthz
-  server -h            this help
+  server                run the server
+  server status [ADDR]  print members, tokens, holder and counters of the server at ADDR
+                        (host:port or a URL; default: this host's BATON_HTTP_ADDR)
+  server healthcheck    exit 0 if this host's server answers /healthz
+  server -h             this help
 
 Signals: HUP restarts in place; TERM or INT shut down gracefully.`
 

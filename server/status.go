@@ -16,10 +16,7 @@ import (
 // statusCommand prints the server's state as the original program's status screen:
 // works inside the container (docker compose exec server /server status).
 func statusCommand(args []string) int {
-	url := cli.LocalURL(envOr("BATON_HTTP_ADDR", ":8080"), "/status")
-	if len(args) > 0 {
-		url = strings.TrimSuffix(args[0], "/") + "/status"
-	}
+	url := statusURL(args, envOr("BATON_HTTP_ADDR", ":8080"))
 	body, err := cli.Get(context.Background(), url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baton status:", err)
@@ -32,6 +29,23 @@ func statusCommand(args []string) int {
 	}
 	printStatus(os.Stdout, &st)
 	return 0
+}
+
+// statusURL is the /status URL of the server args name: a URL (http://host:port), a
+// bare host:port or host (http:// is implied), or ":port" on this host; with no
+// argument, this host's listen address httpAddr (BATON_HTTP_ADDR).
+func statusURL(args []string, httpAddr string) string {
+	if len(args) == 0 || args[0] == "" {
+		return cli.LocalURL(httpAddr, "/status")
+	}
+	base := strings.TrimSuffix(args[0], "/")
+	switch {
+	case strings.HasPrefix(base, ":"):
+		return cli.LocalURL(base, "/status")
+	case !strings.Contains(base, "://"):
+		base = "http://" + base
+	}
+	return base + "/status"
 }
 
 func printStatus(out io.Writer, st *server.Status) {

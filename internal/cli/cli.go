@@ -6,6 +6,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,17 +31,25 @@ func Usage(w io.Writer, about string, spec any) {
 	_ = tw.Flush()
 }
 
-// LogConfig is what Start needs of a binary's configuration.
+// LogConfig is what Logger needs of a binary's configuration.
 type LogConfig interface {
 	Logging() (level, format string)
 }
 
+// Config is what Start needs of a binary's configuration: its logging, and a check
+// whose errors name the variable at fault.
+type Config interface {
+	LogConfig
+	Validate() error
+}
+
 // Start does what both binaries do first: answer healthcheck (by probing healthPath
-// on this host's BATON_HTTP_ADDR) and -h, read the BATON_ environment into cfg (exit 2
-// when it is unusable), build the logger at a level a restart may change, and warn
-// about every BATON_ variable cfg does not read. Anything else on the command line is
-// an error.
-func Start(about, healthPath string, cfg LogConfig) (*slog.Logger, *slog.LevelVar) {
+// on this host's BATON_HTTP_ADDR) and -h, read the BATON_ environment into cfg and
+// check it (Configure; exit 2 with one plain line on stderr when it is unusable,
+// before any logger exists), build the logger at a level a restart may change, and
+// warn about every BATON_ variable cfg does not read. Anything else on the command
+// line is an error.
+func Start(about, healthPath string, cfg Config) (*slog.Logger, *slog.LevelVar) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "healthcheck":
@@ -53,26 +63,49 @@ func Start(about, healthPath string, cfg LogConfig) (*slog.Logger, *slog.LevelVa
 			os.Exit(2)
 		}
 	}
-	if err := Load(cfg); err != nil {
+	level, err := Configure(cfg)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "baton:", err)
 		os.Exit(2)
 	}
-	level := new(slog.LevelVar)
-	name, format := cfg.Logging()
-	if err := level.UnmarshalText([]byte(name)); err != nil {
-		fmt.Fprintf(os.Stderr, "baton: BATON_LOG_LEVEL: %v\n", err)
-		os.Exit(2)
-	}
+	_, format := cfg.Logging()
 	logger := Logger(os.Stderr, format, level)
 	WarnUnknown(logger, os.Environ(), Known(cfg))
 	return logger, level
 }
 
-// DeployVars are BATON_ variables that docker-compose.yml and the scripts read, not
-// the binaries; a shell that exports them for compose may run a binary too.
-var DeployVars = []string{"BATON_GO_IMAGE", "BATON_PROMETHEUS_IMAGE", "BATON_GRAFANA_IMAGE",
-	"BATON_IMAGE_PREFIX", "BATON_TAG", "BATON_SERVER_PORT", "BATON_GRAFANA_PORT",
-	"BATON_PROMETHEUS_PORT", "BATON_COMPOSE"}
+// Configure reads the BATON_ environment into cfg (Load), checks it (cfg.Validate)
+// and parses its log level. A value that does not parse and one that parses but is
+// out of bounds are alike mistakes in the environment: Start exits 2 for both, with
+// this error, which names the variable.
+func Configure(cfg Config) (*slog.LevelVar, error) {
+	if err := Load(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	level := new(slog.LevelVar)
+	name, _ := cfg.Logging()
+	if err := level.UnmarshalText([]byte(name)); err != nil {
+		return nil, fmt.Errorf("BATON_LOG_LEVEL: %v", err)
+	}
+	return level, nil
+}
+
+// DeployVars are BATON_ variables that docker-compose.yml, the Makefile, deploy/run.sh
+// and the e2e suite read, not the binaries; a shell that exports them for compose may
+// run a binary too. A test keeps it equal to what those files read.
+var DeployVars = []string{
+	// images: compose, the Makefile, deploy/images/build-local.sh
+	"BATON_GO_IMAGE", "BATON_PROMETHEUS_IMAGE", "BATON_GRAFANA_IMAGE", "BATON_IMAGE_PREFIX", "BATON_TAG",
+	// deploy/run.sh: local or registry images
+	"BATON_IMAGES",
+	// compose's wiring: how many servers, which host ports
+	"BATON_SERVERS", "BATON_SERVER_PORTS", "BATON_GRAFANA_PORT", "BATON_PROMETHEUS_PORT",
+	// the e2e suite
+	"BATON_COMPOSE", "BATON_E2E_KILLS",
+}
 
 // Known lists the BATON_ variables spec reads, as envconfig names them.
 func Known(spec any) []string {
@@ -149,9 +182,63 @@ func distance(a, b string) int {
 	return prev[len(b)]
 }
 
-// Load reads the BATON_ environment into spec.
+// Load reads the BATON_ environment into spec. A value that cannot be converted to
+// its field's type is reported as the variable, the value and how to write it:
+// BATON_SESSION_TTL="5": not a duration; write it with a unit, like 5s or 200ms.
 func Load(spec any) error {
-	return envconfig.Process("baton", spec)
+	err := envconfig.Process("baton", spec)
+	var pe *envconfig.ParseError
+	if errors.As(err, &pe) {
+		return errors.New(explain(pe))
+	}
+	return err
+}
+
+// explain says what is wrong with a value envconfig could not convert, by the type
+// of its field, and how to write one.
+func explain(pe *envconfig.ParseError) string {
+	head := fmt.Sprintf("%s=%q: ", pe.KeyName, pe.Value)
+	if strings.HasPrefix(pe.TypeName, "map[") {
+		return head + "not a list of key:value pairs; write it like a:1,b:2"
+	}
+	elem, list := strings.CutPrefix(pe.TypeName, "[]")
+	k, ok := kinds[elem]
+	if !ok {
+		return head + "cannot be read as " + pe.TypeName + ": " + pe.Err.Error()
+	}
+	what := k.what
+	var ne *strconv.NumError
+	isNum := errors.As(pe.Err, &ne)
+	if isNum && errors.Is(ne.Err, strconv.ErrRange) {
+		what = "out of range for " + elem
+	}
+	if !list {
+		return head + what + "; " + k.how
+	}
+	item := "an item"
+	if isNum {
+		item = strconv.Quote(ne.Num)
+	}
+	return head + item + " is " + what + "; write a comma-separated list, like " + k.list
+}
+
+// kinds are the field types envconfig converts with words for a bad value: what it
+// is not, how to write one, and a list of them.
+var kinds = map[string]struct{ what, how, list string }{
+	"time.Duration": {"not a duration", "write it with a unit, like 5s or 200ms", "5s,200ms"},
+	"bool":          {"not a bool", "write true or false", "true,false"},
+	"int":           {"not a whole number", "write it in digits, like 3", "1,2,3"},
+	"int8":          {"not a whole number", "write it in digits, like 3", "1,2,3"},
+	"int16":         {"not a whole number", "write it in digits, like 3", "1,2,3"},
+	"int32":         {"not a whole number", "write it in digits, like 3", "1,2,3"},
+	"int64":         {"not a whole number", "write it in digits, like 3", "1,2,3"},
+	"uint":          {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
+	"uint8":         {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
+	"uint16":        {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
+	"uint32":        {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
+	"uint64":        {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
+	"float32":       {"not a number", "write it like 0.5", "0.5,2"},
+	"float64":       {"not a number", "write it like 0.5", "0.5,2"},
 }
 
 // Logger builds the process logger: JSON (for containers) or text, at a level that a

@@ -69,10 +69,56 @@ func (a *hclogAdapter) enabled(l hclog.Level) bool {
 }
 
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
+	if level == hclog.Warn && expected(msg, args) {
+		level = hclog.Info
+	}
 	if level == hclog.Off || !a.enabled(level) {
 		return
 	}
 	a.log.Log(context.Background(), slogLevel(level), msg, formatArgs(args)...)
+}
+
+// expected reports whether a warning of hashicorp/raft (v1.8.0: the messages and
+// keys below are its) is what a healthy start does, which Log writes at INFO: a
+// warning at every start teaches operators to ignore warnings.
+//
+//   - "heartbeat timeout reached, starting election" with no leader known before
+//     (last-leader-id empty): a server that just started, alone or first of its
+//     cluster, stands for election. After a leader was known it is a lost leader:
+//     WARN.
+//   - "no known peers, aborting election": a server with no configuration yet, which
+//     only a server that was never bootstrapped has, waiting for its peers.
+//   - "appendEntries rejected, sending older logs" with next=1, and "failed to get
+//     previous log" with last-index=0: a leader meeting a follower whose log is
+//     empty, a new server catching up from the start. With entries on the follower
+//     they mean diverged logs: WARN.
+func expected(msg string, args []any) bool {
+	switch msg {
+	case "heartbeat timeout reached, starting election":
+		id, _ := argString(args, "last-leader-id")
+		addr, _ := argString(args, "last-leader-addr")
+		return id == "" && addr == ""
+	case "no known peers, aborting election":
+		return true
+	case "appendEntries rejected, sending older logs":
+		next, ok := argString(args, "next")
+		return ok && next == "1"
+	case "failed to get previous log":
+		last, ok := argString(args, "last-index")
+		return ok && last == "0"
+	}
+	return false
+}
+
+// argString is the value of key in hclog's key, value args, as text; false if key
+// is absent.
+func argString(args []any, key string) (string, bool) {
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, ok := args[i].(string); ok && k == key {
+			return fmt.Sprint(args[i+1]), true
+		}
+	}
+	return "", false
 }
 
 // formatArgs renders hclog.Fmt values (raft logs configurations with them), which

@@ -48,6 +48,12 @@ func diagnose(v view) diagnosis {
 			d.msg = "cannot join the cluster: no seed in BATON_JOIN (" + v.seeds + ") answers; is the server up and BATON_JOIN right?"
 		default:
 			d.msg = "cannot join the cluster through BATON_JOIN (" + v.seeds + ")"
+			// A seed that answers, but not in memberlist's protocol: its first byte
+			// is no gossip message type. The token port answers so.
+			if strings.Contains(v.joinErr.Error(), "invalid msgType") {
+				d.cause = "join:not-gossip"
+				d.msg += ": a seed answers, but not as a gossip port; is that the gossip port (BATON_GOSSIP_PORT, 7946), not the token port (7000)?"
+			}
 		}
 		return d
 	case v.serverAddr == "" && v.members > 1:

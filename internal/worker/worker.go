@@ -206,7 +206,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		Logger: w.log, Meta: cluster.Meta{Role: cluster.RoleClient, BootID: w.bootID, HTTPPort: portOf(w.httpLn.Addr())},
 		NeedJoin: w.needJoin})
 	if err != nil {
-		return err
+		return gossipPortErr(w.cfg.GossipPort, err)
 	}
 	defer func() {
 		_ = w.node.Leave(2 * time.Second)
@@ -225,6 +225,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { stopDoctor(); <-doctorDone }()
 
+	// Said when the stop arrives, not once the cycle has wound up: a release to an
+	// unreachable server may take up to stopGrace first.
+	stopLog := context.AfterFunc(ctx, func() {
+		w.mu.Lock()
+		state := w.status.State
+		w.mu.Unlock()
+		attrs := []any{"state", state}
+		if cause := context.Cause(ctx); cause != ctx.Err() {
+			attrs = append(attrs, "why", cause.Error()) // signal terminated, from main
+		}
+		w.log.Info("stopping", attrs...)
+	})
+	defer stopLog()
+
 	clientLog := slog.New(&dialWatch{next: w.log.Handler()})
 	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Follow: w.follow, OnConnect: w.connected,
 		Node: w.name, BootID: w.bootID, TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
@@ -240,8 +254,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.cycle(ctx, client)
 	}
 	w.setState("stopping")
-	w.log.Info("stopping: leaving the cluster")
+	w.log.Info("leaving the cluster")
 	return nil
+}
+
+// gossipPortErr names BATON_GOSSIP_PORT in err when memberlist could not bind it
+// because another process has it, as a second client on one host with the default
+// port does; other errors pass unchanged. memberlist formats the cause with %v, so
+// only its text tells.
+func gossipPortErr(port int, err error) error {
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		return err
+	}
+	return fmt.Errorf("BATON_GOSSIP_PORT %d: %w: each process on a host needs its own (0 picks a free one)", port, err)
 }
 
 // needJoin says when to contact the seeds again: when no server is known, and when
@@ -346,14 +371,14 @@ func (w *Worker) cycle(ctx context.Context, client *baton.Client) {
 	w.setState("releasing")
 	// Long enough to reconnect after a partition of about a TTL and let the fence
 	// judge a late release; a stopping worker has only its grace period.
-	timeout := max(5*time.Second, 3*client.Info().TTL)
-	if ctx.Err() != nil {
-		timeout = 2 * time.Second
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	info := client.Info()
+	rctx, cancel := releaseContext(ctx, max(5*time.Second, 3*info.TTL), stopGrace, info.Deadline)
 	rec := lease.Record
 	rec.Counter++
 	err = lease.Release(rctx, rec)
+	if cause := context.Cause(rctx); err != nil && errors.Is(cause, errReleaseCut) {
+		err = fmt.Errorf("%w: %w", err, cause)
+	}
 	cancel()
 	switch {
 	case err == nil:
@@ -390,6 +415,52 @@ func (w *Worker) cycle(ctx context.Context, client *baton.Client) {
 	})
 	w.setState("thinking")
 	sleep(ctx, w.cfg.Think)
+}
+
+// stopGrace bounds a release once the worker is told to stop: compose gives a
+// container 10 s (stop_grace_period) before SIGKILL, and the worker still has to say
+// goodbye to the server and leave the cluster after it.
+const stopGrace = 2 * time.Second
+
+// errReleaseCut is the cause of a release given up because the worker is stopping.
+var errReleaseCut = errors.New("release given up: stopping")
+
+// releaseContext is the context a release runs under. It does not end with ctx (a
+// stopping worker still releases what it holds) but within timeout; and once ctx
+// ends, before the release or during it, within grace from then and not after
+// leaseEnd (the session's trust deadline; zero if none), whichever is sooner, with
+// cause errReleaseCut. Without the second bound a stop that arrived during a release
+// to an unreachable server waited the whole timeout (3 TTLs: 15 s by default).
+func releaseContext(ctx context.Context, timeout, grace time.Duration, leaseEnd time.Time) (context.Context, context.CancelFunc) {
+	base, cut := context.WithCancelCause(context.WithoutCancel(ctx))
+	rctx, cancelTimeout := context.WithTimeout(base, timeout)
+	var (
+		mu    sync.Mutex // guards timer, ended
+		timer *time.Timer
+		ended bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		d := grace
+		if !leaseEnd.IsZero() {
+			d = min(d, time.Until(leaseEnd))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			timer = time.AfterFunc(max(d, 0), func() { cut(errReleaseCut) })
+		}
+	})
+	return rctx, func() {
+		stop()
+		mu.Lock()
+		ended = true
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancelTimeout()
+		cut(context.Canceled)
+	}
 }
 
 // sleep waits d or until ctx ends: the worker's think time, not synchronisation.
