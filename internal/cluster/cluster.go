@@ -179,6 +179,17 @@ func Start(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// GossipPortErr names BATON_GOSSIP_PORT in an error of Start when memberlist could
+// not bind the port because another process has it, as a second process on one
+// host with the default port does; other errors pass unchanged. memberlist formats
+// the cause with %v, so only its text tells.
+func GossipPortErr(port int, err error) error {
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		return err
+	}
+	return fmt.Errorf("BATON_GOSSIP_PORT %d: %w: each process on a host needs its own (0 picks a free one)", port, err)
+}
+
 // Addr is this node's gossip address host:port. It is read once, at start:
 // memberlist's local node is rewritten by every meta update (UpdateNode), with no
 // lock a reader could take.

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -117,24 +116,5 @@ func TestMisplacedServer(t *testing.T) {
 		if (tc.complaint == "") != (got == "") || !strings.Contains(got, tc.complaint) {
 			t.Errorf("%s: %q, want a complaint with %q", tc.name, got, tc.complaint)
 		}
-	}
-}
-
-// A gossip port in use names its variable (memberlist's error keeps only the text
-// of the bind's).
-func TestGossipPortInUseNamesTheVariable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	n, err := cluster.Start(cluster.Config{Name: "x", BindAddr: "127.0.0.1", Port: port, Local: true})
-	if err == nil {
-		n.Close()
-		t.Fatalf("memberlist started on port %d, which is in use", port)
-	}
-	if got := gossipPortErr(port, err).Error(); !strings.Contains(got, "BATON_GOSSIP_PORT") {
-		t.Errorf("error %q does not name BATON_GOSSIP_PORT", got)
 	}
 }

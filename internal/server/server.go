@@ -58,7 +58,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,7 +217,7 @@ func (s *Server) Open() (err error) {
 		OnChange: s.membersChanged,
 	})
 	if err != nil {
-		return gossipPortErr(s.cfg.GossipPort, err)
+		return cluster.GossipPortErr(s.cfg.GossipPort, err)
 	}
 	s.gossip.Store(s.node)
 	s.loopStarted = true
@@ -393,16 +392,6 @@ func (s *Server) Status() (Status, error) {
 
 func (s *Server) membersChanged(members []cluster.Member) {
 	s.post(&work{fn: func(now time.Time) { s.core.membersChanged(members, now) }})
-}
-
-// gossipPortErr names the variable when the gossip port cannot be had: the
-// likeliest clash when several processes share a host, as all default to 7946.
-// memberlist keeps only the text of the bind error.
-func gossipPortErr(port int, err error) error {
-	if strings.Contains(err.Error(), "address already in use") {
-		return fmt.Errorf("BATON_GOSSIP_PORT %d: %w: each process on a host needs its own (0 picks a free one)", port, err)
-	}
-	return err
 }
 
 // work is an item for the core: a frame or the end of a connection from its reader,

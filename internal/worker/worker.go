@@ -206,7 +206,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		Logger: w.log, Meta: cluster.Meta{Role: cluster.RoleClient, BootID: w.bootID, HTTPPort: portOf(w.httpLn.Addr())},
 		NeedJoin: w.needJoin})
 	if err != nil {
-		return gossipPortErr(w.cfg.GossipPort, err)
+		return cluster.GossipPortErr(w.cfg.GossipPort, err)
 	}
 	defer func() {
 		_ = w.node.Leave(2 * time.Second)
@@ -256,17 +256,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.setState("stopping")
 	w.log.Info("leaving the cluster")
 	return nil
-}
-
-// gossipPortErr names BATON_GOSSIP_PORT in err when memberlist could not bind it
-// because another process has it, as a second client on one host with the default
-// port does; other errors pass unchanged. memberlist formats the cause with %v, so
-// only its text tells.
-func gossipPortErr(port int, err error) error {
-	if err == nil || !strings.Contains(err.Error(), "address already in use") {
-		return err
-	}
-	return fmt.Errorf("BATON_GOSSIP_PORT %d: %w: each process on a host needs its own (0 picks a free one)", port, err)
 }
 
 // needJoin says when to contact the seeds again: when no server is known, and when

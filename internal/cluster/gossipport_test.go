@@ -1,7 +1,8 @@
-package worker
+package cluster
 
 import (
 	"errors"
+	"net"
 	"strings"
 	"testing"
 )
@@ -21,7 +22,7 @@ func TestGossipPortErr(t *testing.T) {
 		{"another bind error", 7946, other, ""},
 		{"nil", 7946, nil, ""},
 	} {
-		got := gossipPortErr(tc.port, tc.err)
+		got := GossipPortErr(tc.port, tc.err)
 		switch {
 		case tc.want == "" && got != tc.err:
 			t.Errorf("%s: %v, want it unchanged", tc.name, got)
@@ -29,7 +30,26 @@ func TestGossipPortErr(t *testing.T) {
 			t.Errorf("%s: %v\nwant: %s (wrapping the cause)", tc.name, got, tc.want)
 		}
 	}
-	if got := gossipPortErr(1, inUse); !strings.HasPrefix(got.Error(), "BATON_GOSSIP_PORT 1: ") {
+	if got := GossipPortErr(1, inUse); !strings.HasPrefix(got.Error(), "BATON_GOSSIP_PORT 1: ") {
 		t.Errorf("%v: the port given, not the one in the text, is named", got)
+	}
+}
+
+// A gossip port in use names its variable (memberlist's error keeps only the text
+// of the bind's).
+func TestGossipPortInUseNamesTheVariable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	n, err := Start(Config{Name: "x", BindAddr: "127.0.0.1", Port: port, Local: true})
+	if err == nil {
+		n.Close()
+		t.Fatalf("memberlist started on port %d, which is in use", port)
+	}
+	if got := GossipPortErr(port, err).Error(); !strings.Contains(got, "BATON_GOSSIP_PORT") {
+		t.Errorf("error %q does not name BATON_GOSSIP_PORT", got)
 	}
 }
