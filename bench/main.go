@@ -14,8 +14,10 @@
 //	etcd           concurrency.Mutex on an embedded etcd
 //	redis          Debian's redis-server, SET NX PX retried every 1 ms
 //
-// Where a durable system runs, each repetition also measures the disk's append+fsync
-// (-fsync): one durable write's time, the ceiling of a durable handoff.
+// Each measurement of a durable baton system on one token is held to the disk's
+// append+fsync timed in its state directory right before and right after it
+// (-fsync): one durable write's time, the ceiling of a durable handoff, of the same
+// moment.
 //
 //	cd bench && go run . -duration 10s -reps 3      # the README's table
 //	cd bench && go run . -short                      # CI: seconds, no timing asserted, every system
@@ -68,7 +70,7 @@ func main() {
 	clientsFlag := flag.String("clients", "1,8,64,512", "sessions on one token, per shape")
 	tokens := flag.Int("tokens", 1000, "tokens for the many-tokens shape, 4 sessions each (0 skips)")
 	idleTokens := flag.Int("idle-tokens", 0, "also run N=8 on one token beside this many idle tokens, on servers of their own (systems that keep tokens; 0 skips)")
-	fsync := flag.Duration("fsync", 2*time.Second, "where a durable system runs, time the disk's append+fsync this long each repetition (0 skips)")
+	fsync := flag.Duration("fsync", 2*time.Second, "time the disk's append+fsync in the state directory for half this long right before, and half right after, each measurement of a durable baton system on one token (0 skips)")
 	idle := flag.Int("idle", 10000, "idle baton sessions for the memory shape (0 skips)")
 	idleFor := flag.Duration("idle-for", 5*time.Minute, "how long to watch the idle server's memory")
 	duration := flag.Duration("duration", 10*time.Second, "measured time per run")
@@ -305,11 +307,14 @@ type report struct {
 	When    time.Time `json:"when"`
 	Options string    `json:"options"`
 	Results []result  `json:"results"` // medians per shape and system
-	// Disk is the append+fsync timing on the durable systems' disk, one per repetition.
-	Disk     []diskResult `json:"disk,omitempty"`
-	Idle     *idleResult  `json:"idle,omitempty"`
-	KillMs   []float64    `json:"next_grant_after_kill_ms,omitempty"`
-	Overlaps int64        `json:"overlaps"`
+	// Adjacent are the measurements of durable baton systems on one token, each with
+	// the disk's append+fsync timed right before and right after it, for AdjacentEach
+	// in all.
+	Adjacent     []adjacent  `json:"adjacent_disk,omitempty"`
+	AdjacentEach string      `json:"adjacent_disk_time,omitempty"`
+	Idle         *idleResult `json:"idle,omitempty"`
+	KillMs       []float64   `json:"next_grant_after_kill_ms,omitempty"`
+	Overlaps     int64       `json:"overlaps"`
 }
 
 type shape struct {
@@ -360,17 +365,11 @@ func run(o options) (*report, error) {
 			}
 		}
 	}
-	durable := slices.ContainsFunc(o.systems, func(n string) bool { return systems[n].durable })
+	if o.fsync > 0 {
+		rep.AdjacentEach = o.fsync.String()
+	}
 	all := map[string][]result{}
 	for r := 0; r < o.reps; r++ {
-		if durable && o.fsync > 0 {
-			var d diskResult
-			if err := sv.alone("", func() (err error) { d, err = timeFsync(o.fsync); return err }); err != nil {
-				return nil, fmt.Errorf("disk: %w", err)
-			}
-			fmt.Fprintf(os.Stderr, "rep %d disk: append+fsync p50 %.3f ms p99 %.3f ms mean %.3f ms\n", r+1, d.P50ms, d.P99ms, d.MeanMs)
-			rep.Disk = append(rep.Disk, d)
-		}
 		for si, sh := range shapes {
 			for _, name := range o.systems {
 				sys := systems[name]
@@ -383,20 +382,37 @@ func run(o options) (*report, error) {
 				}
 				token := fmt.Sprintf("r%d-s%d", r, si)
 				var res result
+				var before, after []time.Duration
+				p := sv.procs[key]
 				err := sv.alone(key, func() (err error) {
 					if sys.settle != nil {
-						if err := sys.settle(sv.procs[key]); err != nil {
+						if err := sys.settle(p); err != nil {
 							return err
 						}
 					}
-					res, err = contend(sys, sv.procs[key], sh, token, o.warmup, o.duration)
-					if sys.drain != nil {
-						sys.drain(sv.procs[key])
+					measure := func() error {
+						res, err = contend(sys, p, sh, token, o.warmup, o.duration)
+						if sys.drain != nil {
+							sys.drain(p) // before the disk is timed after: the goodbyes commit
+						}
+						return err
 					}
-					return err
+					if dir := p.stateDir(); dir != "" && sh.tokens == 1 && o.fsync > 0 {
+						before, after, err = timeAround(dir, o.fsync, measure)
+						return err
+					}
+					return measure()
 				})
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", name, sh.name, err)
+				}
+				if before != nil {
+					a := adjacent{Shape: sh.name, System: name, Rep: r + 1, Rate: rate(res), Before: summarize(p.stateDir(), before),
+						After: summarize(p.stateDir(), after), Both: summarize(p.stateDir(), append(before, after...))}
+					p50, mean, _, _ := a.ratios()
+					fmt.Fprintf(os.Stderr, "rep %d %-24s %-13s disk p50/mean before %.3f/%.3f ms, after %.3f/%.3f ms: %.2f× of 1/p50, %.2f× of 1/mean\n",
+						r+1, sh.name, name, a.Before.P50ms, a.Before.MeanMs, a.After.P50ms, a.After.MeanMs, p50, mean)
+					rep.Adjacent = append(rep.Adjacent, a)
 				}
 				moved := ""
 				if res.LeaderChanges > 0 {
@@ -474,6 +490,15 @@ func (sv *servers) stopAll() {
 	wg.Wait()
 }
 
+// rate is what a result's ratios compare: real handoffs (the holder changed) where
+// there are any, else sections (N=1).
+func rate(r result) float64 {
+	if r.HandoffsPerSec > 0 {
+		return r.HandoffsPerSec
+	}
+	return r.SectionsPerSec
+}
+
 func median(rs []result) result {
 	m := rs[0]
 	pick := func(get func(result) float64) float64 {
@@ -517,12 +542,6 @@ func (rep *report) markdown() string {
 			r.SectionsPerSec, r.HandoffsPerSec, r.P50ms, r.P99ms, r.P999ms, r.CPUmsPer1000, r.RSSMB)
 	}
 	fmt.Fprintf(&b, "\nRatios of baton to each: throughput counts real handoffs (the holder changed) where there are any, else sections (N=1); p99 is acquire latency.\n\n| shape | baton/floor | baton/etcd | baton/redis | p99 baton/floor |\n|---|---:|---:|---:|---:|\n")
-	rate := func(r result) float64 {
-		if r.HandoffsPerSec > 0 {
-			return r.HandoffsPerSec
-		}
-		return r.SectionsPerSec
-	}
 	ratio := func(a, c float64) string {
 		if c == 0 {
 			return "–"
@@ -541,7 +560,7 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", s, ratio(rate(bt), rate(fl)), ratio(rate(bt), rate(et)),
 			ratio(rate(bt), rate(rd)), ratio(bt.P99ms, fl.P99ms))
 	}
-	rep.durableMarkdown(&b, byShape, order, rate, ratio)
+	rep.durableMarkdown(&b, byShape, order, ratio)
 	if len(rep.KillMs) > 0 {
 		ms := slices.Clone(rep.KillMs)
 		slices.Sort(ms)
@@ -561,27 +580,11 @@ func (rep *report) markdown() string {
 	return b.String()
 }
 
-// durableMarkdown writes the durable systems' ratios: to the disk's ceiling, to baton
-// in memory, to etcd, and with idle tokens to without.
+// durableMarkdown writes the durable systems' ratios: to the disk's ceiling of the
+// same moment, to baton in memory, to etcd, and with idle tokens to without.
 func (rep *report) durableMarkdown(b *strings.Builder, byShape map[string]map[string]result, order []string,
-	rate func(result) float64, ratio func(a, c float64) string) {
-	ceiling, meanCeiling := 0.0, 0.0
-	if len(rep.Disk) > 0 {
-		p50 := make([]float64, len(rep.Disk))
-		p99 := make([]float64, len(rep.Disk))
-		mean := make([]float64, len(rep.Disk))
-		for i, d := range rep.Disk {
-			p50[i], p99[i], mean[i] = d.P50ms, d.P99ms, d.MeanMs
-		}
-		slices.Sort(p50)
-		slices.Sort(p99)
-		slices.Sort(mean)
-		m50, m99, mMean := p50[len(p50)/2], p99[len(p99)/2], mean[len(mean)/2]
-		ceiling, meanCeiling = 1000/m50, 1000/mMean
-		fmt.Fprintf(b, "\nDisk of the state directories (%s): append+fsync of 64 B, one at a time, p50 %.3f ms, p99 %.3f ms, mean %.3f ms "+
-			"(medians of %d timings): a ceiling of %.0f durable handoffs/s on one token (1/p50), %.0f/s for writes one after another (1/mean).\n",
-			rep.Disk[0].Dir, m50, m99, mMean, len(rep.Disk), ceiling, meanCeiling)
-	}
+	ratio func(a, c float64) string) {
+	rep.adjacentMarkdown(b)
 	has := func(system string) bool {
 		for _, s := range order {
 			if _, ok := byShape[s][system]; ok {
@@ -595,7 +598,8 @@ func (rep *report) durableMarkdown(b *strings.Builder, byShape map[string]map[st
 	}
 	fmt.Fprintf(b, "\nDurable baton: baton-durable is one server with a state directory, baton-cluster three replicating one log "+
 		"(its CPU and RSS are the three servers' sums).\n\n"+
-		"| shape | durable/in memory | durable/disk ceiling | durable/(1/mean) | cluster/in memory | cluster/durable | cluster/etcd | cluster p99/durable p99 |\n"+
+		"The disk columns are the medians of the per-repetition ratios above.\n\n"+
+		"| shape | durable/in memory | durable/disk ceiling (1/p50) | durable/(1/mean) | cluster/in memory | cluster/durable | cluster/etcd | cluster p99/durable p99 |\n"+
 		"|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range order {
 		r := byShape[s]
@@ -606,8 +610,8 @@ func (rep *report) durableMarkdown(b *strings.Builder, byShape map[string]map[st
 		}
 		mem, et := rate(r["baton"]), rate(r["etcd"])
 		ceil, meanCeil := "–", "–"
-		if okDu && ceiling > 0 && strings.Contains(s, "one token") {
-			ceil, meanCeil = ratio(rate(du), ceiling), ratio(rate(du), meanCeiling)
+		if p50, mean, ok := rep.adjacentMedians(s, "baton-durable"); ok {
+			ceil, meanCeil = fmt.Sprintf("%.2f×", p50), fmt.Sprintf("%.2f×", mean)
 		}
 		cells := []string{"–", ceil, meanCeil, "–", "–", "–", "–"}
 		if okDu {

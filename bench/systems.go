@@ -59,6 +59,7 @@ type proc struct {
 	cmd  *exec.Cmd // nil for a replicated system
 	addr string
 	http string
+	dir  string        // a durable baton server's state directory
 	out  *bufio.Reader // the child's stdout, after its address line
 	// A cluster member's child says when it starts and stops serving (cluster.go).
 	leading atomic.Bool
@@ -78,6 +79,12 @@ func (p *proc) signal(sig os.Signal) {
 	for _, c := range p.children() {
 		_ = c.cmd.Process.Signal(sig)
 	}
+}
+
+// stateDir is where p's first server keeps its state ("" in memory): the
+// directory, on the disk, that its raft log is written to.
+func (p *proc) stateDir() string {
+	return p.children()[0].dir
 }
 
 // stat is the CPU time and resident memory of p's servers, summed.
@@ -112,7 +119,8 @@ func (p *proc) stop() {
 }
 
 // startChild re-executes this binary with -serve kind and args and reads the address
-// line it prints when ready.
+// line it prints when ready: its address, then, where it has them, its HTTP address
+// and its state directory.
 func startChild(kind string, args ...string) (*proc, error) {
 	cmd := exec.Command(os.Args[0], append([]string{"-serve", kind}, args...)...)
 	cmd.Stderr = os.Stderr
@@ -134,6 +142,9 @@ func startChild(kind string, args ...string) (*proc, error) {
 	p := &proc{cmd: cmd, addr: f[0], out: out}
 	if len(f) > 1 {
 		p.http = f[1]
+	}
+	if len(f) > 2 {
+		p.dir = f[2]
 	}
 	return p, nil
 }
@@ -225,7 +236,7 @@ func serveChild(kind string, m *member, wait func()) error {
 		if err != nil {
 			return err
 		}
-		fmt.Println(srv.TokenAddr(), srv.HTTPAddr())
+		fmt.Println(srv.TokenAddr(), srv.HTTPAddr(), cfg.StateDir) // the address line: startChild
 		if kind == "baton-cluster" {
 			stop := make(chan struct{})
 			watched := make(chan struct{})
