@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"errors"
-	"net"
 	"strings"
 	"testing"
 )
@@ -32,24 +31,5 @@ func TestGossipPortErr(t *testing.T) {
 	}
 	if got := GossipPortErr(1, inUse); !strings.HasPrefix(got.Error(), "BATON_GOSSIP_PORT 1: ") {
 		t.Errorf("%v: the port given, not the one in the text, is named", got)
-	}
-}
-
-// A gossip port in use names its variable (memberlist's error keeps only the text
-// of the bind's).
-func TestGossipPortInUseNamesTheVariable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	n, err := Start(Config{Name: "x", BindAddr: "127.0.0.1", Port: port, Local: true})
-	if err == nil {
-		n.Close()
-		t.Fatalf("memberlist started on port %d, which is in use", port)
-	}
-	if got := GossipPortErr(port, err).Error(); !strings.Contains(got, "BATON_GOSSIP_PORT") {
-		t.Errorf("error %q does not name BATON_GOSSIP_PORT", got)
 	}
 }
