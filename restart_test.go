@@ -200,3 +200,22 @@ func TestStateFileOfTheVersionBeforeIsMigrated(t *testing.T) {
 		t.Errorf("epoch %d at the second start, want 9", st.Epoch)
 	}
 }
+
+// The same file in a directory that three replicated servers share (compose's
+// volume, upgraded from the one server of that version): the first leader
+// migrates it, and fences continue above it.
+func TestStateFileOfTheVersionBeforeIsMigratedIntoACluster(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"epoch":7,"ttl_ns":300000000,"tokens":[{"name":"counter","fence":41,"counter":40,"waits":3,"grants":41,"releases":40}]}`
+	if err := os.WriteFile(filepath.Join(dir, "baton-state.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.StateDir = dir })
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	if tok := tokenStatus(t, cl.Server(leader), "counter"); tok.Fence != 41 || tok.Counter != 40 {
+		t.Fatalf("the leader's counter token: fence %d counter %d, want 41 and 40 from the file", tok.Fence, tok.Counter)
+	}
+	if st, _ := cl.Server(leader).Status(); st.Epoch != 8 {
+		t.Errorf("epoch %d after migrating epoch 7, want 8", st.Epoch)
+	}
+}

@@ -29,8 +29,15 @@ Signals: TERM, INT or HUP release the token if held, leave the cluster and exit 
 
 // stopSignals stop the worker gracefully. HUP is among them: a worker started from
 // a terminal gets it when the terminal closes, and would otherwise die (status 129)
-// holding its token until the session expires.
-var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP}
+// holding its token until the session expires. Not when HUP is ignored at start
+// (nohup): catching it would undo that, and the worker would stop at logout.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{syscall.SIGTERM, syscall.SIGINT}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
+}
 
 func main() {
 	var cfg worker.Config
@@ -49,7 +56,7 @@ func run(cfg worker.Config, logger *slog.Logger, started func(*worker.Worker)) e
 		return err
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, stopSignals...)
+	signal.Notify(sigs, stopSignals()...)
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"os/signal"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -40,5 +43,18 @@ func TestHangupStopsTheWorker(t *testing.T) {
 	}
 	if st := w.Status().State; st != "stopping" {
 		t.Errorf("state after SIGHUP %q, want stopping", st)
+	}
+}
+
+// A client started under nohup (HUP ignored) keeps ignoring it: catching HUP would
+// undo nohup, and the worker would stop at logout.
+func TestHangupIgnoredAtStartStaysIgnored(t *testing.T) {
+	if !slices.Contains(stopSignals(), os.Signal(syscall.SIGHUP)) {
+		t.Fatal("HUP not caught by a client started normally")
+	}
+	signal.Ignore(syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
+	if slices.Contains(stopSignals(), os.Signal(syscall.SIGHUP)) {
+		t.Error("HUP caught by a client started with it ignored (nohup)")
 	}
 }

@@ -435,7 +435,8 @@ func (n *Node) NotifyConflict(existing, other *memberlist.Node) {
 	}
 	n.conflictLogged[existing.Name] = now
 	n.mu.Unlock()
-	n.log.Error("two processes use one node name: give each its own BATON_NODE_NAME (the default is the hostname)",
+	n.log.Error("two processes use one node name: give each its own BATON_NODE_NAME (the default is the hostname); "+
+		"or a node restarted at another address before its old instance was declared dead, which passes in seconds",
 		"node", existing.Name, "addr", existing.Address(), "other_addr", other.Address())
 }
 

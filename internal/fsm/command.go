@@ -30,6 +30,8 @@ const (
 	// (Log.Apply). Servers that read no OpTerm publish a LogVersion below 2, and a
 	// leader writes it only when every server reads it.
 	OpTerm Op = 11
+
+	lastOp = OpTerm // the newest op this build applies
 )
 
 // LogVersion is the newest log this build reads: 2 since OpTerm. A server
@@ -86,10 +88,19 @@ func (c *Command) Append(b []byte) []byte {
 // ErrBadCommand is returned for bytes that are not a command this version reads.
 var ErrBadCommand = errors.New("fsm: bad command")
 
+// ErrNewerLog is returned for a command of a newer version than this build's, or
+// an op it does not know: a server of a later version wrote it. Such a server must
+// stop applying rather than skip it (Log.Apply): its state would part from the
+// others'.
+var ErrNewerLog = fmt.Errorf("%w: written by a newer version", ErrBadCommand)
+
 // Decode reads a command encoded by Append.
 func (c *Command) Decode(b []byte) error {
 	d := decoder{b: b}
-	if v := d.byte(); v != commandVersion {
+	switch v := d.byte(); {
+	case v > commandVersion:
+		return fmt.Errorf("%w: command version %d", ErrNewerLog, v)
+	case v != commandVersion:
 		return fmt.Errorf("%w: version %d", ErrBadCommand, v)
 	}
 	c.Op = Op(d.byte())
@@ -177,6 +188,9 @@ func (st *State[C]) Apply(c *Command) error {
 		st.Epoch = max(st.Epoch, c.Seq)
 	case OpTerm: // checked by the log before the batch is applied
 	default:
+		if c.Op > lastOp {
+			return fmt.Errorf("%w: op %d", ErrNewerLog, c.Op)
+		}
 		return fmt.Errorf("%w: op %d", ErrBadCommand, c.Op)
 	}
 	return nil

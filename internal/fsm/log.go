@@ -74,16 +74,22 @@ func EachInBatch(entry []byte, fn func(*Command) error) error {
 // the effects are dropped. Safe for concurrent use: the log applies on its own
 // goroutine while the server may read or copy the state.
 type Log struct {
-	mu        sync.Mutex // guards st
+	mu        sync.Mutex // guards st, stopped
 	st        *State[struct{}]
 	maxTokens int
+	// stopped: an entry of a newer version came (ErrNewerLog), and nothing after
+	// it is applied: this server's state stays as it was before that entry.
+	stopped error
 }
 
 // NewLog returns an empty log state that accepts at most maxTokens tokens.
 func NewLog(maxTokens int) *Log { return &Log{st: New[struct{}](maxTokens), maxTokens: maxTokens} }
 
 // Apply applies committed entries in order. An entry that does not decode is
-// answered with its error and applied no further: every replica refuses it alike.
+// answered with its error and applied no further: every replica of one version
+// refuses it alike. An entry of a newer version (ErrNewerLog) stops the log: it
+// and every entry after it are applied nowhere here (Stopped), as skipping it
+// would part this state from that of the servers that read it.
 // So is, whole, a batch decided in another term than the one it was appended in
 // (ErrStaleBatch): the term is the entry's, the same on every replica.
 func (l *Log) Apply(entries []replica.Entry) []any {
@@ -91,16 +97,34 @@ func (l *Log) Apply(entries []replica.Entry) []any {
 	defer l.mu.Unlock()
 	out := make([]any, len(entries))
 	for i, e := range entries {
+		if l.stopped != nil {
+			out[i] = l.stopped
+			continue
+		}
 		if term, ok := BatchTerm(e.Cmd); ok && term != e.Term {
 			out[i] = fmt.Errorf("%w: decided in term %d, appended in term %d", ErrStaleBatch, term, e.Term)
 			continue
 		}
 		if err := EachInBatch(e.Cmd, l.st.Apply); err != nil {
 			out[i] = err
+			if errors.Is(err, ErrNewerLog) {
+				// A batch may have been applied in part: the state is not to be
+				// served or copied from again.
+				l.stopped = fmt.Errorf("raft log entry %d: %w", e.Index, err)
+				out[i] = l.stopped
+			}
 		}
 		l.st.Reset()
 	}
 	return out
+}
+
+// Stopped says why the log stopped applying entries (an entry of a newer
+// version), or nil.
+func (l *Log) Stopped() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopped
 }
 
 // Snapshot captures the state now; it is written later.

@@ -251,3 +251,44 @@ func TestBatchFraming(t *testing.T) {
 		t.Fatal("a torn batch decoded without error")
 	}
 }
+
+// An entry written by a newer version (an op or a command version this build does
+// not know) stops the log: skipping it would part this server's state from that of
+// the servers that read it. Nothing after it is applied either.
+func TestANewerEntryStopsTheLog(t *testing.T) {
+	imp := func(token string) []byte {
+		return AppendBatch(nil, &Command{Op: OpImport, Token: token, Fence: 3, Time: t0})
+	}
+	newerOp := AppendBatch(nil, &Command{Op: lastOp + 1})
+	newerVersion := imp("newer")
+	newerVersion[4]++ // the command's version byte, after the frame's length
+	for _, tc := range []struct {
+		name  string
+		newer []byte
+	}{{"an op it does not know", newerOp}, {"a command version above its own", newerVersion}} {
+		l := NewLog(8)
+		out := l.Apply([]replica.Entry{{Index: 1, Cmd: imp("before")}, {Index: 2, Cmd: tc.newer}, {Index: 3, Cmd: imp("after")}})
+		if out[0] != nil {
+			t.Fatalf("%s: the entry before answered %v", tc.name, out[0])
+		}
+		for i := 1; i < 3; i++ {
+			if err, _ := out[i].(error); !errors.Is(err, ErrNewerLog) {
+				t.Errorf("%s: entry %d answered %v, want ErrNewerLog", tc.name, i+1, out[i])
+			}
+		}
+		if !errors.Is(l.Stopped(), ErrNewerLog) {
+			t.Errorf("%s: Stopped() = %v, want ErrNewerLog", tc.name, l.Stopped())
+		}
+		if l.st.Tokens.Get("before") == nil || l.st.Tokens.Get("after") != nil {
+			t.Errorf("%s: before applied %v, after applied %v; want only the entry before", tc.name,
+				l.st.Tokens.Get("before") != nil, l.st.Tokens.Get("after") != nil)
+		}
+	}
+	// A torn entry of this version is refused alike everywhere, and the log goes on.
+	l := NewLog(8)
+	torn := imp("torn")
+	out := l.Apply([]replica.Entry{{Index: 1, Cmd: torn[:len(torn)-1]}, {Index: 2, Cmd: imp("next")}})
+	if out[0] == nil || out[1] != nil || l.Stopped() != nil || l.st.Tokens.Get("next") == nil {
+		t.Errorf("a torn entry: answers %v, stopped %v; want it refused and the next applied", out, l.Stopped())
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -32,8 +31,9 @@ type durable struct {
 	dir   string // where this server's state lives: the raft log and an old state file
 	entry []byte // core: the commands of the batch being served
 	// halted (core): an entry failed to commit on a server alone, so the core's state
-	// may be ahead of the log. Nothing is answered any more; a restart recovers from
-	// the log. A replicated server steps down instead (core.stepDown).
+	// may be ahead of the log, or the log holds an entry of a newer version
+	// (haltReplica). Nothing is answered any more; a restart recovers from the log.
+	// A replicated server whose batch fails steps down instead (core.stepDown).
 	halted bool
 
 	clustered bool
@@ -48,6 +48,8 @@ type durable struct {
 	// opens with the term it was decided in, and the log applies it nowhere if raft
 	// appended it in a later one (fsm.Log.Apply).
 	stamp atomic.Bool
+	// stampOffLogged (raftLoop): it said that batches do not carry their term.
+	stampOffLogged bool
 	// lease is raft's leader lease; proof (core) is when the last commit or
 	// leadership check that succeeded started. A batch that answers keepalives
 	// (needProof) goes out only if a quorum confirmed this leader less than a lease
@@ -74,11 +76,12 @@ func openDurable(dir string, maxTokens int, logger *slog.Logger, hooks replica.H
 	d.lease = cfg.LeaderLeaseTimeout
 	cfg.Logger = logger.With("component", "raft")
 	cfg.Hooks = hooks
-	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+	undo, err := makeLogDir(cfg.Dir)
+	if err != nil {
 		return nil, fmt.Errorf("BATON_STATE_DIR %s: %w", dir, err)
 	}
-	var err error
 	if d.node, err = replica.Open(cfg, d.log); err != nil {
+		undo()
 		return nil, fmt.Errorf("BATON_STATE_DIR %s: %w", dir, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,6 +97,10 @@ func openDurable(dir string, maxTokens int, logger *slog.Logger, hooks replica.H
 	if err := d.node.Barrier(ctx); err != nil {
 		d.node.Close()
 		return nil, fmt.Errorf("raft log in %s: %w", cfg.Dir, err)
+	}
+	if err := d.log.Stopped(); err != nil {
+		d.node.Close()
+		return nil, fmt.Errorf("raft log in %s: %w: run that version of baton", cfg.Dir, err)
 	}
 	return d, nil
 }
@@ -189,7 +196,14 @@ func (c *core) start(d *durable, now time.Time) error {
 		return err
 	}
 	if c.st.Epoch == 0 && c.st.Tokens.Len() == 0 {
-		if err := c.migrate(d.dir, now); err != nil {
+		old := d.dir
+		if d.clustered {
+			// The file of the version before is in BATON_STATE_DIR itself, which the
+			// servers of one deployment may share (compose's volume), not in this
+			// server's directory within it.
+			old = filepath.Dir(d.dir)
+		}
+		if err := c.migrate(old, now); err != nil {
 			return err
 		}
 	}

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +73,32 @@ func TestStampedBatchCommitsOnlyInItsTerm(t *testing.T) {
 	if st.Tokens.Get("now") == nil || st.Tokens.Get("before") != nil {
 		t.Fatalf("the log holds token now: %v, token before: %v; want only now",
 			st.Tokens.Get("now") != nil, st.Tokens.Get("before") != nil)
+	}
+}
+
+// A server alone whose log holds an entry of a newer version (a downgrade) does not
+// start: it would serve a state without that entry and what followed it.
+func TestALogOfANewerVersionIsNotServed(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := t.TempDir()
+	d, err := openDurable(dir, 8, quiet, replica.Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := fsm.AppendBatch(nil, &fsm.Command{Op: fsm.OpImport, Token: "x", Fence: 1})
+	newer[4]++ // the command's version byte: one this build does not read
+	res, err := d.node.Apply(context.Background(), newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := res.(error); !errors.Is(err, fsm.ErrNewerLog) {
+		t.Fatalf("an entry of a newer version answered %v, want ErrNewerLog", res)
+	}
+	d.close()
+	if d, err := openDurable(dir, 8, quiet, replica.Hooks{}); err == nil {
+		d.close()
+		t.Fatal("a log with an entry of a newer version opened, want a refusal")
+	} else if !strings.Contains(err.Error(), "newer version") {
+		t.Fatalf("refused with %v, want it to say a newer version wrote the log", err)
 	}
 }

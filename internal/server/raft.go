@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -59,11 +58,12 @@ func (s *Server) openCluster() (*durable, error) {
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },
 	}
 	d.lease = rc.LeaderLeaseTimeout
-	if err := os.MkdirAll(rc.Dir, 0o750); err != nil {
+	undo, err := makeLogDir(rc.Dir)
+	if err != nil {
 		return nil, fmt.Errorf("BATON_STATE_DIR %s: %w", cfg.StateDir, err)
 	}
-	var err error
 	if d.node, err = replica.Open(rc, d.log); err != nil {
+		undo()
 		return nil, fmt.Errorf("raft (BATON_STATE_DIR %s, BATON_RAFT_PORT %d): %w", cfg.StateDir, cfg.RaftPort, err)
 	}
 	return d, nil
@@ -115,6 +115,10 @@ func (s *Server) raftLoop(d *durable) {
 		case <-s.raftKick:
 		case <-t.C:
 		}
+		if err := d.log.Stopped(); err != nil {
+			s.haltReplica(d, err)
+			return
+		}
 		l, _ := d.node.Leadership()
 		if l.LeaderID != last.LeaderID && l.LeaderID != "" {
 			s.metrics.raftLeaderChanges.Inc()
@@ -137,6 +141,25 @@ func (s *Server) raftLoop(d *durable) {
 			s.reconcile(d, logVersions)
 		}
 	}
+}
+
+// haltReplica stops a server whose log holds an entry it cannot read, written by a
+// server of a newer version (fsm.ErrNewerLog): applying what follows would part its
+// state from the others', so it takes no further part in the cluster (fail-stop,
+// as Consul's servers do on an unknown log type). Running the other servers'
+// version brings it back.
+func (s *Server) haltReplica(d *durable, err error) {
+	s.log.Error("raft: this server cannot read the cluster's log, written by a newer version of baton: it stops replicating and serving; run the version the other servers run",
+		"err", err)
+	s.ready.Store(false)
+	s.publishLeader(0)
+	s.post(&work{fn: func(time.Time) {
+		if d.leading.Load() {
+			s.core.stepDown("the log holds an entry of a newer version")
+		}
+		d.halted = true
+		_ = d.node.Close()
+	}})
 }
 
 // publishLeader has the membership say whether this server leads (since term; 0:
@@ -255,9 +278,21 @@ func (s *Server) updateStamp(d *durable, seen map[string]int) {
 	if err != nil {
 		return
 	}
-	if stamp := readsTerms(conf, seen); stamp != d.stamp.Load() {
+	stamp := readsTerms(conf, seen)
+	if stamp != d.stamp.Load() {
 		d.stamp.Store(stamp)
 		s.log.Info("raft: batches carry their term", "on", stamp)
+	}
+	var old []string // servers seen running an older version (not those not seen yet)
+	for _, sv := range conf {
+		if v := seen[sv.ID]; v > 0 && v < fsm.LogVersion {
+			old = append(old, sv.ID)
+		}
+	}
+	if len(old) > 0 && !d.stampOffLogged {
+		d.stampOffLogged = true
+		s.log.Warn("raft: batches do not carry their term while a server of an older version is in the cluster: a leader that lost the leadership and won it again may commit one batch decided on its old state; upgrade it",
+			"servers", old)
 	}
 }
 

@@ -15,6 +15,9 @@ import (
 func checkStateDir(dir, name string, replicated bool) error {
 	alone := filepath.Join(dir, "raft")
 	if replicated {
+		if name == "raft" {
+			return fmt.Errorf("BATON_NODE_NAME raft: a replicated server keeps its log in BATON_STATE_DIR/<name>, and %s is where a server alone keeps its own: choose another name", alone)
+		}
 		if exists(alone) && !exists(filepath.Join(dir, name, "raft")) {
 			return fmt.Errorf("BATON_STATE_DIR %s holds the log of a server that ran alone (%s), and this server, "+
 				"replicated (BATON_BOOTSTRAP_EXPECT above 1), would start with an empty log of its own in %s: "+
@@ -40,4 +43,17 @@ func checkStateDir(dir, name string, replicated bool) error {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// makeLogDir creates a raft log's directory, and returns what undoes that: a
+// start that fails (a port in use) must not leave an empty log behind, which
+// checkStateDir would take for a log of the mode that start tried.
+func makeLogDir(dir string) (undo func(), err error) {
+	if exists(dir) {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	return func() { _ = os.RemoveAll(dir) }, nil
 }

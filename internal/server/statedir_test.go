@@ -1,6 +1,9 @@
 package server
 
 import (
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,5 +41,37 @@ func TestStateDirOfTheOtherModeIsRefused(t *testing.T) {
 		case tc.refused != "" && (err == nil || !strings.Contains(err.Error(), tc.refused)):
 			t.Errorf("%s: %v, want a refusal that says %q", tc.name, err, tc.refused)
 		}
+	}
+}
+
+// A replicated server named raft would keep its log where a server alone keeps its.
+func TestReplicatedServerNamedRaftIsRefused(t *testing.T) {
+	if err := checkStateDir(t.TempDir(), "raft", true); err == nil || !strings.Contains(err.Error(), "choose another name") {
+		t.Errorf("a replicated server named raft: %v, want a refusal", err)
+	}
+}
+
+// A start that fails (its raft port in use) leaves no log directory behind: the
+// next start, in either mode, would take it for a log of the mode that failed.
+func TestAFailedStartLeavesNoLog(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.NodeName, cfg.StateDir, cfg.BootstrapExpect = "server-1", dir, 3
+	cfg.GossipBind, cfg.RaftPort = "127.0.0.1", ln.Addr().(*net.TCPAddr).Port
+	s := &Server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if d, err := s.openCluster(); err == nil {
+		d.close()
+		t.Fatal("a replicated server opened its log on a raft port in use")
+	}
+	if logs, _ := filepath.Glob(filepath.Join(dir, "*", "raft")); len(logs) > 0 {
+		t.Fatalf("the failed start left %v behind", logs)
+	}
+	if err := checkStateDir(dir, "", false); err != nil {
+		t.Fatalf("a server alone after the failed start: %v, want accepted", err)
 	}
 }
