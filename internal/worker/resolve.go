@@ -16,7 +16,17 @@ import (
 // that it leads, else any alive server (a single server, which has no election, or
 // one that will name the leader in its not_leader answer).
 func (w *Worker) server() (cluster.Member, bool) {
-	return pick(w.node.Members(), 1, nil)
+	return pick(w.members(), 1, nil, w.replicated.Load())
+}
+
+// members are the cluster's members; once one replicates, the worker remembers
+// that the servers it must use do (pick).
+func (w *Worker) members() []cluster.Member {
+	members := w.node.Members()
+	if !w.replicated.Load() && slices.ContainsFunc(members, func(m cluster.Member) bool { return m.Meta.Role == cluster.RoleServer && replicates(m) }) {
+		w.replicated.Store(true)
+	}
+	return members
 }
 
 // resolve is the client's Config.Resolve: the token address of the server to try
@@ -24,7 +34,7 @@ func (w *Worker) server() (cluster.Member, bool) {
 // another is known: a dead leader's address may take a connect timeout to fail.
 func (w *Worker) resolve(context.Context) (string, error) {
 	now := time.Now()
-	m, ok := pick(w.node.Members(), w.connects.Add(1), func(addr string) bool { return w.unreachable.recently(addr, now) })
+	m, ok := pick(w.members(), w.connects.Add(1), func(addr string) bool { return w.unreachable.recently(addr, now) }, w.replicated.Load())
 	if !ok {
 		return "", errors.New("no server in the cluster yet")
 	}
@@ -49,16 +59,19 @@ func (w *Worker) connected(server string, err error) {
 // says it leads in the membership until the cluster declares it dead, seconds
 // later: meanwhile every other connect reaches a live server, which knows the new
 // leader as soon as it is elected.
-func pick(members []cluster.Member, n uint64, avoid func(addr string) bool) (cluster.Member, bool) {
+//
+// A server that does not replicate (no raft port), set up by mistake beside a
+// replicated cluster, owns tokens of its own: connects go only to the replicated
+// servers when one is alive, or when replicated says one was seen (a cluster
+// restarting must not send its clients to the stray one meanwhile).
+func pick(members []cluster.Member, n uint64, avoid func(addr string) bool, replicated bool) (cluster.Member, bool) {
 	var servers []cluster.Member
 	for _, m := range members {
 		if m.State == cluster.StateAlive && m.Meta.Role == cluster.RoleServer && !m.Meta.Leaving {
 			servers = append(servers, m)
 		}
 	}
-	// A server that does not replicate (no raft port), set up by mistake beside a
-	// replicated cluster, owns tokens of its own: connects go to the cluster.
-	if slices.ContainsFunc(servers, replicates) {
+	if replicated || slices.ContainsFunc(servers, replicates) {
 		servers = slices.DeleteFunc(servers, func(m cluster.Member) bool { return !replicates(m) })
 	}
 	if avoid != nil {

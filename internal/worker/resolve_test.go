@@ -53,7 +53,7 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 		{Name: "server-4", State: cluster.StateDead, Meta: cluster.Meta{Role: cluster.RoleServer}}}
 	var got []string
 	for n := uint64(1); n <= 6; n++ {
-		m, _ := pick(members, n, nil)
+		m, _ := pick(members, n, nil, false)
 		got = append(got, m.Name)
 	}
 	if want := []string{"server-1", "server-3", "server-1", "server-2", "server-1", "server-3"}; !slices.Equal(got, want) {
@@ -62,7 +62,7 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 	noLeader := []cluster.Member{srv("server-2", false), srv("server-1", false)}
 	got = got[:0]
 	for n := uint64(1); n <= 4; n++ {
-		m, _ := pick(noLeader, n, nil)
+		m, _ := pick(noLeader, n, nil, false)
 		got = append(got, m.Name)
 	}
 	if want := []string{"server-1", "server-2", "server-2", "server-1"}; !slices.Equal(got, want) {
@@ -70,11 +70,11 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 	}
 	alone := []cluster.Member{srv("server", false)}
 	for n := uint64(1); n <= 3; n++ {
-		if m, ok := pick(alone, n, nil); !ok || m.Name != "server" {
+		if m, ok := pick(alone, n, nil, false); !ok || m.Name != "server" {
 			t.Errorf("a server alone: connect %d goes to %q (%v)", n, m.Name, ok)
 		}
 	}
-	if _, ok := pick(nil, 1, nil); ok {
+	if _, ok := pick(nil, 1, nil, false); ok {
 		t.Error("no member: a server picked")
 	}
 	// A server alone (no raft port) beside a replicated cluster: never picked,
@@ -90,10 +90,15 @@ func TestPickAlternatesLeaderAndOthers(t *testing.T) {
 		{stray, replicated("server-1", false), replicated("server-2", false)},
 	} {
 		for n := uint64(1); n <= 4; n++ {
-			if m, _ := pick(cl, n, nil); m.Name == stray.Name {
+			if m, _ := pick(cl, n, nil, false); m.Name == stray.Name {
 				t.Errorf("connect %d goes to %s, a server that does not replicate, beside a replicated cluster", n, m.Name)
 			}
 		}
+	}
+	// Every replicated server down (a cluster restarting): still not the stray one,
+	// once the worker has seen that the servers replicate.
+	if m, ok := pick([]cluster.Member{stray}, 1, nil, true); ok {
+		t.Errorf("with the replicated servers gone, connect goes to %s, want none", m.Name)
 	}
 }
 
@@ -107,7 +112,7 @@ func TestPickPrefersTheNewerLeaderAndAvoidsTheUnreachable(t *testing.T) {
 	}
 	members := []cluster.Member{srv("server-1", 4), srv("server-2", 5), srv("server-3", 0)}
 	for n := uint64(1); n <= 5; n += 2 {
-		if m, _ := pick(members, n, nil); m.Name != "server-2" {
+		if m, _ := pick(members, n, nil, false); m.Name != "server-2" {
 			t.Errorf("connect %d goes to %s, want server-2, leader since term 5 (server-1 says term 4)", n, m.Name)
 		}
 	}
@@ -118,7 +123,7 @@ func TestPickPrefersTheNewerLeaderAndAvoidsTheUnreachable(t *testing.T) {
 	u.connected("server-3:7000", fmt.Errorf("%w: server-3:7000 names server-2:7000", baton.ErrNotLeader), now)
 	avoid := func(addr string) bool { return u.recently(addr, now.Add(time.Second)) }
 	for n := uint64(1); n <= 4; n++ {
-		if m, _ := pick(members, n, avoid); m.Name == "server-2" {
+		if m, _ := pick(members, n, avoid, false); m.Name == "server-2" {
 			t.Errorf("connect %d goes to server-2, whose last connect failed a second ago", n)
 		}
 	}
@@ -132,7 +137,7 @@ func TestPickPrefersTheNewerLeaderAndAvoidsTheUnreachable(t *testing.T) {
 	if u.recently("server-2:7000", now) {
 		t.Error("server-2 still avoided after a connect to it succeeded")
 	}
-	if m, ok := pick(members[1:2], 1, func(string) bool { return true }); !ok || m.Name != "server-2" {
+	if m, ok := pick(members[1:2], 1, func(string) bool { return true }, false); !ok || m.Name != "server-2" {
 		t.Errorf("every server avoided: picked %q (%v), want server-2, the only one", m.Name, ok)
 	}
 }

@@ -149,6 +149,7 @@ type Worker struct {
 	dialErr     atomic.Pointer[error] // the client package's last failed connect; nil once connected
 	connects    atomic.Uint64         // connects resolved so far (resolve, pick)
 	unreachable unreachable           // servers whose connect failed lately (resolve, follow)
+	replicated  atomic.Bool           // a replicating server was seen: connect to no other kind (pick)
 }
 
 const recentKept = 64
