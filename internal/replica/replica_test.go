@@ -461,8 +461,13 @@ func TestClusterElectsOneLeader(t *testing.T) {
 			t.Errorf("status of %s: state %q, want %q", nd.ID(), st.State, want)
 		}
 	}
-	if c.leaders[li].Load() == 0 {
-		t.Errorf("the leader's LeaderChange hook was not called")
+	// The hook runs on the node's watcher goroutine, a moment after raft says it
+	// leads (the race detector's slower scheduling once made that moment late).
+	for deadline := time.Now().Add(5 * time.Second); c.leaders[li].Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader's LeaderChange hook was not called within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the hook's count, with a deadline
 	}
 }
 
