@@ -30,12 +30,16 @@ const (
 	// (Log.Apply). Servers that read no OpTerm publish a LogVersion below 2, and a
 	// leader writes it only when every server reads it.
 	OpTerm Op = 11
+	// OpLogVersion records that every server reads log version Seq: the leader
+	// found them all publishing it. State.LogVersion never goes back.
+	OpLogVersion Op = 12
 
-	lastOp = OpTerm // the newest op this build applies
+	lastOp = OpLogVersion // the newest op this build applies
 )
 
-// LogVersion is the newest log this build reads: 2 since OpTerm. A server
-// publishes it in the membership, and a leader writes what every server reads.
+// LogVersion is the newest log this build reads: 2 since OpTerm and OpLogVersion.
+// A server publishes it in the membership, and a leader writes what every server
+// reads.
 const LogVersion = 2
 
 // Command is one operation as a replicated log carries it: with the time and the
@@ -187,6 +191,8 @@ func (st *State[C]) Apply(c *Command) error {
 	case OpEpoch:
 		st.Epoch = max(st.Epoch, c.Seq)
 	case OpTerm: // checked by the log before the batch is applied
+	case OpLogVersion:
+		st.LogVersion = max(st.LogVersion, int(c.Seq))
 	default:
 		if c.Op > lastOp {
 			return fmt.Errorf("%w: op %d", ErrNewerLog, c.Op)

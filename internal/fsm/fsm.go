@@ -99,6 +99,10 @@ type State[C any] struct {
 	// this state must hold back grants of tokens that were held (a lease of the
 	// process before may still be trusted).
 	MaxTTL time.Duration
+	// LogVersion is the log every server of the cluster reads, as a leader found
+	// and recorded it (OpLogVersion); it never goes back. From 2 on, leaders open
+	// each batch with its term.
+	LogVersion int
 
 	fx []Effect[C]
 }

@@ -127,6 +127,13 @@ func (l *Log) Stopped() error {
 	return l.stopped
 }
 
+// LogVersion is the log version the cluster recorded (State.LogVersion).
+func (l *Log) LogVersion() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st.LogVersion
+}
+
 // Snapshot captures the state now; it is written later.
 func (l *Log) Snapshot() (io.WriterTo, error) {
 	l.mu.Lock()

@@ -292,3 +292,26 @@ func TestANewerEntryStopsTheLog(t *testing.T) {
 		t.Errorf("a torn entry: answers %v, stopped %v; want it refused and the next applied", out, l.Stopped())
 	}
 }
+
+// The cluster's log version, once recorded, never goes back, and a snapshot keeps
+// it: a leader elected later, or restored from a snapshot, stamps its batches too.
+func TestLogVersionNeverGoesBack(t *testing.T) {
+	l := NewLog(8)
+	for i, v := range []uint64{2, 1} {
+		l.Apply([]replica.Entry{{Index: uint64(i + 1), Cmd: AppendBatch(nil, &Command{Op: OpLogVersion, Seq: v})}})
+	}
+	if got := l.LogVersion(); got != 2 {
+		t.Fatalf("log version %d after recording 2 then 1, want 2", got)
+	}
+	snap, err := l.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := NewLog(8)
+	if err := restored.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if got := restored.LogVersion(); got != 2 {
+		t.Fatalf("log version %d after a snapshot, want 2", got)
+	}
+}

@@ -16,15 +16,16 @@ import (
 // to apply the next command as the others do. Tokens and sessions are sorted, so
 // that the same state always encodes the same way.
 type saved struct {
-	Epoch    uint64          `json:"epoch"`
-	MaxTTL   time.Duration   `json:"max_ttl_ns"`
-	Tokens   []token.Saved   `json:"tokens"`
-	Sessions []session.Saved `json:"sessions"`
+	Epoch      uint64          `json:"epoch"`
+	MaxTTL     time.Duration   `json:"max_ttl_ns"`
+	LogVersion int             `json:"log_version,omitempty"`
+	Tokens     []token.Saved   `json:"tokens"`
+	Sessions   []session.Saved `json:"sessions"`
 }
 
 // Snapshot encodes the whole state.
 func (st *State[C]) Snapshot() ([]byte, error) {
-	sv := saved{Epoch: st.Epoch, MaxTTL: st.MaxTTL, Tokens: make([]token.Saved, 0, st.Tokens.Len()),
+	sv := saved{Epoch: st.Epoch, MaxTTL: st.MaxTTL, LogVersion: st.LogVersion, Tokens: make([]token.Saved, 0, st.Tokens.Len()),
 		Sessions: make([]session.Saved, 0, st.Sessions.Len())}
 	st.Tokens.Each(func(t *token.Token) { sv.Tokens = append(sv.Tokens, t.Save()) })
 	st.Sessions.Each(func(s *session.Session[C]) { sv.Sessions = append(sv.Sessions, s.Save()) })
@@ -42,7 +43,7 @@ func (st *State[C]) Restore(b []byte, maxTokens int, now time.Time) error {
 		return fmt.Errorf("fsm: snapshot: %w", err)
 	}
 	fresh := New[C](maxTokens)
-	fresh.Epoch, fresh.MaxTTL = sv.Epoch, sv.MaxTTL
+	fresh.Epoch, fresh.MaxTTL, fresh.LogVersion = sv.Epoch, sv.MaxTTL, sv.LogVersion
 	for _, t := range sv.Tokens {
 		fresh.Tokens.Load(t)
 	}

@@ -44,12 +44,13 @@ type durable struct {
 	// another, it lost the leadership in between, and others may have committed
 	// entries its state lacks: it must take over afresh (core.leadershipChanged).
 	term atomic.Uint64
-	// stamp: every server of the cluster reads OpTerm (raftLoop), so each batch
-	// opens with the term it was decided in, and the log applies it nowhere if raft
-	// appended it in a later one (fsm.Log.Apply).
+	// stamp (written by the core): the cluster's log version, in the state the core
+	// serves, is 2 or more (every server reads OpTerm), so each batch opens with the
+	// term it was decided in, and the log applies it nowhere if raft appended it in
+	// a later one (fsm.Log.Apply).
 	stamp atomic.Bool
-	// stampOffLogged (raftLoop): it said that batches do not carry their term.
-	stampOffLogged bool
+	// versionWarned (raftLoop): it said that a server of an older version is here.
+	versionWarned bool
 	// lease is raft's leader lease; proof (core) is when the last commit or
 	// leadership check that succeeded started. A batch that answers keepalives
 	// (needProof) goes out only if a quorum confirmed this leader less than a lease
@@ -195,6 +196,7 @@ func (c *core) start(d *durable, now time.Time) error {
 	if err := c.st.Restore(snap, c.s.cfg.MaxTokens, now); err != nil {
 		return err
 	}
+	d.stamp.Store(d.clustered && c.st.LogVersion >= fsm.LogVersion)
 	if c.st.Epoch == 0 && c.st.Tokens.Len() == 0 {
 		old := d.dir
 		if d.clustered {

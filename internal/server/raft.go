@@ -136,7 +136,7 @@ func (s *Server) raftLoop(d *durable) {
 		if !bootstrapped {
 			bootstrapped = s.maybeBootstrap(d)
 		}
-		s.updateStamp(d, logVersions)
+		s.checkLogVersion(d, l.IsLeader, logVersions)
 		if l.IsLeader {
 			s.reconcile(d, logVersions)
 		}
@@ -262,11 +262,13 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 	return true
 }
 
-// updateStamp has the core open its batches with their term (durable.stamp) once
-// every server of the configuration reads it, as the membership says. A server
-// seen once keeps its last word while it is gone: one that died does not stop the
-// stamps its successor's batches need most, around an election.
-func (s *Server) updateStamp(d *durable, seen map[string]int) {
+// checkLogVersion follows the versions the servers publish in the membership. On
+// the leader, once every server of the configuration reads the log version of
+// this build, it has the core record that in the log (fsm.OpLogVersion, raiseLog):
+// from then on every leader opens its batches with their term (durable.stamp), a
+// leader that restarts while a server is down too, and no server that reads less
+// is added (reconcile). A server seen once keeps its last word while it is gone.
+func (s *Server) checkLogVersion(d *durable, leading bool, seen map[string]int) {
 	for _, m := range s.node.Members() {
 		if m.Meta.Role == cluster.RoleServer {
 			seen[m.Name] = max(m.Meta.LogVersion, 1)
@@ -278,10 +280,9 @@ func (s *Server) updateStamp(d *durable, seen map[string]int) {
 	if err != nil {
 		return
 	}
-	stamp := readsTerms(conf, seen)
-	if stamp != d.stamp.Load() {
-		d.stamp.Store(stamp)
-		s.log.Info("raft: batches carry their term", "on", stamp)
+	recorded := d.log.LogVersion()
+	if leading && recorded < fsm.LogVersion && readsTerms(conf, seen) {
+		s.post(&work{fn: s.core.raiseLog})
 	}
 	var old []string // servers seen running an older version (not those not seen yet)
 	for _, sv := range conf {
@@ -289,11 +290,28 @@ func (s *Server) updateStamp(d *durable, seen map[string]int) {
 			old = append(old, sv.ID)
 		}
 	}
-	if len(old) > 0 && !d.stampOffLogged {
-		d.stampOffLogged = true
+	switch {
+	case len(old) == 0 || d.versionWarned:
+	case recorded >= fsm.LogVersion:
+		d.versionWarned = true
+		s.log.Error("raft: a server of an older version is in a cluster whose log it cannot read: it skips entries, and its state parts from the others'; stop it and run this version there (docs/deployment.md, Upgrading)",
+			"servers", old, "log_version", recorded)
+	default:
+		d.versionWarned = true
 		s.log.Warn("raft: batches do not carry their term while a server of an older version is in the cluster: a leader that lost the leadership and won it again may commit one batch decided on its old state; upgrade it",
 			"servers", old)
 	}
+}
+
+// raiseLog records in the log that every server reads this build's log version:
+// on the core's goroutine, while it leads.
+func (c *core) raiseLog(now time.Time) {
+	if !c.d.leading.Load() || c.st.LogVersion >= fsm.LogVersion {
+		return
+	}
+	c.exec(&fsm.Command{Op: fsm.OpLogVersion, Seq: fsm.LogVersion, Time: now})
+	c.d.stamp.Store(true) // the next batch; this one commits first or the core steps down
+	c.s.log.Info("raft: every server reads log version 2: batches carry their term from now on", "log_version", fsm.LogVersion)
 }
 
 // readsTerms says whether every server of the configuration reads a batch's term
@@ -326,7 +344,7 @@ func (s *Server) reconcile(d *durable, seen map[string]int) {
 		if slices.ContainsFunc(conf, func(c replica.Server) bool { return c.ID == m.ID && c.Addr == m.Addr }) {
 			continue
 		}
-		if d.stamp.Load() && seen[m.ID] < fsm.LogVersion {
+		if d.log.LogVersion() >= fsm.LogVersion && seen[m.ID] < fsm.LogVersion {
 			if now := time.Now(); now.Sub(s.oldLogged) >= 10*time.Second {
 				s.oldLogged = now
 				s.log.Warn("raft: not adding a server of an older version, which cannot read this cluster's log: upgrade it",
@@ -405,6 +423,7 @@ func (c *core) stepDown(why string) {
 func (c *core) reset() {
 	d := c.d
 	d.leading.Store(false)
+	d.stamp.Store(false)
 	d.entry, d.needProof = nil, false
 	c.st = newState(c.s.cfg.MaxTokens, c.ttl)
 	c.expiryTimer.Stop()
@@ -442,10 +461,7 @@ func (s *Server) raftStatus() *RaftStatus {
 		return &RaftStatus{State: "unknown: " + err.Error()}
 	}
 	rs := &RaftStatus{ID: st.ID, State: st.State, Leader: st.Leader, Term: st.Term, CommitIndex: st.CommitIndex,
-		AppliedIndex: st.AppliedIndex, LogVersion: 1, Servers: []RaftServer{}}
-	if d.stamp.Load() {
-		rs.LogVersion = fsm.LogVersion
-	}
+		AppliedIndex: st.AppliedIndex, LogVersion: max(d.log.LogVersion(), 1), Servers: []RaftServer{}}
 	for _, sv := range st.Servers {
 		rs.Servers = append(rs.Servers, RaftServer{ID: sv.ID, Addr: sv.Addr, Voter: sv.Voter, Leader: sv.ID == st.Leader})
 	}
