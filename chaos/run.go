@@ -61,6 +61,7 @@ type runResult struct {
 	// Leaders the harness saw change, and what followed each loss of the leader.
 	LeaderChanges int
 	Losses        []*leaderLoss
+	Raft          *raftNetStats // the raft proxies' connections; nil with a server alone
 }
 
 // build compiles the server and the worker into dir/bin.
@@ -246,6 +247,10 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	}
 	in.Events = h.snapshot()
 	res = &runResult{Plan: faults, Applied: nem.applied, ByKind: nem.byKind, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
+	if c.raft != nil {
+		st := c.raft.stats()
+		res.Raft = &st
+	}
 	for _, e := range in.Events {
 		if e.Kind == event.Grant {
 			res.Grants++
@@ -275,6 +280,10 @@ func report(w io.Writer, cfg runConfig, res *runResult) {
 	}
 	fmt.Fprintf(w, "planned (applied): %s\n", strings.Join(ks, ", "))
 	fmt.Fprintf(w, "servers %d; leader changes seen %d\n", cfg.Servers, res.LeaderChanges)
+	if res.Raft != nil {
+		fmt.Fprintf(w, "raft connections through the proxies %d, of unknown origin %d (blocked while any server is cut)\n",
+			res.Raft.Accepted, res.Raft.Unknown)
+	}
 	for _, x := range res.Losses {
 		fmt.Fprintf(w, "    after %s\n", x)
 	}
