@@ -19,7 +19,8 @@ import (
 // dialled); a connection whose opener is not known, on every proxy while any
 // server is cut. The other servers still reach each other, and the token ports are
 // not behind these proxies at all. A blackhole, not a reset: nothing tells either
-// side; raft finds out by its timeouts. heal(i) closes the connections that lost bytes
+// side, not even a close (a FIN from one end is held, and counts as lost bytes);
+// raft finds out by its timeouts. heal(i) closes the connections that lost bytes
 // (their streams have holes), and raft dials again. A connection opened during a
 // cut is still accepted (the proxy answers for the server), and then hears nothing.
 type raftNet struct {

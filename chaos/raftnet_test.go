@@ -200,6 +200,72 @@ func TestRaftNetUnknownOrigin(t *testing.T) {
 	}
 }
 
+// acceptServer accepts connections on loopback and hands each to the test, which
+// closes it.
+func acceptServer(t *testing.T) (int, <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, accepted
+}
+
+// TestRaftNetCutHidesClose: a cut is a blackhole for a close too. When either end
+// of a blocked connection closes it, the other end learns nothing until the heal,
+// which closes it (it lost the close, as bytes). A connection to a server that is
+// down, opened while the cut hides it, is closed at the heal, not at once.
+func TestRaftNetCutHidesClose(t *testing.T) {
+	port, accepted := acceptServer(t)
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downPort := down.Addr().(*net.TCPAddr).Port
+	down.Close() // nothing listens there: a server that is down
+	rn, dial := testRaftNet(t, []int{port, echoServer(t), downPort})
+	serverEnd := func() net.Conn {
+		t.Helper()
+		select {
+		case c := <-accepted:
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatal("the proxy did not connect to the server")
+			return nil
+		}
+	}
+	// 1→0 closed by 1 (the dialler), 1→0 closed by 0, 0→2 with 2 down.
+	byDialler, byServer := dial(1, 0), dial(1, 0)
+	dEnd, sEnd := serverEnd(), serverEnd()
+	defer dEnd.Close()
+	rn.cut(0)
+	toDown := dial(0, 2)
+	byDialler.Close()
+	sEnd.Close()
+	for name, c := range map[string]net.Conn{"server end of 1→0 closed by 1": dEnd, "1→0 closed by 0": byServer, "0→2, 2 down": toDown} {
+		if closedWithin(c, silence) {
+			t.Errorf("%s: closed during the cut", name)
+		}
+	}
+	rn.heal(0)
+	for name, c := range map[string]net.Conn{"server end of 1→0 closed by 1": dEnd, "1→0 closed by 0": byServer, "0→2, 2 down": toDown} {
+		if !closedWithin(c, 5*time.Second) {
+			t.Errorf("%s: still open after the heal", name)
+		}
+	}
+}
+
 // TestPeerProcess: the process at the other end of a loopback connection is found
 // by its port, among the processes given; none when it is not one of them.
 func TestPeerProcess(t *testing.T) {
