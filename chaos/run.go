@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -82,6 +84,23 @@ func build(ctx context.Context, dir string) (server, worker string, err error) {
 	return filepath.Join(bin, "server"), filepath.Join(bin, "worker"), nil
 }
 
+// freshStateDir is the servers' BATON_STATE_DIR in the run directory dir, emptied of
+// what a previous run in the same directory (-dir) left there: a server refuses a
+// state directory written in the other mode or for other server names, and a run
+// starts from nothing in any case (the seed replays a schedule, not a state).
+// removed says whether there was anything to remove. Nothing else in dir is
+// touched.
+func freshStateDir(dir string) (path string, removed bool, err error) {
+	path = filepath.Join(dir, "state")
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return path, false, nil
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return "", false, fmt.Errorf("removing the state of a previous run: %w", err)
+	}
+	return path, true, nil
+}
+
 // run is one chaos run: start everything, apply the plan, let the cluster settle
 // fault-free for cfg.Quiet, stop the workers and then the server, read the record,
 // check the history. Every child is killed when it returns, however it returns.
@@ -104,10 +123,17 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	stateDir, removed, err := freshStateDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if removed {
+		cfg.Log("removed the state a previous run left in %s", stateDir)
+	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
 	c := &cluster{cfg: cfg, h: h, servers: servers, adminToken: hex.EncodeToString(tok[:]),
-		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
+		stateDir: stateDir, hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
 		crashes: map[string]int{}}
 	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
 	if cfg.Servers > 1 {
