@@ -16,22 +16,27 @@ import (
 //
 // New connections are accepted in every mode and suffer it.
 //
+// A close (EOF) is held as bytes are: the other end sees it once the partition
+// heals (hold), or sees its connection closed then (drop).
+//
 // A raft proxy (raftnet.go) also takes connections one by one: from says which
 // server opened one, and blocked whether that server's connections through this
-// proxy are cut off now; a blocked connection's bytes are dropped, both ways, and
-// it is closed once no longer blocked (healBlocked).
+// proxy are cut off now; a blocked connection's bytes are dropped, both ways, a
+// close from either end is held, and it is closed at both ends once no longer
+// blocked (healBlocked).
 type proxy struct {
 	ln      net.Listener
 	target  func() string       // the server's address
 	from    func(net.Conn) int  // raft proxies: the server that opened a connection, -1 if not known
 	blocked func(from int) bool // raft proxies: whether a connection from that server is cut off; called with mu held
 
-	mu     sync.Mutex // guards mode, healed, conns
-	mode   proxyMode
-	healed chan struct{} // closed when the current cut heals
-	conns  map[*pipePair]bool
-	wg     sync.WaitGroup
-	closed bool
+	mu        sync.Mutex // guards mode, healed, unblocked, conns, closed
+	mode      proxyMode
+	healed    chan struct{} // closed when the current cut heals
+	unblocked chan struct{} // raft proxies: closed (and replaced) when a heal may unblock connections
+	conns     map[*pipePair]bool
+	wg        sync.WaitGroup
+	closed    bool
 }
 
 type proxyMode int
@@ -61,7 +66,8 @@ func startPolicyProxy(target func() string, from func(net.Conn) int, blocked fun
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{ln: ln, target: target, from: from, blocked: blocked, conns: map[*pipePair]bool{}}
+	p := &proxy{ln: ln, target: target, from: from, blocked: blocked, conns: map[*pipePair]bool{},
+		unblocked: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -117,12 +123,19 @@ func (p *proxy) heal() {
 func (p *proxy) healBlocked() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.wake()
 	for pp := range p.conns {
 		if pp.damaged && !p.blocked(pp.from) {
 			pp.in.Close()
 			pp.out.Close()
 		}
 	}
+}
+
+// wake has the pipes that wait out a block look again; called with mu held.
+func (p *proxy) wake() {
+	close(p.unblocked)
+	p.unblocked = make(chan struct{})
 }
 
 func (p *proxy) close() {
@@ -141,6 +154,7 @@ func (p *proxy) close() {
 		p.mode = open
 		close(p.healed)
 	}
+	p.wake()
 	p.mu.Unlock()
 	p.wg.Wait()
 }
@@ -152,6 +166,10 @@ func (p *proxy) accept() {
 		if err != nil {
 			return
 		}
+		pp := &pipePair{in: in, from: -1}
+		if p.from != nil { // before the dial: the opener may not wait for it
+			pp.from = p.from(in)
+		}
 		out, err := net.Dial("tcp", p.target())
 		if err != nil {
 			// Server down: the client sees its connection closed, once no partition
@@ -159,15 +177,12 @@ func (p *proxy) accept() {
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
-				p.waitOpen()
+				p.waitOpen(pp)
 				in.Close()
 			}()
 			continue
 		}
-		pp := &pipePair{in: in, out: out, from: -1}
-		if p.from != nil {
-			pp.from = p.from(in)
-		}
+		pp.out = out
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -205,22 +220,34 @@ func (p *proxy) pipe(pp *pipePair, from, to net.Conn) {
 			}
 		}
 		if err != nil {
-			p.waitOpen() // a partition hides the close too
+			p.waitOpen(pp) // a partition hides the close too
 			return
 		}
 	}
 }
 
-// waitOpen returns once no partition is on, or the proxy is closed.
-func (p *proxy) waitOpen() {
+// waitOpen returns once no partition hides pp's close (on a raft proxy, once pp
+// is not blocked), or the proxy is closed. A close held while pp is blocked is
+// lost bytes: it marks pp damaged, and healBlocked closes both ends.
+func (p *proxy) waitOpen(pp *pipePair) {
 	for {
 		p.mu.Lock()
-		mode, healed, closed := p.mode, p.healed, p.closed
+		mode, healed, unblocked, closed := p.mode, p.healed, p.unblocked, p.closed
+		cutOff := p.blocked != nil && p.blocked(pp.from)
+		if cutOff {
+			pp.damaged = true
+		}
 		p.mu.Unlock()
-		if closed || mode == open {
+		switch {
+		case closed:
+			return
+		case cutOff:
+			<-unblocked
+		case mode != open:
+			<-healed
+		default:
 			return
 		}
-		<-healed
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -86,5 +87,40 @@ func TestProxyReset(t *testing.T) {
 	_ = s2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(s2, b); err != nil || b[0] != 'y' {
 		t.Fatalf("after the heal: %q, %v; want the held byte", b, err)
+	}
+}
+
+// TestProxyPartitionHidesClose: a hold or a drop hides a close as it hides bytes:
+// the other end sees its connection closed only at the heal.
+func TestProxyPartitionHidesClose(t *testing.T) {
+	for _, m := range []proxyMode{hold, drop} {
+		t.Run(m.String(), func(t *testing.T) {
+			port, accepted := acceptServer(t)
+			p, err := startProxy(func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.close()
+			client, err := net.Dial("tcp", p.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var server net.Conn
+			select {
+			case server = <-accepted:
+				defer server.Close()
+			case <-time.After(5 * time.Second):
+				t.Fatal("the proxy did not connect to the server")
+			}
+			p.cut(m)
+			client.Close()
+			if closedWithin(server, silence) {
+				t.Errorf("%s: the close passed during the partition", m)
+			}
+			p.heal()
+			if !closedWithin(server, 5*time.Second) {
+				t.Errorf("%s: still open after the heal", m)
+			}
+		})
 	}
 }

@@ -16,15 +16,26 @@ import (
 // server, from any other, passes that server's proxy. The proxy learns which server
 // opened each connection (peerProcess), and cut(i) then drops every byte to and from
 // server i, both ways: on i's own proxy (whoever dialled) and on the others' (what i
-// dialled). The other servers still reach each other, and the token ports are not
-// behind these proxies at all. A blackhole, not a reset: nothing tells either side;
+// dialled); a connection whose opener is not known, on every proxy while any
+// server is cut. The other servers still reach each other, and the token ports are
+// not behind these proxies at all. A blackhole, not a reset: nothing tells either
+// side, not even a close (a FIN from one end is held, and counts as lost bytes);
 // raft finds out by its timeouts. heal(i) closes the connections that lost bytes
-// (their streams have holes), and raft dials again.
+// (their streams have holes), and raft dials again. A connection opened during a
+// cut is still accepted (the proxy answers for the server), and then hears nothing.
 type raftNet struct {
 	proxies []*proxy // one per server, in the servers' order
 
-	mu  sync.Mutex   // guards off
-	off map[int]bool // servers cut off
+	mu     sync.Mutex   // guards off and counts
+	off    map[int]bool // servers cut off
+	counts raftNetStats
+}
+
+// raftNetStats counts the connections the proxies accepted, and among them those
+// whose opener the lookup did not find: a lookup that fails shows in the report.
+type raftNetStats struct {
+	Accepted int
+	Unknown  int
 }
 
 // newRaftNet starts a proxy in front of each of the raft ports; from says which
@@ -32,9 +43,19 @@ type raftNet struct {
 // peerProcess among the servers' processes).
 func newRaftNet(raftPorts []int, from func(net.Conn) int) (*raftNet, error) {
 	rn := &raftNet{off: map[int]bool{}}
+	counted := func(c net.Conn) int {
+		src := from(c)
+		rn.mu.Lock()
+		defer rn.mu.Unlock()
+		rn.counts.Accepted++
+		if src < 0 {
+			rn.counts.Unknown++
+		}
+		return src
+	}
 	for i, port := range raftPorts {
 		target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		p, err := startPolicyProxy(func() string { return target }, from, func(src int) bool { return rn.blocked(src, i) })
+		p, err := startPolicyProxy(func() string { return target }, counted, func(src int) bool { return rn.blocked(src, i) })
 		if err != nil {
 			rn.close()
 			return nil, err
@@ -48,11 +69,21 @@ func newRaftNet(raftPorts []int, from func(net.Conn) int) (*raftNet, error) {
 func (rn *raftNet) port(i int) int { return rn.proxies[i].ln.Addr().(*net.TCPAddr).Port }
 
 // blocked says whether a connection from server src (-1: not known) to server dst
-// loses its bytes now.
+// loses its bytes now. One whose opener is not known may have been opened by a
+// server that is cut off, so it is blocked while any server is: else the cut
+// server could still reach another whenever the lookup failed, and the cut would
+// not isolate it. (It costs the others that connection until the heal; the
+// report counts such connections.)
 func (rn *raftNet) blocked(src, dst int) bool {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	return rn.off[dst] || (src >= 0 && rn.off[src])
+	switch {
+	case rn.off[dst]:
+		return true
+	case src < 0:
+		return len(rn.off) > 0
+	}
+	return rn.off[src]
 }
 
 // cut blackholes server i's raft traffic, to it and from it.
@@ -70,6 +101,13 @@ func (rn *raftNet) heal(i int) {
 	for _, p := range rn.proxies {
 		p.healBlocked()
 	}
+}
+
+// stats counts the connections accepted so far.
+func (rn *raftNet) stats() raftNetStats {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.counts
 }
 
 // cutOff lists the servers cut off now.

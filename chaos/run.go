@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -61,6 +63,7 @@ type runResult struct {
 	// Leaders the harness saw change, and what followed each loss of the leader.
 	LeaderChanges int
 	Losses        []*leaderLoss
+	Raft          *raftNetStats // the raft proxies' connections; nil with a server alone
 }
 
 // build compiles the server and the worker into dir/bin.
@@ -79,6 +82,23 @@ func build(ctx context.Context, dir string) (server, worker string, err error) {
 		}
 	}
 	return filepath.Join(bin, "server"), filepath.Join(bin, "worker"), nil
+}
+
+// freshStateDir is the servers' BATON_STATE_DIR in the run directory dir, emptied of
+// what a previous run in the same directory (-dir) left there: a server refuses a
+// state directory written in the other mode or for other server names, and a run
+// starts from nothing in any case (the seed replays a schedule, not a state).
+// removed says whether there was anything to remove. Nothing else in dir is
+// touched.
+func freshStateDir(dir string) (path string, removed bool, err error) {
+	path = filepath.Join(dir, "state")
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return path, false, nil
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return "", false, fmt.Errorf("removing the state of a previous run: %w", err)
+	}
+	return path, true, nil
 }
 
 // run is one chaos run: start everything, apply the plan, let the cluster settle
@@ -103,10 +123,17 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	stateDir, removed, err := freshStateDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if removed {
+		cfg.Log("removed the state a previous run left in %s", stateDir)
+	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
 	c := &cluster{cfg: cfg, h: h, servers: servers, adminToken: hex.EncodeToString(tok[:]),
-		stateDir: filepath.Join(cfg.Dir, "state"), hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
+		stateDir: stateDir, hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
 		crashes: map[string]int{}}
 	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
 	if cfg.Servers > 1 {
@@ -246,6 +273,10 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	}
 	in.Events = h.snapshot()
 	res = &runResult{Plan: faults, Applied: nem.applied, ByKind: nem.byKind, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
+	if c.raft != nil {
+		st := c.raft.stats()
+		res.Raft = &st
+	}
 	for _, e := range in.Events {
 		if e.Kind == event.Grant {
 			res.Grants++
@@ -275,6 +306,10 @@ func report(w io.Writer, cfg runConfig, res *runResult) {
 	}
 	fmt.Fprintf(w, "planned (applied): %s\n", strings.Join(ks, ", "))
 	fmt.Fprintf(w, "servers %d; leader changes seen %d\n", cfg.Servers, res.LeaderChanges)
+	if res.Raft != nil {
+		fmt.Fprintf(w, "raft connections through the proxies %d, of unknown origin %d (blocked while any server is cut)\n",
+			res.Raft.Accepted, res.Raft.Unknown)
+	}
 	for _, x := range res.Losses {
 		fmt.Fprintf(w, "    after %s\n", x)
 	}
