@@ -14,22 +14,8 @@ import (
 // both ends, as a middlebox that loses its state does, and holds new ones until
 // it heals.
 func TestProxyReset(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 2)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	p, err := startProxy(func() string { return ln.Addr().String() })
+	port, accepted := acceptServer(t)
+	p, err := startProxy(func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) })
 	if err != nil {
 		t.Fatal(err)
 	}
