@@ -10,28 +10,35 @@ import (
 	"time"
 )
 
-// TestProxyReset: a reset partition resets the connections through the proxy at
-// both ends, as a middlebox that loses its state does, and holds new ones until
-// it heals.
-func TestProxyReset(t *testing.T) {
+// proxiedConn starts a proxy to a server of the test's own and one connection
+// through it: the proxy, both ends, and the server's later connections. All are
+// closed when the test ends.
+func proxiedConn(t *testing.T) (p *proxy, client, server net.Conn, accepted <-chan net.Conn) {
+	t.Helper()
 	port, accepted := acceptServer(t)
 	p, err := startProxy(func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.close()
-	client, err := net.Dial("tcp", p.addr())
-	if err != nil {
+	t.Cleanup(p.close)
+	if client, err = net.Dial("tcp", p.addr()); err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	var server net.Conn
+	t.Cleanup(func() { client.Close() })
 	select {
 	case server = <-accepted:
-		defer server.Close()
+		t.Cleanup(func() { server.Close() })
 	case <-time.After(5 * time.Second):
 		t.Fatal("the proxy did not connect to the server")
 	}
+	return p, client, server, accepted
+}
+
+// TestProxyReset: a reset partition resets the connections through the proxy at
+// both ends, as a middlebox that loses its state does, and holds new ones until
+// it heals.
+func TestProxyReset(t *testing.T) {
+	p, client, server, accepted := proxiedConn(t)
 	if _, err := client.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -81,23 +88,7 @@ func TestProxyReset(t *testing.T) {
 func TestProxyPartitionHidesClose(t *testing.T) {
 	for _, m := range []proxyMode{hold, drop} {
 		t.Run(m.String(), func(t *testing.T) {
-			port, accepted := acceptServer(t)
-			p, err := startProxy(func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.close()
-			client, err := net.Dial("tcp", p.addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var server net.Conn
-			select {
-			case server = <-accepted:
-				defer server.Close()
-			case <-time.After(5 * time.Second):
-				t.Fatal("the proxy did not connect to the server")
-			}
+			p, client, server, _ := proxiedConn(t)
 			p.cut(m)
 			client.Close()
 			if closedWithin(server, silence) {
