@@ -27,8 +27,8 @@ const (
 	OpEpoch       Op = 10 // Seq: the epoch is at least this
 	// OpTerm opens a batch: Seq is the raft term its leader decided the batch in.
 	// The log applies the batch only if raft appended it in that same term
-	// (Log.Apply). Servers that read no OpTerm publish a LogVersion below 2, and a
-	// leader writes it only when every server reads it.
+	// (Log.Apply). Leaders write it once the cluster's log version is 2
+	// (OpLogVersion): a server of the version before would skip it.
 	OpTerm Op = 11
 	// OpLogVersion records that every server reads log version Seq: the leader
 	// found them all publishing it. State.LogVersion never goes back.

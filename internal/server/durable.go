@@ -49,8 +49,6 @@ type durable struct {
 	// term it was decided in, and the log applies it nowhere if raft appended it in
 	// a later one (fsm.Log.Apply).
 	stamp atomic.Bool
-	// versionWarned (raftLoop): it said that a server of an older version is here.
-	versionWarned bool
 	// lease is raft's leader lease; proof (core) is when the last commit or
 	// leadership check that succeeded started. A batch that answers keepalives
 	// (needProof) goes out only if a quorum confirmed this leader less than a lease

@@ -107,7 +107,7 @@ func (s *Server) raftLoop(d *durable) {
 	defer t.Stop()
 	var last replica.Leadership
 	bootstrapped := false
-	logVersions := map[string]int{} // the servers' LogVersion, as last seen in the membership
+	versions := serverVersions{seen: map[string]int{}}
 	for {
 		select {
 		case <-s.stop:
@@ -136,9 +136,9 @@ func (s *Server) raftLoop(d *durable) {
 		if !bootstrapped {
 			bootstrapped = s.maybeBootstrap(d)
 		}
-		s.checkLogVersion(d, l.IsLeader, logVersions)
+		s.checkLogVersion(d, l.IsLeader, &versions)
 		if l.IsLeader {
-			s.reconcile(d, logVersions)
+			s.reconcile(d, &versions)
 		}
 	}
 }
@@ -262,13 +262,23 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 	return true
 }
 
+// serverVersions is what raftLoop knows of the servers' versions.
+type serverVersions struct {
+	seen map[string]int // each server's LogVersion, as last seen in the membership
+	// warned: a server of an older version was reported; refused, when reconcile
+	// last said it leaves one out.
+	warned  bool
+	refused time.Time
+}
+
 // checkLogVersion follows the versions the servers publish in the membership. On
 // the leader, once every server of the configuration reads the log version of
 // this build, it has the core record that in the log (fsm.OpLogVersion, raiseLog):
 // from then on every leader opens its batches with their term (durable.stamp), a
 // leader that restarts while a server is down too, and no server that reads less
 // is added (reconcile). A server seen once keeps its last word while it is gone.
-func (s *Server) checkLogVersion(d *durable, leading bool, seen map[string]int) {
+func (s *Server) checkLogVersion(d *durable, leading bool, v *serverVersions) {
+	seen := v.seen
 	for _, m := range s.node.Members() {
 		if m.Meta.Role == cluster.RoleServer {
 			seen[m.Name] = max(m.Meta.LogVersion, 1)
@@ -291,13 +301,13 @@ func (s *Server) checkLogVersion(d *durable, leading bool, seen map[string]int) 
 		}
 	}
 	switch {
-	case len(old) == 0 || d.versionWarned:
+	case len(old) == 0 || v.warned:
 	case recorded >= fsm.LogVersion:
-		d.versionWarned = true
+		v.warned = true
 		s.log.Error("raft: a server of an older version is in a cluster whose log it cannot read: it skips entries, and its state parts from the others'; stop it and run this version there (docs/deployment.md, Upgrading)",
 			"servers", old, "log_version", recorded)
 	default:
-		d.versionWarned = true
+		v.warned = true
 		s.log.Warn("raft: batches do not carry their term while a server of an older version is in the cluster: a leader that lost the leadership and won it again may commit one batch decided on its old state; upgrade it",
 			"servers", old)
 	}
@@ -332,23 +342,24 @@ func readsTerms(conf []replica.Server, seen map[string]int) bool {
 //
 // A server that reads an older log than this one writes is not added: it would
 // skip the entries it cannot read, and its state would part from the others'.
-func (s *Server) reconcile(d *durable, seen map[string]int) {
+func (s *Server) reconcile(d *durable, v *serverVersions) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conf, err := d.node.Servers(ctx)
 	if err != nil {
 		return
 	}
+	versioned := d.log.LogVersion() >= fsm.LogVersion
 	for _, member := range s.serverMembers() {
 		m := raftServer(member)
 		if slices.ContainsFunc(conf, func(c replica.Server) bool { return c.ID == m.ID && c.Addr == m.Addr }) {
 			continue
 		}
-		if d.log.LogVersion() >= fsm.LogVersion && seen[m.ID] < fsm.LogVersion {
-			if now := time.Now(); now.Sub(s.oldLogged) >= 10*time.Second {
-				s.oldLogged = now
+		if versioned && v.seen[m.ID] < fsm.LogVersion {
+			if now := time.Now(); now.Sub(v.refused) >= 10*time.Second {
+				v.refused = now
 				s.log.Warn("raft: not adding a server of an older version, which cannot read this cluster's log: upgrade it",
-					"server", m.ID, "its_log_version", seen[m.ID], "log_version", fsm.LogVersion)
+					"server", m.ID, "its_log_version", v.seen[m.ID], "log_version", fsm.LogVersion)
 			}
 			continue
 		}

@@ -104,10 +104,8 @@ type Server struct {
 	// (publishLeader).
 	leaderMeta atomic.Uint64
 	publishing atomic.Bool
-	// waitLogged is when raftLoop last said it waits for servers to bootstrap;
-	// oldLogged, when it last said it leaves out a server of an older version.
+	// waitLogged is when raftLoop last said it waits for servers to bootstrap.
 	waitLogged time.Time
-	oldLogged  time.Time
 	parker     *parker // nil where connections cannot be parked
 	core       *core
 	coreMu     sync.Mutex // held by the core's owner of the moment
