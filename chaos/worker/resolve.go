@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/unreachable"
 )
 
 // route is one server as this worker reaches it: the server's own token address
@@ -53,21 +52,16 @@ func parseRoutes(s string) ([]route, error) {
 // any other, so that the worker reaches a server only through its proxy, and a
 // partition cuts it off from every server.
 type resolver struct {
-	mu       sync.Mutex // guards cur, failed, lastFail
-	routes   []route
-	cur      int               // the route the last connect ended at
-	failed   bool              // that connect failed
-	lastFail map[int]time.Time // when a connect to a route last failed unanswered (not a not_leader)
-	now      func() time.Time
+	mu          sync.Mutex // guards cur, failed
+	routes      []route
+	cur         int             // the route the last connect ended at
+	failed      bool            // that connect failed
+	unreachable unreachable.Set // servers whose connect failed unanswered lately, as the worker binary keeps
+	now         func() time.Time
 }
 
-// unreachableFor is how long a server whose connect failed unanswered is not
-// followed to, as the worker binary does (internal/worker): about an election and
-// the new leader's word reaching the followers.
-const unreachableFor = 1500 * time.Millisecond
-
 func newResolver(routes []route, first int) *resolver {
-	return &resolver{routes: routes, cur: first % len(routes), lastFail: map[int]time.Time{}, now: time.Now}
+	return &resolver{routes: routes, cur: first % len(routes), now: time.Now}
 }
 
 func (r *resolver) index(addr string) int {
@@ -92,16 +86,12 @@ func (r *resolver) Resolve(context.Context) (string, error) {
 }
 
 // Follow is baton.Config.Follow: yes to one of the run's servers whose last connect
-// did not fail unanswered within unreachableFor.
+// did not fail unanswered within unreachable.For.
 func (r *resolver) Follow(addr string) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	i := r.index(addr)
-	if i < 0 {
-		return false
-	}
-	t, ok := r.lastFail[i]
-	return !ok || r.now().Sub(t) >= unreachableFor
+	known := r.index(addr) >= 0
+	r.mu.Unlock()
+	return known && !r.unreachable.Recently(addr, r.now())
 }
 
 // Dial is baton.Config.Dial: a server's token address is reached through this
@@ -120,18 +110,11 @@ func (r *resolver) Dial(ctx context.Context, addr string) (net.Conn, error) {
 // connected is baton.Config.OnConnect: the connect ended at server (the last one
 // dialled, after any followed); after a failed one, the next Resolve moves on.
 func (r *resolver) connected(server string, err error) {
+	r.unreachable.Connected(server, err, r.now())
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failed = err != nil
-	i := r.index(server)
-	if i < 0 {
-		return
-	}
-	r.cur = i
-	switch {
-	case err == nil:
-		delete(r.lastFail, i)
-	case !errors.Is(err, baton.ErrNotLeader): // a not_leader is an answer
-		r.lastFail[i] = r.now()
+	if i := r.index(server); i >= 0 {
+		r.cur = i
 	}
 }

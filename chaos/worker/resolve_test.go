@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/unreachable"
 )
 
 var errFailed = errors.New("connect failed")
@@ -49,9 +50,9 @@ func TestResolver(t *testing.T) {
 	if r.Follow("10.0.0.1:7000") {
 		t.Error("Follow approved a server that is not the run's")
 	}
-	now = now.Add(unreachableFor)
+	now = now.Add(unreachable.For)
 	if !r.Follow("127.0.0.1:7003") {
-		t.Errorf("Follow still refuses a server %s after its failed connect", unreachableFor)
+		t.Errorf("Follow still refuses a server %s after its failed connect", unreachable.For)
 	}
 	r.connected("127.0.0.1:7003", nil) // followed there, welcomed
 	step("127.0.0.1:7003")             // where the last connect ended

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/baton-dev/baton"
 	"github.com/baton-dev/baton/internal/cluster"
 )
 
@@ -34,7 +32,7 @@ func (w *Worker) members() []cluster.Member {
 // another is known: a dead leader's address may take a connect timeout to fail.
 func (w *Worker) resolve(context.Context) (string, error) {
 	now := time.Now()
-	m, ok := pick(w.members(), w.connects.Add(1), func(addr string) bool { return w.unreachable.recently(addr, now) }, w.replicated.Load())
+	m, ok := pick(w.members(), w.connects.Add(1), func(addr string) bool { return w.unreachable.Recently(addr, now) }, w.replicated.Load())
 	if !ok {
 		return "", errors.New("no server in the cluster yet")
 	}
@@ -49,7 +47,7 @@ func (w *Worker) connected(server string, err error) {
 	} else {
 		w.dialErr.Store(&err)
 	}
-	w.unreachable.connected(server, err, time.Now())
+	w.unreachable.Connected(server, err, time.Now())
 }
 
 // pick chooses the server for the n-th connect (from 1), among the alive servers
@@ -101,49 +99,12 @@ func pick(members []cluster.Member, n uint64, avoid func(addr string) bool, repl
 
 func replicates(m cluster.Member) bool { return m.Meta.RaftPort > 0 }
 
-// unreachableFor is how long a server whose connect failed (it did not answer, or
-// hung up) is avoided: about an election and the new leader's word reaching the
-// membership, so that the connects made while the cluster replaces a dead leader go
-// to the servers that will know the new one; and well within a TTL, as a live
-// leader that failed one connect is refused for as long.
-const unreachableFor = 1500 * time.Millisecond
-
-// unreachable remembers when a connect to each server last failed for want of an
-// answer; a not_leader answer or a refusal is an answer.
-type unreachable struct {
-	mu sync.Mutex
-	at map[string]time.Time
-}
-
-func (u *unreachable) connected(server string, err error, now time.Time) {
-	if server == "" {
-		return
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if err == nil || errors.Is(err, baton.ErrNotLeader) || errors.Is(err, baton.ErrRefused) {
-		delete(u.at, server)
-		return
-	}
-	if u.at == nil {
-		u.at = map[string]time.Time{}
-	}
-	u.at[server] = now
-}
-
-func (u *unreachable) recently(server string, now time.Time) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	at, ok := u.at[server]
-	return ok && now.Sub(at) < unreachableFor
-}
-
 // follow is the client's Config.Follow: it approves the leader a follower names
 // only if this node knows it as an alive server that answered its last connect, so that a hostile or confused
 // server cannot send the worker, its node name and its session anywhere else.
 // Asked once per not_leader answer; the copy of the members is cheap at that rate.
 func (w *Worker) follow(addr string) bool {
-	return serverAt(w.node.Members(), addr) && !w.unreachable.recently(addr, time.Now())
+	return serverAt(w.node.Members(), addr) && !w.unreachable.Recently(addr, time.Now())
 }
 
 // serverAt reports whether addr is the token address of an alive server member

@@ -10,6 +10,7 @@ import (
 	"github.com/baton-dev/baton"
 
 	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/unreachable"
 )
 
 // The worker follows a not_leader answer only to an alive server it knows.
@@ -117,11 +118,11 @@ func TestPickPrefersTheNewerLeaderAndAvoidsTheUnreachable(t *testing.T) {
 		}
 	}
 
-	var u unreachable
+	var u unreachable.Set
 	now := time.Now()
-	u.connected("server-2:7000", errors.New("dial tcp server-2:7000: i/o timeout"), now)
-	u.connected("server-3:7000", fmt.Errorf("%w: server-3:7000 names server-2:7000", baton.ErrNotLeader), now)
-	avoid := func(addr string) bool { return u.recently(addr, now.Add(time.Second)) }
+	u.Connected("server-2:7000", errors.New("dial tcp server-2:7000: i/o timeout"), now)
+	u.Connected("server-3:7000", fmt.Errorf("%w: server-3:7000 names server-2:7000", baton.ErrNotLeader), now)
+	avoid := func(addr string) bool { return u.Recently(addr, now.Add(time.Second)) }
 	for n := uint64(1); n <= 4; n++ {
 		if m, _ := pick(members, n, avoid, false); m.Name == "server-2" {
 			t.Errorf("connect %d goes to server-2, whose last connect failed a second ago", n)
@@ -130,11 +131,11 @@ func TestPickPrefersTheNewerLeaderAndAvoidsTheUnreachable(t *testing.T) {
 	if !avoid("server-2:7000") || avoid("server-3:7000") {
 		t.Errorf("avoided: server-2 %v, server-3 %v; want only server-2 (a not_leader answer is an answer)", avoid("server-2:7000"), avoid("server-3:7000"))
 	}
-	if u.recently("server-2:7000", now.Add(unreachableFor)) {
-		t.Errorf("server-2 still avoided %s after its failed connect", unreachableFor)
+	if u.Recently("server-2:7000", now.Add(unreachable.For)) {
+		t.Errorf("server-2 still avoided %s after its failed connect", unreachable.For)
 	}
-	u.connected("server-2:7000", nil, now)
-	if u.recently("server-2:7000", now) {
+	u.Connected("server-2:7000", nil, now)
+	if u.Recently("server-2:7000", now) {
 		t.Error("server-2 still avoided after a connect to it succeeded")
 	}
 	if m, ok := pick(members[1:2], 1, func(string) bool { return true }, false); !ok || m.Name != "server-2" {

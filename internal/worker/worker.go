@@ -27,6 +27,7 @@ import (
 	"github.com/baton-dev/baton/internal/buildinfo"
 	"github.com/baton-dev/baton/internal/cluster"
 	"github.com/baton-dev/baton/internal/nodename"
+	"github.com/baton-dev/baton/internal/unreachable"
 )
 
 // Config is the worker's configuration, read from BATON_* by main.
@@ -148,7 +149,7 @@ type Worker struct {
 	httpLn      net.Listener
 	dialErr     atomic.Pointer[error] // the client package's last failed connect; nil once connected
 	connects    atomic.Uint64         // connects resolved so far (resolve, pick)
-	unreachable unreachable           // servers whose connect failed lately (resolve, follow)
+	unreachable unreachable.Set       // servers whose connect failed lately (resolve, follow)
 	replicated  atomic.Bool           // a replicating server was seen: connect to no other kind (pick)
 }
 
