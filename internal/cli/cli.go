@@ -202,7 +202,7 @@ func explain(pe *envconfig.ParseError) string {
 		return head + "not a list of key:value pairs; write it like a:1,b:2"
 	}
 	elem, list := strings.CutPrefix(pe.TypeName, "[]")
-	k, ok := kinds[elem]
+	k, ok := kinds[strings.TrimRight(elem, "0123456789")] // int64 as int, float32 as float
 	if !ok {
 		return head + "cannot be read as " + pe.TypeName + ": " + pe.Err.Error()
 	}
@@ -222,23 +222,15 @@ func explain(pe *envconfig.ParseError) string {
 	return head + item + " is " + what + "; write a comma-separated list, like " + k.list
 }
 
-// kinds are the field types envconfig converts with words for a bad value: what it
-// is not, how to write one, and a list of them.
+// kinds are the field types envconfig converts with words for a bad value, by the
+// type's name without its size: what it is not, how to write one, and a list of
+// them.
 var kinds = map[string]struct{ what, how, list string }{
 	"time.Duration": {"not a duration", "write it with a unit, like 5s or 200ms", "5s,200ms"},
 	"bool":          {"not a bool", "write true or false", "true,false"},
 	"int":           {"not a whole number", "write it in digits, like 3", "1,2,3"},
-	"int8":          {"not a whole number", "write it in digits, like 3", "1,2,3"},
-	"int16":         {"not a whole number", "write it in digits, like 3", "1,2,3"},
-	"int32":         {"not a whole number", "write it in digits, like 3", "1,2,3"},
-	"int64":         {"not a whole number", "write it in digits, like 3", "1,2,3"},
 	"uint":          {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
-	"uint8":         {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
-	"uint16":        {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
-	"uint32":        {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
-	"uint64":        {"not a whole number of 0 or more", "write it in digits, like 3", "1,2,3"},
-	"float32":       {"not a number", "write it like 0.5", "0.5,2"},
-	"float64":       {"not a number", "write it like 0.5", "0.5,2"},
+	"float":         {"not a number", "write it like 0.5", "0.5,2"},
 }
 
 // Logger builds the process logger: JSON (for containers) or text, at a level that a
