@@ -22,24 +22,6 @@ func AppendBatch(entry []byte, c *Command) []byte {
 	return entry
 }
 
-// BatchTerm is the term an entry's batch was decided in, if its first command
-// says (OpTerm): entries written before OpTerm, or by a leader whose peers do not
-// all read it, do not.
-func BatchTerm(entry []byte) (term uint64, ok bool) {
-	if len(entry) < 4 {
-		return 0, false
-	}
-	n := binary.BigEndian.Uint32(entry)
-	if uint64(n) > uint64(len(entry)-4) {
-		return 0, false
-	}
-	var c Command
-	if c.Decode(entry[4:4+n]) != nil || c.Op != OpTerm {
-		return 0, false
-	}
-	return c.Seq, true
-}
-
 // ErrStaleBatch answers an entry whose batch was decided in a term other than the
 // one raft appended it in: its leader lost the leadership and won it again in
 // between, and others may have committed entries that the state it decided on
@@ -101,11 +83,17 @@ func (l *Log) Apply(entries []replica.Entry) []any {
 			out[i] = l.stopped
 			continue
 		}
-		if term, ok := BatchTerm(e.Cmd); ok && term != e.Term {
-			out[i] = fmt.Errorf("%w: decided in term %d, appended in term %d", ErrStaleBatch, term, e.Term)
-			continue
-		}
-		if err := EachInBatch(e.Cmd, l.st.Apply); err != nil {
+		first := true
+		err := EachInBatch(e.Cmd, func(c *Command) error {
+			// A batch's term, if it has one, is its first command: checked before
+			// anything of the batch is applied.
+			if first && c.Op == OpTerm && c.Seq != e.Term {
+				return fmt.Errorf("%w: decided in term %d, appended in term %d", ErrStaleBatch, c.Seq, e.Term)
+			}
+			first = false
+			return l.st.Apply(c)
+		})
+		if err != nil {
 			out[i] = err
 			if errors.Is(err, ErrNewerLog) {
 				// A batch may have been applied in part: the state is not to be
