@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/baton-dev/baton"
@@ -35,31 +34,29 @@ const leaderStable = 2 * time.Second
 
 // member configures one server of the cluster: the -member value of its child.
 type member struct {
-	Name       string   `json:"name"`
-	GossipPort int      `json:"gossip_port"`
-	RaftPort   int      `json:"raft_port"`
-	Join       []string `json:"join"`
+	Name string   `json:"name"`
+	Join []string `json:"join"`
 }
 
 // startCluster starts the servers, each expecting the others, and waits for a leader.
+// Every port is the kernel's pick (0): the first server starts joining nobody, and
+// the others join it at the gossip address it reported. Ports picked in advance and
+// handed to a child later could meanwhile be taken by another child's own picks.
 func startCluster() (*proc, error) {
-	gossip := make([]int, clusterSize)
-	for i := range gossip {
-		gossip[i] = freePort()
-	}
 	p := &proc{}
+	var join []string
 	for i := range clusterSize {
-		m := member{Name: fmt.Sprintf("bench-s%d", i+1), GossipPort: gossip[i], RaftPort: freePort()}
-		for j, g := range gossip {
-			if j != i {
-				m.Join = append(m.Join, "127.0.0.1:"+strconv.Itoa(g))
-			}
-		}
-		spec, _ := json.Marshal(m)
+		spec, _ := json.Marshal(member{Name: fmt.Sprintf("bench-s%d", i+1), Join: join})
 		c, err := startChild("baton-cluster", "-member", string(spec))
+		if err == nil && c.gossip == "" {
+			err = errors.New("baton-cluster: a member reported no gossip address")
+		}
 		if err != nil {
 			p.stop()
 			return nil, err
+		}
+		if join == nil {
+			join = []string{c.gossip}
 		}
 		p.members = append(p.members, c)
 		go c.followLeading()

@@ -59,8 +59,10 @@ type proc struct {
 	cmd  *exec.Cmd // nil for a replicated system
 	addr string
 	http string
-	dir  string        // a durable baton server's state directory
-	out  *bufio.Reader // the child's stdout, after its address line
+	dir  string // a durable baton server's state directory
+	// gossip is a cluster member's memberlist address.
+	gossip string
+	out    *bufio.Reader // the child's stdout, after its address line
 	// A cluster member's child says when it starts and stops serving (cluster.go).
 	leading atomic.Bool
 	leads   atomic.Int64 // times it started to lead
@@ -146,6 +148,9 @@ func startChild(kind string, args ...string) (*proc, error) {
 	if len(f) > 2 {
 		p.dir = f[2]
 	}
+	if len(f) > 3 {
+		p.gossip = f[3]
+	}
 	return p, nil
 }
 
@@ -221,7 +226,7 @@ func serveChild(kind string, m *member, wait func()) error {
 			if m == nil {
 				return errors.New("baton-cluster needs -member")
 			}
-			cfg.NodeName, cfg.GossipPort, cfg.RaftPort, cfg.Join = m.Name, m.GossipPort, m.RaftPort, m.Join
+			cfg.NodeName, cfg.RaftPort, cfg.Join = m.Name, 0, m.Join
 			cfg.BootstrapExpect = clusterSize
 		}
 		logger, closeLog, err := serverLogger(kind, cfg.NodeName)
@@ -236,7 +241,11 @@ func serveChild(kind string, m *member, wait func()) error {
 		if err != nil {
 			return err
 		}
-		fmt.Println(srv.TokenAddr(), srv.HTTPAddr(), cfg.StateDir) // the address line: startChild
+		line := []any{srv.TokenAddr(), srv.HTTPAddr(), cfg.StateDir} // the address line: startChild
+		if kind == "baton-cluster" {
+			line = append(line, srv.GossipAddr()) // the others join it there
+		}
+		fmt.Println(line...)
 		if kind == "baton-cluster" {
 			stop := make(chan struct{})
 			watched := make(chan struct{})
