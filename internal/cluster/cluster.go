@@ -61,11 +61,13 @@ type Meta struct {
 
 // Member is one node as this node sees it.
 type Member struct {
-	Name  string
-	Addr  string // gossip host, as the cluster sees it
-	State string
-	Meta  Meta
-	Since time.Time
+	Name string
+	Addr string // gossip host, as the cluster sees it
+	// Gossip is its gossip host:port: two processes on one host differ in the port.
+	Gossip string
+	State  string
+	Meta   Meta
+	Since  time.Time
 }
 
 // TokenAddr is the address of a server member's token port.
@@ -118,13 +120,13 @@ type Node struct {
 	cfg  Config
 	log  *slog.Logger
 
-	mu      sync.Mutex // guards meta, members, joinErr, conflictLogged
-	meta    Meta
-	members map[string]*Member // everyone seen, dead and left kept a while for status
-	joinErr error              // the last join's error; nil after one succeeded
-	// conflictLogged is when a name two live processes use was last reported.
-	conflictLogged map[string]time.Time
-	updateMu       sync.Mutex // one meta update at a time (updateNode)
+	mu        sync.Mutex // guards meta, members, joinErr, conflicts
+	meta      Meta
+	members   map[string]*Member   // everyone seen, dead and left kept a while for status
+	joinErr   error                // the last join's error; nil after one succeeded
+	conflicts map[string]*conflict // names announced at a second address (conflict.go)
+	detection deathDetection       // how soon memberlist declares a silent node dead
+	updateMu  sync.Mutex           // one meta update at a time (updateNode)
 
 	notify   chan struct{} // coalesced change signal for the OnChange goroutine
 	stop     chan struct{}
@@ -135,7 +137,7 @@ type Node struct {
 // Start joins the cluster. A join that finds nobody is not an error: the node keeps
 // trying in the background, so seeds may start in any order.
 func Start(cfg Config) (*Node, error) {
-	n := &Node{cfg: cfg, meta: cfg.Meta, log: cfg.Logger, members: map[string]*Member{},
+	n := &Node{cfg: cfg, meta: cfg.Meta, log: cfg.Logger, members: map[string]*Member{}, conflicts: map[string]*conflict{},
 		notify: make(chan struct{}, 1), stop: make(chan struct{})}
 	if n.log == nil {
 		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -173,6 +175,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.ml = ml
 	n.addr = ml.LocalNode().Address()
+	n.detection = detectionOf(mc)
 	n.done.Add(2)
 	go n.notifier()
 	go n.joiner()
@@ -395,6 +398,7 @@ func (n *Node) Close() error {
 	n.closeOne.Do(func() {
 		close(n.stop)
 		err = n.ml.Shutdown()
+		n.stopJudging()
 		n.done.Wait()
 	})
 	return err
@@ -417,28 +421,6 @@ func (n *Node) NotifyMsg([]byte)                           {}
 func (n *Node) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (n *Node) LocalState(join bool) []byte                { return nil }
 func (n *Node) MergeRemoteState(buf []byte, join bool)     {}
-
-// NotifyConflict implements memberlist.ConflictDelegate: a node claims a name a
-// live node at another address has. memberlist keeps the first and says only
-// "conflicting address"; the two processes' sessions then take each other for
-// reboots and end each other's, over and over. Said once a minute per name, with
-// the fix.
-func (n *Node) NotifyConflict(existing, other *memberlist.Node) {
-	n.mu.Lock()
-	now := time.Now()
-	if now.Sub(n.conflictLogged[existing.Name]) < time.Minute {
-		n.mu.Unlock()
-		return
-	}
-	if n.conflictLogged == nil {
-		n.conflictLogged = map[string]time.Time{}
-	}
-	n.conflictLogged[existing.Name] = now
-	n.mu.Unlock()
-	n.log.Error("two processes use one node name: give each its own BATON_NODE_NAME (the default is the hostname); "+
-		"or a node restarted at another address before its old instance was declared dead, which passes in seconds",
-		"node", existing.Name, "addr", existing.Address(), "other_addr", other.Address())
-}
 
 // NotifyJoin implements memberlist.EventDelegate.
 func (n *Node) NotifyJoin(node *memberlist.Node) { n.upsert(node, StateAlive) }
@@ -483,7 +465,7 @@ func (n *Node) upsert(node *memberlist.Node, state string) {
 	if m.State != state || m.Meta.BootID != meta.BootID {
 		m.Since = time.Now()
 	}
-	m.Addr, m.State, m.Meta = node.Addr.String(), state, meta
+	m.Addr, m.Gossip, m.State, m.Meta = node.Addr.String(), node.Address(), state, meta
 	n.mu.Unlock()
 	n.log.Debug("member", "node", node.Name, "addr", m.Addr, "role", meta.Role, "state", state)
 	n.changed()
@@ -553,6 +535,8 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
 	level := slog.LevelDebug
 	switch {
+	case strings.Contains(line, "Conflicting address"):
+		// Said, and judged, by NotifyConflict (conflict.go): a restart or a mistake.
 	case strings.Contains(line, "[ERR]"):
 		level = slog.LevelError
 	case strings.Contains(line, "[WARN]"):

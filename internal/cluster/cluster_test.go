@@ -132,6 +132,59 @@ func TestTwoProcessesWithOneNameAreReported(t *testing.T) {
 	}
 }
 
+// A node that crashed and came back at another address before the cluster declared
+// its old instance dead is a restart, not a mistake: noted, never reported as two
+// processes, and given the name once the old instance is declared dead.
+func TestARestartAtANewAddressIsNotReportedAsTwoProcesses(t *testing.T) {
+	var logs syncBuffer
+	seed, err := Start(Config{Name: "seed", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleServer},
+		JoinPeriod: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	start := func() *Node {
+		n, err := Start(Config{Name: "phoenix", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleClient},
+			Join: []string{seed.Addr()}, JoinPeriod: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Join(); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	old := start()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; the seed logged:\n%s", what, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond) // polling, with a deadline
+		}
+	}
+	waitFor("the seed to see phoenix", func() bool { m, ok := seed.Lookup("phoenix"); return ok && m.State == StateAlive })
+	oldAddr := old.Addr()
+	old.Close() // a crash: no leave
+	reborn := start()
+	defer reborn.Close()
+	waitFor("the conflict to be judged a restart", func() bool {
+		return strings.Contains(logs.String(), "a node restarted at a new address")
+	})
+	waitFor("the name at its new address", func() bool {
+		m, ok := seed.Lookup("phoenix")
+		return ok && m.State == StateAlive && m.Gossip == reborn.Addr()
+	})
+	if strings.Contains(logs.String(), "two processes use one node name") {
+		t.Errorf("a restart at a new address (%s, then %s) was reported as two processes:\n%s", oldAddr, reborn.Addr(), logs.String())
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a restart at a new address logged an error:\n%s", logs.String())
+	}
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
