@@ -2,6 +2,7 @@ package baton_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/server"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/internal/wire"
 )
@@ -208,8 +210,11 @@ func TestReplicatedLeaderCutOff(t *testing.T) {
 }
 
 // A follower stops and starts again: the other two carry on, and it catches up.
+// The cluster has a key (BATON_CLUSTER_KEY), so every raft connection is TLS between
+// its holders: the restarted follower's, dialled and accepted afresh, too.
 func TestReplicatedFollowerRestarts(t *testing.T) {
-	cl := testutil.StartCluster(t, 3, nil)
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.ClusterKey = key })
 	leader := cl.AwaitLeader(t, 30*time.Second)
 	follower := (leader + 1) % 3
 	cs := startContenders(t, cl, 3, "counter")
@@ -243,6 +248,11 @@ func TestReplicatedFollowerRestarts(t *testing.T) {
 	})
 	if len(fst.Tokens) != 1 || fst.Tokens[0].Fence == 0 {
 		t.Errorf("follower's tokens: %+v, want the replicated counter token", fst.Tokens)
+	}
+	for i := range 3 {
+		if n := testutil.Metric(t, cl.Server(i).Reg, "baton_protocol_errors_total", map[string]string{"reason": "raft_auth"}); n != 0 {
+			t.Errorf("s%d refused %v raft connections of servers that hold the key, want none", i+1, n)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,17 +37,32 @@ const leaderStable = 2 * time.Second
 type member struct {
 	Name string   `json:"name"`
 	Join []string `json:"join"`
+	Key  string   `json:"key,omitempty"` // BATON_CLUSTER_KEY: raft over TLS, sessions proven
 }
+
+// benchKey is baton-cluster-keyed's cluster key (base64 of 32 bytes).
+const benchKey = "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktISE="
 
 // startCluster starts the servers, each expecting the others, and waits for a leader.
 // Every port is the kernel's pick (0): the first server starts joining nobody, and
 // the others join it at the gossip address it reported. Ports picked in advance and
 // handed to a child later could meanwhile be taken by another child's own picks.
-func startCluster() (*proc, error) {
+func startCluster() (*proc, error) { return startClusterWith("") }
+
+// startKeyedCluster is startCluster with a cluster key.
+func startKeyedCluster() (*proc, error) { return startClusterWith(benchKey) }
+
+func startClusterWith(key string) (*proc, error) {
 	p := &proc{}
+	if key != "" {
+		var err error
+		if p.key, err = base64.StdEncoding.DecodeString(key); err != nil {
+			return nil, err
+		}
+	}
 	var join []string
 	for i := range clusterSize {
-		spec, _ := json.Marshal(member{Name: fmt.Sprintf("bench-s%d", i+1), Join: join})
+		spec, _ := json.Marshal(member{Name: fmt.Sprintf("bench-s%d", i+1), Join: join, Key: key})
 		c, err := startChild("baton-cluster", "-member", string(spec))
 		if err == nil && c.gossip == "" {
 			err = errors.New("baton-cluster: a member reported no gossip address")
@@ -146,7 +162,7 @@ func (p *proc) isMember(addr string) bool {
 }
 
 func dialCluster(p *proc, id int) (locker, error) {
-	return dialBatonWith(baton.Config{Resolve: p.resolveLeader, Follow: p.isMember}, id)
+	return dialBatonWith(baton.Config{Resolve: p.resolveLeader, Follow: p.isMember, ClusterKey: p.key}, id)
 }
 
 // leadsOf is a cluster's leaderChanges, 0 for any other system.

@@ -62,7 +62,9 @@ type proc struct {
 	dir  string // a durable baton server's state directory
 	// gossip is a cluster member's memberlist address.
 	gossip string
-	out    *bufio.Reader // the child's stdout, after its address line
+	key    []byte // a cluster's key, for its clients
+
+	out *bufio.Reader // the child's stdout, after its address line
 	// A cluster member's child says when it starts and stops serving (cluster.go).
 	leading atomic.Bool
 	leads   atomic.Int64 // times it started to lead
@@ -168,6 +170,9 @@ var systems = map[string]*system{
 	// baton as compose deploys it: three such servers replicating one log (cluster.go).
 	"baton-cluster": {name: "baton-cluster", start: startCluster, dial: dialCluster, multi: true, keeps: true, durable: true,
 		settle: func(p *proc) error { return p.settle(30 * time.Second) }, drain: drainSessions},
+	// the same with a cluster key: raft over TLS between the servers, sessions proven.
+	"baton-cluster-keyed": {name: "baton-cluster-keyed", start: startKeyedCluster, dial: dialCluster, multi: true, keeps: true,
+		durable: true, settle: func(p *proc) error { return p.settle(30 * time.Second) }, drain: drainSessions},
 	"etcd":  {name: "etcd", start: child("etcd"), dial: dialEtcd, multi: true, durable: true},
 	"redis": {name: "redis", start: startRedis, dial: dialRedis, multi: true},
 }
@@ -226,7 +231,7 @@ func serveChild(kind string, m *member, wait func()) error {
 			if m == nil {
 				return errors.New("baton-cluster needs -member")
 			}
-			cfg.NodeName, cfg.RaftPort, cfg.Join = m.Name, 0, m.Join
+			cfg.NodeName, cfg.RaftPort, cfg.Join, cfg.ClusterKey = m.Name, 0, m.Join, m.Key
 			cfg.BootstrapExpect = clusterSize
 		}
 		logger, closeLog, err := serverLogger(kind, cfg.NodeName)
@@ -242,11 +247,11 @@ func serveChild(kind string, m *member, wait func()) error {
 			return err
 		}
 		line := []any{srv.TokenAddr(), srv.HTTPAddr(), cfg.StateDir} // the address line: startChild
-		if kind == "baton-cluster" {
+		if m != nil {
 			line = append(line, srv.GossipAddr()) // the others join it there
 		}
 		fmt.Println(line...)
-		if kind == "baton-cluster" {
+		if m != nil {
 			stop := make(chan struct{})
 			watched := make(chan struct{})
 			go func() { defer close(watched); watchLeading(srv.Leading, stop) }()

@@ -86,6 +86,10 @@ type Config struct {
 	// dial: every raft connection between two servers is dialed by one of them, so
 	// a test that owns every node's Dial can cut a node off. Nil dials TCP.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Key, when set (the cluster key), makes every raft connection TLS between
+	// servers that hold it (keyed.go); a peer without it is refused. All servers of
+	// a cluster must have the same, or none.
+	Key []byte
 
 	// Logger receives raft's logs as well as this package's; nil discards them.
 	Logger *slog.Logger
@@ -105,6 +109,9 @@ type Hooks struct {
 	// LeaderChange is told each change of this node's view of the leadership: who
 	// leads, and whether it is this node.
 	LeaderChange func(Leadership)
+	// Refused is told of each raft connection a peer opened that did not prove the
+	// cluster key (Key), from the connection's goroutine; it is then closed.
+	Refused func(remote string, err error)
 }
 
 // DefaultConfig is tuned for servers on one LAN or one host: a dead leader is noticed
@@ -262,7 +269,14 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.trans, err = openTransport(cfg.BindAddr, cfg.Advertise, cfg.Dial, n.hlog.Named("net"))
+	var k *keyed
+	if len(cfg.Key) > 0 {
+		if k, err = newKeyed(cfg.Key, cfg.Hooks.Refused); err != nil {
+			n.stores.close()
+			return nil, err
+		}
+	}
+	n.trans, err = openTransport(cfg.BindAddr, cfg.Advertise, cfg.Dial, k, n.hlog.Named("net"))
 	if err != nil {
 		n.stores.close()
 		return nil, err

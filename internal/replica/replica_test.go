@@ -184,8 +184,9 @@ type cluster struct {
 }
 
 // newCluster opens n nodes with no state and bootstraps them as one cluster the way
-// discovery would: each learns the others' addresses, then all call Bootstrap.
-func newCluster(t testing.TB, n int, durable bool) *cluster {
+// discovery would: each learns the others' addresses, then all call Bootstrap. mods
+// change every node's configuration.
+func newCluster(t testing.TB, n int, durable bool, mods ...func(*replica.Config)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, cfgs: make([]replica.Config, n), nodes: make([]*replica.Node, n), sms: make([]*listSM, n),
 		leaders: make([]atomic.Int64, n), batch: make([]atomic.Int64, n), net: newNetsim(), off: make([]bool, n)}
@@ -198,6 +199,9 @@ func newCluster(t testing.TB, n int, durable bool) *cluster {
 		c.cfgs[i] = testConfig(t, dir)
 		c.cfgs[i].ID = fmt.Sprintf("n%d", i)
 		c.cfgs[i].Dial = c.net.dialer(c.cfgs[i].ID)
+		for _, mod := range mods {
+			mod(&c.cfgs[i])
+		}
 		c.open(i)
 		c.net.name(c.nodes[i].Addr(), c.nodes[i].ID())
 		// Restarts come back on the same address, as a server with a fixed port.

@@ -21,6 +21,7 @@ type tcpStream struct {
 	net.Listener
 	advertise advertiseAddr
 	dial      func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
+	keyed     *keyed                                                   // nil: no cluster key, plain TCP
 }
 
 // Dial and Accept hand raft connections whose reads and writes are raw system calls
@@ -43,6 +44,9 @@ func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	if err != nil {
 		return nil, err
 	}
+	if s.keyed != nil {
+		return s.keyed.dialed(rawio.Wrap(nc), timeout)
+	}
 	return rawio.Wrap(nc), nil
 }
 
@@ -50,6 +54,9 @@ func (s *tcpStream) Accept() (net.Conn, error) {
 	nc, err := s.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if s.keyed != nil {
+		return s.keyed.accepted(rawio.Wrap(nc)), nil
 	}
 	return rawio.Wrap(nc), nil
 }
@@ -78,8 +85,10 @@ const (
 )
 
 // openTransport listens on bind and returns raft's network transport over it,
-// advertising advertise, or the listener's own address when that is empty.
-func openTransport(bind, advertise string, dial func(context.Context, string) (net.Conn, error), logger hclog.Logger) (*raft.NetworkTransport, error) {
+// advertising advertise, or the listener's own address when that is empty; with
+// keyed, every connection is TLS between holders of the cluster key (keyed.go).
+func openTransport(bind, advertise string, dial func(context.Context, string) (net.Conn, error), keyed *keyed,
+	logger hclog.Logger) (*raft.NetworkTransport, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("replica: listen on %s: %w", bind, err)
@@ -100,7 +109,7 @@ func openTransport(bind, advertise string, dial func(context.Context, string) (n
 	} else if p == 0 { // the port bound: a host name with a port picked at listen
 		advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise), dial: dial}
+	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise), dial: dial, keyed: keyed}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:          stream,
 		MaxPool:         transportPool,

@@ -53,9 +53,14 @@ func (s *Server) openCluster() (*durable, error) {
 	// no longer than the heartbeat timeout.
 	rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftTimeout, cfg.RaftTimeout
 	rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, cfg.RaftTimeout)
+	rc.Key = s.key // raft between holders of the cluster key only, over TLS
 	rc.Hooks = replica.Hooks{
 		Commit:       func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) },
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },
+		Refused: func(remote string, err error) {
+			s.metrics.protocolErrors.WithLabelValues("raft_auth").Inc()
+			s.log.Info("raft connection refused: the peer did not prove the cluster key (BATON_CLUSTER_KEY)", "remote", remote, "err", err)
+		},
 	}
 	d.lease = rc.LeaderLeaseTimeout
 	undo, err := makeLogDir(rc.Dir)

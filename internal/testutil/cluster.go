@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/cluster"
 	"github.com/baton-dev/baton/internal/server"
 )
 
@@ -184,6 +185,12 @@ func (cl *Cluster) AwaitLeader(t testing.TB, d time.Duration) int {
 func (cl *Cluster) Dial(t testing.TB, node string, mod func(*baton.Config)) *baton.Client {
 	t.Helper()
 	cfg := baton.Config{Node: node, Logger: Logger(t).With("node", node), Resolve: cl.resolve, Follow: cl.isServer}
+	if k := cl.cfgs[0].ClusterKey; k != "" { // the clients of a keyed cluster have its key
+		var err error
+		if cfg.ClusterKey, err = cluster.ParseKey(k); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
