@@ -101,32 +101,53 @@ func TestLineKind(t *testing.T) {
 	}
 }
 
-// Two live processes under one name, over real memberlist on loopback: a node
-// that sees both says which name, where, and the fix.
-func TestTwoProcessesWithOneNameAreReported(t *testing.T) {
-	var logs syncBuffer
+// loggingSeed starts a server node on loopback whose log the test reads.
+func loggingSeed(t *testing.T) (*Node, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
 	seed, err := Start(Config{Name: "seed", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleServer},
-		JoinPeriod: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		JoinPeriod: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer seed.Close()
-	for range 2 {
-		n, err := Start(Config{Name: "twin", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleClient},
-			Join: []string{seed.Addr()}, JoinPeriod: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
-		_, _ = n.Join() // the second is refused the name, or not: the seed saw it
+	t.Cleanup(func() { seed.Close() })
+	return seed, logs
+}
+
+// startNamed starts a client node called name that joins seed.
+func startNamed(t *testing.T, name string, seed *Node) *Node {
+	t.Helper()
+	n, err := Start(Config{Name: name, BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleClient},
+		Join: []string{seed.Addr()}, JoinPeriod: time.Hour})
+	if err != nil {
+		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "give each its own BATON_NODE_NAME") {
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// awaitLogged waits up to 15 s for cond on what the seed logged.
+func awaitLogged(t *testing.T, logs *syncBuffer, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("no report of two processes named twin within 10 s; the seed logged:\n%s", logs.String())
+			t.Fatalf("timed out waiting for %s; the seed logged:\n%s", what, logs.String())
 		}
-		time.Sleep(10 * time.Millisecond) // polling the log, with a deadline
+		time.Sleep(10 * time.Millisecond) // polling, with a deadline
 	}
+}
+
+// Two live processes under one name, over real memberlist on loopback: a node
+// that sees both says which name, where, and the fix.
+func TestTwoProcessesWithOneNameAreReported(t *testing.T) {
+	seed, logs := loggingSeed(t)
+	for range 2 {
+		_, _ = startNamed(t, "twin", seed).Join() // the second is refused the name, or not: the seed saw it
+	}
+	awaitLogged(t, logs, "a report of two processes named twin", func() bool {
+		return strings.Contains(logs.String(), "give each its own BATON_NODE_NAME")
+	})
 	if got := strings.Count(logs.String(), "two processes use one node name"); got != 1 {
 		t.Errorf("reported %d times, want once a minute", got)
 	}
@@ -136,44 +157,22 @@ func TestTwoProcessesWithOneNameAreReported(t *testing.T) {
 // its old instance dead is a restart, not a mistake: noted, never reported as two
 // processes, and given the name once the old instance is declared dead.
 func TestARestartAtANewAddressIsNotReportedAsTwoProcesses(t *testing.T) {
-	var logs syncBuffer
-	seed, err := Start(Config{Name: "seed", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleServer},
-		JoinPeriod: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
+	seed, logs := loggingSeed(t)
+	old := startNamed(t, "phoenix", seed)
+	if _, err := old.Join(); err != nil {
 		t.Fatal(err)
 	}
-	defer seed.Close()
-	start := func() *Node {
-		n, err := Start(Config{Name: "phoenix", BindAddr: "127.0.0.1", Local: true, Meta: Meta{Role: RoleClient},
-			Join: []string{seed.Addr()}, JoinPeriod: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := n.Join(); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	old := start()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; the seed logged:\n%s", what, logs.String())
-			}
-			time.Sleep(10 * time.Millisecond) // polling, with a deadline
-		}
-	}
-	waitFor("the seed to see phoenix", func() bool { m, ok := seed.Lookup("phoenix"); return ok && m.State == StateAlive })
+	awaitLogged(t, logs, "the seed to see phoenix", func() bool { m, ok := seed.Lookup("phoenix"); return ok && m.State == StateAlive })
 	oldAddr := old.Addr()
 	old.Close() // a crash: no leave
-	reborn := start()
-	defer reborn.Close()
-	waitFor("the conflict to be judged a restart", func() bool {
+	reborn := startNamed(t, "phoenix", seed)
+	if _, err := reborn.Join(); err != nil {
+		t.Fatal(err)
+	}
+	awaitLogged(t, logs, "the conflict to be judged a restart", func() bool {
 		return strings.Contains(logs.String(), "a node restarted at a new address")
 	})
-	waitFor("the name at its new address", func() bool {
+	awaitLogged(t, logs, "the name at its new address", func() bool {
 		m, ok := seed.Lookup("phoenix")
 		return ok && m.State == StateAlive && m.Gossip == reborn.Addr()
 	})
