@@ -223,11 +223,7 @@ func TestReplicatedFollowerRestarts(t *testing.T) {
 	cs.awaitProgress(t, 20, 20*time.Second, "the token moving with one follower down")
 	f := cl.Start(follower)
 	cs.awaitProgress(t, 20, 20*time.Second, "the token moving after the follower came back")
-	testutil.Eventually(t, 20*time.Second, "the restarted follower to apply what the leader committed", func() bool {
-		lst, _ := cl.Server(cl.Leader()).Status()
-		fst, _ := f.Status()
-		return lst.Raft != nil && fst.Raft != nil && fst.Raft.State == "follower" && fst.Raft.AppliedIndex+50 >= lst.Raft.CommitIndex
-	})
+	awaitReplicating(t, cl, follower, "the restarted follower")
 	cs.check(t, cl)
 	// The follower shows the replicated token and points to the leader.
 	fst, err := f.Status()
@@ -254,6 +250,71 @@ func TestReplicatedFollowerRestarts(t *testing.T) {
 			t.Errorf("s%d refused %v raft connections of servers that hold the key, want none", i+1, n)
 		}
 	}
+}
+
+// The cluster key changes with the cluster serving throughout (cluster.ParseKeys):
+// every server moves from "old" to "old,new", then to "new,old", then to "new", one
+// restart at a time, as an operator rolls a deployment three times. Servers one
+// step apart gossip, replicate (raft over TLS) and accept each other's clients;
+// clients that prove the old key are served until the last step, clients that prove
+// the new one from the second on, and after the last the old key opens nothing.
+func TestReplicatedClusterKeyChangesWhileServing(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	oldKey, newKey := b64("old-key-old-key-old-key-old-key!"), b64("new-key-new-key-new-key-new-key!")
+	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.ClusterKey = oldKey })
+	cl.AwaitLeader(t, 30*time.Second)
+	cs := startContenders(t, cl, 2, "counter") // they prove the old key
+	cs.awaitProgress(t, 5, 20*time.Second, "the token moving before the key changes")
+	roll := func(key string, cs *contenders) {
+		t.Helper()
+		for i := range 3 {
+			cl.Stop(i)
+			cl.Reconfigure(i, func(c *server.Config) { c.ClusterKey = key })
+			cl.Start(i)
+			step := fmt.Sprintf("s%d on BATON_CLUSTER_KEY=%s", i+1, key)
+			cs.awaitProgress(t, 5, 20*time.Second, "the token moving with "+step)
+			for j := range 3 { // every server, one step apart from it, still replicates with it
+				awaitReplicating(t, cl, j, fmt.Sprintf("s%d, with %s,", j+1, step))
+				if n := testutil.Metric(t, cl.Server(j).Reg, "baton_protocol_errors_total", map[string]string{"reason": "raft_auth"}); n != 0 {
+					t.Errorf("with %s, s%d refused %v raft connections of servers one step apart, want none", step, j+1, n)
+				}
+			}
+		}
+	}
+	roll(oldKey+","+newKey, cs)
+	roll(newKey+","+oldKey, cs)
+	cs.stop()
+	cs.check(t, cl)
+	renewed := startContenders(t, cl, 2, "renewed") // s1's first key is the new one now; a token of their own for check
+	renewed.awaitProgress(t, 5, 20*time.Second, "clients that prove the new key served")
+	roll(newKey, renewed)
+	renewed.check(t, cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	oldProof, _ := base64.StdEncoding.DecodeString(oldKey)
+	leader := cl.Server(cl.AwaitLeader(t, 10*time.Second))
+	if c, err := baton.Dial(ctx, baton.Config{Addr: leader.TokenAddr(), Node: "stale", ClusterKey: oldProof}); err == nil {
+		c.Close()
+		t.Error("a client that proves the old key opened a session after the key changed")
+	}
+}
+
+// awaitReplicating waits until server i leads, or follows and has applied nearly
+// all that the leader committed (the clients keep committing meanwhile).
+func awaitReplicating(t *testing.T, cl *testutil.Cluster, i int, what string) {
+	t.Helper()
+	testutil.Eventually(t, 20*time.Second, what+" to apply what the leader committed", func() bool {
+		l := cl.Leader()
+		if l < 0 || cl.Server(i) == nil {
+			return false
+		}
+		if l == i {
+			return true
+		}
+		lst, _ := cl.Server(l).Status()
+		fst, _ := cl.Server(i).Status()
+		return lst.Raft != nil && fst.Raft != nil && fst.Raft.State == "follower" && fst.Raft.AppliedIndex+50 >= lst.Raft.CommitIndex
+	})
 }
 
 // Every server stops, then all start again from their directories: fences carry

@@ -4,6 +4,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -82,8 +83,8 @@ type Config struct {
 	Port      int    // 0 picks a free port
 	Advertise string // address others reach us at; default: chosen by memberlist
 	Join      []string
-	Key       []byte // 16, 24 or 32 bytes turn on gossip encryption
-	Label     string // keeps deployments that share a network apart
+	Keys      [][]byte // 16, 24 or 32 bytes each turn on gossip encryption: sent with the first, any accepted (ParseKeys)
+	Label     string   // keeps deployments that share a network apart
 	Meta      Meta
 	Local     bool // loopback timings for tests
 	Logger    *slog.Logger
@@ -97,20 +98,35 @@ type Config struct {
 	NeedJoin func(*Node) bool
 }
 
-// ParseKey decodes BATON_CLUSTER_KEY: base64 of 16, 24 or 32 bytes.
-func ParseKey(s string) ([]byte, error) {
+// ParseKeys decodes BATON_CLUSTER_KEY: base64 of 16, 24 or 32 bytes, or while the
+// key is being changed a comma-separated list of such keys, the one in use first.
+// A node uses the first (gossip it sends, a client's proof, the raft identity it
+// presents) and accepts any: so every node can move from "old" to "old,new" to
+// "new,old" to "new", one at a time, without two running nodes ever failing to
+// understand each other (docs/operations.md). Empty: no key.
+func ParseKeys(s string) ([][]byte, error) {
 	if s == "" {
 		return nil, nil
 	}
-	k, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("BATON_CLUSTER_KEY must be base64: %w", err)
+	var keys [][]byte
+	for i, part := range strings.Split(s, ",") {
+		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("BATON_CLUSTER_KEY: key %d must be base64: %w", i+1, err)
+		}
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return nil, fmt.Errorf("BATON_CLUSTER_KEY: key %d must decode to 16, 24 or 32 bytes, got %d", i+1, len(k))
+		}
+		for j, seen := range keys {
+			if bytes.Equal(seen, k) {
+				return nil, fmt.Errorf("BATON_CLUSTER_KEY: key %d repeats key %d", i+1, j+1)
+			}
+		}
+		keys = append(keys, k)
 	}
-	switch len(k) {
-	case 16, 24, 32:
-		return k, nil
-	}
-	return nil, fmt.Errorf("BATON_CLUSTER_KEY must decode to 16, 24 or 32 bytes, got %d", len(k))
+	return keys, nil
 }
 
 // Node is this process's membership.
@@ -159,7 +175,13 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Advertise != "" {
 		mc.AdvertiseAddr = cfg.Advertise
 	}
-	mc.SecretKey = cfg.Key
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		mc.Keyring = kr
+	}
 	mc.Label = cfg.Label
 	// A restarted container comes back under its old name, often at a new address.
 	// Let it reclaim the name at once instead of logging "conflicting address" until

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"strings"
@@ -13,11 +14,12 @@ import (
 // A join that fails says why: each misconfiguration a user can make between a
 // client and its seed, over real memberlist on loopback.
 func TestJoinCause(t *testing.T) {
-	k1 := []byte("0123456789abcdef")
-	k2 := []byte("fedcba9876543210")
+	k1 := [][]byte{[]byte("0123456789abcdef")}
+	k2 := [][]byte{[]byte("fedcba9876543210")}
+	k12, k21 := [][]byte{k1[0], k2[0]}, [][]byte{k2[0], k1[0]}
 	for _, tc := range []struct {
 		name           string
-		seedKey, key   []byte
+		seedKey, key   [][]byte
 		seedLab, label string
 		noSeed         bool
 		want           string
@@ -26,11 +28,16 @@ func TestJoinCause(t *testing.T) {
 		{name: "key here, none on the seed", key: k1, seedLab: "baton", label: "baton", want: CauseKey},
 		{name: "key on the seed, none here", seedKey: k1, seedLab: "baton", label: "baton", want: CauseKey},
 		{name: "different keys", seedKey: k1, key: k2, seedLab: "baton", label: "baton", want: CauseKey},
+		// A key being changed (ParseKeys): nodes one step apart understand each other.
+		{name: "old and old,new", seedKey: k1, key: k12, seedLab: "baton", label: "baton", want: ""},
+		{name: "old,new and new,old", seedKey: k12, key: k21, seedLab: "baton", label: "baton", want: ""},
+		{name: "new,old and new", seedKey: k21, key: k2, seedLab: "baton", label: "baton", want: ""},
+		{name: "old and new,old: two steps apart", seedKey: k1, key: k21, seedLab: "baton", label: "baton", want: CauseKey},
 		{name: "different labels", seedLab: "a", label: "b", want: CauseLabel},
 		{name: "nobody at the seed", seedLab: "baton", label: "baton", noSeed: true, want: CauseUnreachable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			seed, err := Start(Config{Name: "seed", BindAddr: "127.0.0.1", Key: tc.seedKey, Label: tc.seedLab,
+			seed, err := Start(Config{Name: "seed", BindAddr: "127.0.0.1", Keys: tc.seedKey, Label: tc.seedLab,
 				Local: true, Meta: Meta{Role: RoleServer}, JoinPeriod: time.Hour})
 			if err != nil {
 				t.Fatal(err)
@@ -40,7 +47,7 @@ func TestJoinCause(t *testing.T) {
 			if tc.noSeed {
 				addr = "127.0.0.1:1"
 			}
-			n, err := Start(Config{Name: "node", BindAddr: "127.0.0.1", Key: tc.key, Label: tc.label, Local: true,
+			n, err := Start(Config{Name: "node", BindAddr: "127.0.0.1", Keys: tc.key, Label: tc.label, Local: true,
 				Meta: Meta{Role: RoleClient}, Join: []string{addr}, JoinPeriod: time.Hour})
 			if err != nil {
 				t.Fatal(err)
@@ -199,4 +206,31 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestParseKeys(t *testing.T) {
+	a := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	b := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef01234567"))
+	for _, tc := range []struct {
+		in      string
+		keys    int
+		wantErr string
+	}{
+		{"", 0, ""},
+		{a, 1, ""},
+		{a + "," + b, 2, ""},
+		{a + ", " + b, 2, ""},
+		{"not base64!", 0, "key 1 must be base64"},
+		{a + "," + base64.StdEncoding.EncodeToString([]byte("short")), 0, "key 2 must decode to 16, 24 or 32 bytes, got 5"},
+		{a + "," + a, 0, "key 2 repeats key 1"},
+		{a + ",", 0, "key 2 must decode to 16, 24 or 32 bytes, got 0"},
+	} {
+		keys, err := ParseKeys(tc.in)
+		switch {
+		case tc.wantErr == "" && (err != nil || len(keys) != tc.keys):
+			t.Errorf("ParseKeys(%q) = %d keys, %v; want %d keys", tc.in, len(keys), err, tc.keys)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("ParseKeys(%q) error %v, want one saying %q", tc.in, err, tc.wantErr)
+		}
+	}
 }

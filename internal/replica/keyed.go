@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -42,23 +43,19 @@ const handshakeTimeout = 5 * time.Second
 // errNotKeyed: the peer did not prove it holds the cluster key.
 var errNotKeyed = errors.New("replica: raft peer does not hold this cluster key (BATON_CLUSTER_KEY)")
 
-// newKeyed derives the servers' identity from key.
-func newKeyed(key []byte, refused func(remote string, err error)) (*keyed, error) {
-	seed, err := hkdf.Key(sha256.New, key, nil, "baton raft transport identity v1", ed25519.SeedSize)
-	if err != nil {
-		return nil, err
+// newKeyed derives the servers' identities from keys: this server presents the
+// first key's, and accepts a peer that presents any key's.
+func newKeyed(keys [][]byte, refused func(remote string, err error)) (*keyed, error) {
+	var certs []tls.Certificate
+	var accepted []ed25519.PublicKey
+	for _, key := range keys {
+		cert, pub, err := identity(key)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, cert)
+		accepted = append(accepted, pub)
 	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	pub := priv.Public().(ed25519.PublicKey)
-	// The certificate only carries the public key: peers check the key, never a
-	// name, a chain or a date (a clock that is off must not part the cluster).
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "baton raft"},
-		NotBefore: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		return nil, fmt.Errorf("replica: raft certificate: %w", err)
-	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
 	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
 		if len(raw) == 0 {
 			return errNotKeyed
@@ -67,19 +64,40 @@ func newKeyed(key []byte, refused func(remote string, err error)) (*keyed, error
 		if err != nil {
 			return errNotKeyed
 		}
-		if k, ok := c.PublicKey.(ed25519.PublicKey); !ok || !k.Equal(pub) {
+		k, ok := c.PublicKey.(ed25519.PublicKey)
+		if !ok || !slices.ContainsFunc(accepted, func(a ed25519.PublicKey) bool { return k.Equal(a) }) {
 			return errNotKeyed
 		}
 		return nil // TLS itself had the peer sign with the matching private key
 	}
+	own := certs[:1]
 	return &keyed{
-		server: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+		server: &tls.Config{Certificates: own, MinVersion: tls.VersionTLS13,
 			ClientAuth: tls.RequireAnyClientCert, VerifyPeerCertificate: verify},
 		// InsecureSkipVerify skips the name and chain checks only: verify checks the key.
-		client: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13,
+		client: &tls.Config{Certificates: own, MinVersion: tls.VersionTLS13,
 			InsecureSkipVerify: true, VerifyPeerCertificate: verify},
 		refused: refused,
 	}, nil
+}
+
+// identity is the Ed25519 key pair every holder of key derives, and a certificate
+// of it. The certificate only carries the public key: peers check the key, never a
+// name, a chain or a date (a clock that is off must not part the cluster).
+func identity(key []byte) (tls.Certificate, ed25519.PublicKey, error) {
+	seed, err := hkdf.Key(sha256.New, key, nil, "baton raft transport identity v1", ed25519.SeedSize)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	pub := priv.Public().(ed25519.PublicKey)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "baton raft"},
+		NotBefore: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("replica: raft certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, pub, nil
 }
 
 // dialed makes nc, a connection this server opened, a TLS client and completes the

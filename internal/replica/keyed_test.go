@@ -52,7 +52,7 @@ func TestRaftSpeaksOnlyWithHoldersOfTheClusterKey(t *testing.T) {
 		key := []byte("0123456789abcdef0123456789abcdef")
 		var refused atomic.Int64
 		c := newCluster(t, 3, false, func(cfg *replica.Config) {
-			cfg.Key = key
+			cfg.Keys = [][]byte{key}
 			cfg.Hooks.Refused = func(string, error) { refused.Add(1) }
 		})
 		c.apply("a")

@@ -86,10 +86,11 @@ type Config struct {
 	// dial: every raft connection between two servers is dialed by one of them, so
 	// a test that owns every node's Dial can cut a node off. Nil dials TCP.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
-	// Key, when set (the cluster key), makes every raft connection TLS between
-	// servers that hold it (keyed.go); a peer without it is refused. All servers of
-	// a cluster must have the same, or none.
-	Key []byte
+	// Keys, when set (the cluster key), make every raft connection TLS between
+	// servers that hold it (keyed.go); a peer without it is refused. A server
+	// presents the first and accepts a peer that presents any (a key being
+	// changed: cluster.ParseKeys). All servers of a cluster have a key, or none.
+	Keys [][]byte
 
 	// Logger receives raft's logs as well as this package's; nil discards them.
 	Logger *slog.Logger
@@ -270,8 +271,8 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		return nil, err
 	}
 	var k *keyed
-	if len(cfg.Key) > 0 {
-		if k, err = newKeyed(cfg.Key, cfg.Hooks.Refused); err != nil {
+	if len(cfg.Keys) > 0 {
+		if k, err = newKeyed(cfg.Keys, cfg.Hooks.Refused); err != nil {
 			n.stores.close()
 			return nil, err
 		}

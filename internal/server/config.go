@@ -29,7 +29,7 @@ type Config struct {
 	RaftAdvertisePort int           `envconfig:"RAFT_ADVERTISE_PORT" default:"0" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port the other servers dial, where a NAT or port mapping puts BATON_RAFT_PORT elsewhere; 0 is BATON_RAFT_PORT"`
 	RaftTimeout       time.Duration `envconfig:"RAFT_TIMEOUT" default:"300ms" desc:"with BATON_BOOTSTRAP_EXPECT above 1: how long a follower waits to hear from the leader before it stands for election; raise it where a loaded host's pauses cause elections with no fault"`
 	AdminToken        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`
-	ClusterKey        string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip, authenticates token clients, and makes raft TLS between the servers that hold it"`
+	ClusterKey        string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip, authenticates token clients, and makes raft TLS between the servers that hold it; old,new while it changes"`
 	ClusterLabel      string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label: deployments on one network with different labels ignore each other"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
@@ -89,7 +89,7 @@ func (c *Config) Validate() error {
 	if c.SessionTTL < 100*time.Millisecond {
 		bad("BATON_SESSION_TTL must be at least 100ms, got %s", c.SessionTTL)
 	}
-	if _, err := cluster.ParseKey(c.ClusterKey); err != nil {
+	if _, err := cluster.ParseKeys(c.ClusterKey); err != nil {
 		bad("%v", err)
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {

@@ -227,6 +227,18 @@ func codeFor(err error) wire.Code {
 
 // handshake sends the challenge and reads the hello, all within HandshakeTimeout: a
 // peer that connects and says nothing holds a slot for that long at most.
+// provesAKey says whether mac is a client's proof, over the challenge's nonce and its
+// names, of one of keys: while the cluster key changes, clients may prove the old
+// one or the new (cluster.ParseKeys).
+func provesAKey(keys [][]byte, mac, nonce []byte, node, bootID string) bool {
+	for _, k := range keys {
+		if hmac.Equal(mac, wire.MAC(k, nonce, node, bootID)) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *conn) handshake(r *wire.Reader) (wire.Frame, error) {
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	nonce := make([]byte, wire.NonceSize)
@@ -244,7 +256,7 @@ func (c *conn) handshake(r *wire.Reader) (wire.Frame, error) {
 	if h.Text == "" {
 		return h, fmt.Errorf("%w: empty node name", errHello)
 	}
-	if c.s.key != nil && !hmac.Equal(h.MAC, wire.MAC(c.s.key, nonce, h.Text, h.BootID)) {
+	if c.s.keys != nil && !provesAKey(c.s.keys, h.MAC, nonce, h.Text, h.BootID) {
 		return h, errAuth
 	}
 	return h, nil

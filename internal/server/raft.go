@@ -53,7 +53,7 @@ func (s *Server) openCluster() (*durable, error) {
 	// no longer than the heartbeat timeout.
 	rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftTimeout, cfg.RaftTimeout
 	rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, cfg.RaftTimeout)
-	rc.Key = s.key // raft between holders of the cluster key only, over TLS
+	rc.Keys = s.keys // raft between holders of the cluster key only, over TLS
 	rc.Hooks = replica.Hooks{
 		Commit:       func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) },
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },

@@ -88,7 +88,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	reload  func() (Config, error)
-	key     []byte
+	keys    [][]byte // the cluster key (cluster.ParseKeys): the first is used, any accepted
 	bootID  string
 
 	adminToken atomic.Pointer[string] // read by HTTP handlers, replaced on restart
@@ -143,7 +143,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	key, _ := cluster.ParseKey(cfg.ClusterKey)
+	keys, _ := cluster.ParseKeys(cfg.ClusterKey)
 	if cfg.NodeName == "" {
 		cfg.NodeName = cfg.nodeName() // once: it may ask the DNS
 	}
@@ -155,7 +155,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	var boot [8]byte
 	_, _ = rand.Read(boot[:])
-	s := &Server{cfg: cfg, log: opts.Logger, level: opts.Level, reg: opts.Registry, reload: opts.Reload, key: key,
+	s := &Server{cfg: cfg, log: opts.Logger, level: opts.Level, reg: opts.Registry, reload: opts.Reload, keys: keys,
 		bootID: hex.EncodeToString(boot[:]), kick: make(chan struct{}, 1), raftKick: make(chan struct{}, 1),
 		stop: make(chan struct{}), loopDone: make(chan struct{}), conns: map[*conn]struct{}{}}
 	s.adminToken.Store(&cfg.AdminToken)
@@ -208,7 +208,7 @@ func (s *Server) Open() (err error) {
 	// core's queue like any other work.
 	s.node, err = cluster.Start(cluster.Config{
 		Name: s.cfg.nodeName(), BindAddr: s.cfg.GossipBind, Port: s.cfg.GossipPort, Advertise: s.cfg.Advertise,
-		Join: s.cfg.Join, Key: s.key, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
+		Join: s.cfg.Join, Keys: s.keys, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
 		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: s.bootID,
 			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort, HasLog: hasLog,
 			LogVersion: logVersion},
@@ -244,7 +244,7 @@ func (s *Server) Open() (err error) {
 	s.ready.Store(true)
 	s.log.Info("baton server up", "token_addr", s.ln.Addr().String(), "http_addr", s.httpLn.Addr().String(),
 		"gossip", s.node.Addr(), "node", s.cfg.nodeName(), "epoch", s.core.st.Epoch, "session_ttl", s.cfg.SessionTTL,
-		"state_dir", s.cfg.StateDir, "bootstrap_expect", s.cfg.BootstrapExpect, "raft_port", raftPort, "encrypted", s.key != nil)
+		"state_dir", s.cfg.StateDir, "bootstrap_expect", s.cfg.BootstrapExpect, "raft_port", raftPort, "encrypted", s.keys != nil)
 	return nil
 }
 

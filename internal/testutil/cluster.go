@@ -132,6 +132,14 @@ func (cl *Cluster) Stop(i int) {
 	}
 }
 
+// Reconfigure changes server i's configuration for its next Start, as a new
+// environment does for a restarted container.
+func (cl *Cluster) Reconfigure(i int, mod func(*server.Config)) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	mod(&cl.cfgs[i])
+}
+
 // Kill stops server i as a killed process stops (server.Kill): no notices, no
 // leadership handed over.
 func (cl *Cluster) Kill(i int) {
@@ -185,11 +193,12 @@ func (cl *Cluster) AwaitLeader(t testing.TB, d time.Duration) int {
 func (cl *Cluster) Dial(t testing.TB, node string, mod func(*baton.Config)) *baton.Client {
 	t.Helper()
 	cfg := baton.Config{Node: node, Logger: Logger(t).With("node", node), Resolve: cl.resolve, Follow: cl.isServer}
-	if k := cl.cfgs[0].ClusterKey; k != "" { // the clients of a keyed cluster have its key
-		var err error
-		if cfg.ClusterKey, err = cluster.ParseKey(k); err != nil {
+	if k := cl.cfgs[0].ClusterKey; k != "" { // the clients of a keyed cluster prove its key
+		keys, err := cluster.ParseKeys(k)
+		if err != nil {
 			t.Fatal(err)
 		}
+		cfg.ClusterKey = keys[0]
 	}
 	if mod != nil {
 		mod(&cfg)

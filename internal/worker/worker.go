@@ -42,7 +42,7 @@ type Config struct {
 	Work         time.Duration `envconfig:"WORK" default:"200ms" desc:"time the worker holds the token in its critical section"`
 	Think        time.Duration `envconfig:"THINK" default:"300ms" desc:"time the worker pauses between release and its next acquire"`
 	SessionTTL   time.Duration `envconfig:"SESSION_TTL" desc:"session TTL to ask for; empty takes the server's"`
-	ClusterKey   string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: must match the server's"`
+	ClusterKey   string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: must match the server's; old,new while it changes"`
 	ClusterLabel string        `envconfig:"CLUSTER_LABEL" default:"baton" desc:"memberlist label; must match the server's"`
 	LogLevel     string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat    string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
@@ -78,7 +78,7 @@ func (c *Config) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("BATON_LOG_FORMAT must be json or text, got %q", c.LogFormat)
 	}
-	if _, err := cluster.ParseKey(c.ClusterKey); err != nil {
+	if _, err := cluster.ParseKeys(c.ClusterKey); err != nil {
 		return err
 	}
 	return nil
@@ -133,7 +133,7 @@ type Worker struct {
 	name   string // this node's name: BATON_NODE_NAME or derived, once
 	log    *slog.Logger
 	reg    *prometheus.Registry
-	key    []byte
+	keys   [][]byte // the cluster key (cluster.ParseKeys)
 	bootID string
 
 	acquire  prometheus.Histogram
@@ -153,6 +153,14 @@ type Worker struct {
 	replicated  atomic.Bool           // a replicating server was seen: connect to no other kind (pick)
 }
 
+// primaryKey is the key a session proves: the first of the cluster key's list.
+func (w *Worker) primaryKey() []byte {
+	if len(w.keys) == 0 {
+		return nil
+	}
+	return w.keys[0]
+}
+
 const recentKept = 64
 
 // New checks cfg and prepares a worker; nothing listens until Run.
@@ -160,11 +168,11 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	key, _ := cluster.ParseKey(cfg.ClusterKey)
+	keys, _ := cluster.ParseKeys(cfg.ClusterKey)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	name := cfg.nodeName()
-	w := &Worker{cfg: cfg, name: name, log: log, reg: reg, key: key, bootID: hex.EncodeToString(b[:]),
+	w := &Worker{cfg: cfg, name: name, log: log, reg: reg, keys: keys, bootID: hex.EncodeToString(b[:]),
 		acquire: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "baton_client_acquire_seconds",
 			Help:    "Time from asking for the token to holding it.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
@@ -204,7 +212,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	w.node, err = cluster.Start(cluster.Config{Name: w.name, BindAddr: w.cfg.GossipBind, Port: w.cfg.GossipPort,
-		Advertise: w.cfg.Advertise, Join: w.cfg.Join, Key: w.key, Label: w.cfg.ClusterLabel, Local: w.cfg.LocalGossip,
+		Advertise: w.cfg.Advertise, Join: w.cfg.Join, Keys: w.keys, Label: w.cfg.ClusterLabel, Local: w.cfg.LocalGossip,
 		Logger: w.log, Meta: cluster.Meta{Role: cluster.RoleClient, BootID: w.bootID, HTTPPort: portOf(w.httpLn.Addr())},
 		NeedJoin: w.needJoin})
 	if err != nil {
@@ -243,7 +251,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	clientLog := slog.New(&dialWatch{next: w.log.Handler()})
 	client, err := baton.Dial(ctx, baton.Config{Resolve: w.resolve, Follow: w.follow, OnConnect: w.connected,
-		Node: w.name, BootID: w.bootID, TTL: w.cfg.SessionTTL, ClusterKey: w.key, Logger: clientLog})
+		Node: w.name, BootID: w.bootID, TTL: w.cfg.SessionTTL, ClusterKey: w.primaryKey(), Logger: clientLog})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before the server was found
