@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -197,6 +198,149 @@ func TestRaftNetUnknownOrigin(t *testing.T) {
 	}
 	if got := rn.stats(); got != (raftNetStats{Accepted: 4, Unknown: 3}) {
 		t.Errorf("stats %+v, want 4 accepted, 3 of unknown origin", got)
+	}
+}
+
+// TestRaftNetBlocked: which connections lose their bytes, src→dst ("?" an opener
+// not known), after a sequence of cuts and heals of servers and links, among three
+// servers. A cut server loses everything to and from it, a cut link everything
+// between its ends, both ways; an unknown opener is blocked while any server is
+// cut, and towards an end of a cut link. Cuts overlap and heal independently.
+func TestRaftNetBlocked(t *testing.T) {
+	cut := func(i int) func(*raftNet) { return func(rn *raftNet) { rn.cut(i) } }
+	heal := func(i int) func(*raftNet) { return func(rn *raftNet) { rn.heal(i) } }
+	cutLink := func(i, j int) func(*raftNet) { return func(rn *raftNet) { rn.cutLink(i, j) } }
+	healLink := func(i, j int) func(*raftNet) { return func(rn *raftNet) { rn.healLink(i, j) } }
+	server0 := []string{"0→1", "0→2", "1→0", "2→0", "?→0", "?→1", "?→2"}
+	link01 := []string{"0→1", "1→0", "?→0", "?→1"}
+	cases := []struct {
+		name    string
+		ops     []func(*raftNet)
+		blocked []string // every src→dst that loses its bytes
+	}{
+		{"nothing cut", nil, nil},
+		{"server 0 cut", []func(*raftNet){cut(0)}, server0},
+		{"link 0-1 cut", []func(*raftNet){cutLink(0, 1)}, link01},
+		{"link 1-0 is link 0-1", []func(*raftNet){cutLink(1, 0)}, link01},
+		{"the leader's links to both followers", []func(*raftNet){cutLink(0, 1), cutLink(0, 2)},
+			[]string{"0→1", "0→2", "1→0", "2→0", "?→0", "?→1", "?→2"}},
+		{"link 0-1 and server 2 cut", []func(*raftNet){cutLink(0, 1), cut(2)},
+			[]string{"0→1", "0→2", "1→0", "1→2", "2→0", "2→1", "?→0", "?→1", "?→2"}},
+		{"server 0 healed, its link to 1 still cut", []func(*raftNet){cutLink(0, 1), cut(0), heal(0)}, link01},
+		{"link healed, server 0 still cut", []func(*raftNet){cut(0), cutLink(0, 1), healLink(1, 0)}, server0},
+		{"a heal of what is not cut changes nothing", []func(*raftNet){cutLink(0, 1), heal(0), healLink(0, 2)}, link01},
+		{"everything healed", []func(*raftNet){cut(2), cutLink(0, 1), heal(2), healLink(0, 1)}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rn, err := newRaftNet(nil, func(net.Conn) int { return -1 }) // the policy alone, no proxies
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range tc.ops {
+				op(rn)
+			}
+			var got []string
+			for src := -1; src < 3; src++ {
+				for dst := range 3 {
+					if src == dst || !rn.blocked(src, dst) {
+						continue
+					}
+					name := fmt.Sprintf("%d→%d", src, dst)
+					if src < 0 {
+						name = fmt.Sprintf("?→%d", dst)
+					}
+					got = append(got, name)
+				}
+			}
+			slices.Sort(got)
+			want := slices.Sorted(slices.Values(tc.blocked))
+			if !slices.Equal(got, want) {
+				t.Errorf("blocked %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestRaftNetCutLink: cutLink(i, j) blackholes the connections between i and j,
+// both ways, new ones too, and those of unknown origin to either; each still
+// reaches the third server, and the third server both (the bridge). healLink
+// closes those that lost bytes and leaves the others open.
+func TestRaftNetCutLink(t *testing.T) {
+	rn, dial := testRaftNet(t, []int{echoServer(t), echoServer(t), echoServer(t)})
+	cut := map[string]net.Conn{"0→1": dial(0, 1), "1→0": dial(1, 0), "?→0": dial(-1, 0)}
+	bridge := map[string]net.Conn{"0→2": dial(0, 2), "1→2": dial(1, 2), "2→0": dial(2, 0), "2→1": dial(2, 1), "?→2": dial(-1, 2)}
+	for name, c := range cut {
+		if !echoes(t, c, 5*time.Second) {
+			t.Fatalf("%s: no echo with nothing cut", name)
+		}
+	}
+	for name, c := range bridge {
+		if !echoes(t, c, 5*time.Second) {
+			t.Fatalf("%s: no echo with nothing cut", name)
+		}
+	}
+	rn.cutLink(1, 0)
+	if got := rn.linksCut(); !slices.Equal(got, []link{{0, 1}}) {
+		t.Fatalf("links cut %v, want [0-1]", got)
+	}
+	if got := rn.cutOff(); len(got) != 0 {
+		t.Fatalf("cut off %v, want no server", got)
+	}
+	cut["1→0 (new)"] = dial(1, 0)
+	for name, c := range cut {
+		if echoes(t, c, silence) {
+			t.Errorf("%s passes while the link 0-1 is cut", name)
+		}
+	}
+	for name, c := range bridge {
+		if !echoes(t, c, 5*time.Second) {
+			t.Errorf("%s blocked while only the link 0-1 is cut", name)
+		}
+	}
+	rn.healLink(0, 1)
+	for name, c := range cut {
+		if !closedWithin(c, 5*time.Second) {
+			t.Errorf("%s lost bytes to the cut and is still open after heal", name)
+		}
+	}
+	for name, c := range bridge {
+		if !echoes(t, c, 5*time.Second) {
+			t.Errorf("%s broken by the heal", name)
+		}
+	}
+	if again := dial(0, 1); !echoes(t, again, 5*time.Second) {
+		t.Error("a new 0→1 blocked after heal")
+	}
+}
+
+// TestRaftNetOverlappingCuts: a connection blocked by a server cut and a link cut
+// at once stays blocked, and open, until both have healed; one blocked by the
+// server cut alone closes at its heal.
+func TestRaftNetOverlappingCuts(t *testing.T) {
+	rn, dial := testRaftNet(t, []int{echoServer(t), echoServer(t), echoServer(t)})
+	both, serverOnly := dial(0, 1), dial(0, 2)
+	if !echoes(t, both, 5*time.Second) || !echoes(t, serverOnly, 5*time.Second) {
+		t.Fatal("no echo with nothing cut")
+	}
+	rn.cut(0)
+	rn.cutLink(0, 1)
+	if echoes(t, both, silence) || echoes(t, serverOnly, silence) {
+		t.Fatal("a connection from 0 passes while 0 is cut off")
+	}
+	rn.heal(0)
+	if !closedWithin(serverOnly, 5*time.Second) {
+		t.Error("0→2 lost bytes to the server cut and is still open after its heal")
+	}
+	if closedWithin(both, silence) {
+		t.Error("0→1 closed while the link 0-1 is still cut")
+	}
+	if echoes(t, both, silence) {
+		t.Error("0→1 passes while the link 0-1 is still cut")
+	}
+	rn.healLink(0, 1)
+	if !closedWithin(both, 5*time.Second) {
+		t.Error("0→1 lost bytes and is still open after both heals")
 	}
 }
 
