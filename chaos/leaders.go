@@ -131,3 +131,105 @@ func (x *leaderLoss) String() string {
 		x.held[event.OK]+x.held[event.Refused]+x.held[event.Unknown], x.held[event.OK], x.held[event.Refused], x.held[event.Unknown])
 	return b.String()
 }
+
+// partialCut is what followed the faults of one kind that cut part of the servers'
+// raft traffic and left the leader a quorum (cut-follower, cut-link): whether the
+// leadership moved all the same, the time to the next grant, and what the cut
+// follower did: it hears no leader and campaigns (seen as a candidate), and after
+// the heal it hears the leader again and follows. Figures, not a check: check 6
+// judges the isolated ones' time to the next grant.
+type partialCut struct {
+	kind    string
+	n       int
+	moved   int // a leader of a higher term was seen from the cut to an election after its heal
+	toGrant []time.Duration
+	noGrant int
+	// The cut follower: seen as a candidate during the cut; from the heal until it
+	// was seen following again (0 if it was following at the heal).
+	campaigned int
+	rejoined   []time.Duration
+	notBack    int // not seen following again before the run stopped
+}
+
+// partialFigures says, per kind of fault that cut a follower or a link, what
+// followed it (partialCut).
+func (a *analysis) partialFigures() []*partialCut {
+	var grants []int64
+	for _, g := range a.grants {
+		if a.in.Stopping == 0 || g.granted < a.in.Stopping {
+			grants = append(grants, g.granted)
+		}
+	}
+	slices.Sort(grants)
+	per := map[string]*partialCut{}
+	for _, f := range a.faults {
+		if f.kind != cutFollower && f.kind != cutLink {
+			continue
+		}
+		x := per[f.kind]
+		if x == nil {
+			x = &partialCut{kind: f.kind}
+			per[f.kind] = x
+		}
+		x.n++
+		// the leader's term when the fault began
+		var term uint64
+		if k := sort.Search(len(a.leads), func(k int) bool { return a.leads[k].T > f.start }) - 1; k >= 0 {
+			term = a.leads[k].Term
+		}
+		for _, l := range a.leads {
+			if l.T > f.start && l.T <= f.end+int64(election) && l.Term > term {
+				x.moved++
+				break
+			}
+		}
+		if g := sort.Search(len(grants), func(g int) bool { return grants[g] > f.start }); g < len(grants) {
+			x.toGrant = append(x.toGrant, time.Duration(grants[g]-f.start))
+		} else {
+			x.noGrant++
+		}
+		following, campaigned, back := true, false, false
+		for _, e := range a.roles[f.w] {
+			switch {
+			case e.T <= f.start:
+				following = e.Op == "follower"
+			case e.T <= f.end:
+				following = e.Op == "follower"
+				campaigned = campaigned || e.Op == "candidate"
+			case following:
+			case e.Op == "follower":
+				x.rejoined = append(x.rejoined, time.Duration(e.T-f.end))
+				following, back = true, true
+			}
+		}
+		if campaigned {
+			x.campaigned++
+		}
+		switch {
+		case following && !back:
+			x.rejoined = append(x.rejoined, 0)
+		case !following:
+			x.notBack++
+		}
+	}
+	var out []*partialCut
+	for _, k := range allKinds {
+		if x := per[k]; x != nil {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (x *partialCut) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %d: leadership moved %d; next grant %s", x.kind, x.n, x.moved, spread(x.toGrant))
+	if x.noGrant > 0 {
+		fmt.Fprintf(&b, " (%d none)", x.noGrant)
+	}
+	fmt.Fprintf(&b, "; the cut follower campaigned %d, following again after the heal %s", x.campaigned, spread(x.rejoined))
+	if x.notBack > 0 {
+		fmt.Fprintf(&b, " (%d not seen)", x.notBack)
+	}
+	return b.String()
+}

@@ -515,6 +515,87 @@ func TestNemesisCutLeader(t *testing.T) {
 	}
 }
 
+// TestNemesisCutFollowerAndLink: cut-follower cuts the Follower-th server that
+// does not lead, cut-link the link between the leader and such a server, each for
+// the fault's length; the servers under a fault (the follower; both ends of the
+// link) are busy meanwhile. Both are skipped while no leader is known and with a
+// server alone, and recorded with the leader's term.
+func TestNemesisCutFollowerAndLink(t *testing.T) {
+	rn, err := newRaftNet([]int{echoServer(t), echoServer(t), echoServer(t)}, func(net.Conn) int { return -1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rn.close()
+	var hist bytes.Buffer
+	h := newHistory(&hist)
+	c := &cluster{h: h, raft: rn, leader: 1, term: 7, seen: -1}
+	for i, name := range []string{"s1", "s2", "s3"} {
+		c.servers = append(c.servers, &serverSlot{idx: i, name: name, cur: &proc{name: name, inst: i + 1}})
+	}
+	n := &nemesis{c: c, h: h, start: time.Now(), log: t.Logf}
+	faults := []fault{
+		// s2 leads; the servers that do not are s1 and s3
+		{ID: 1, At: 0, Kind: cutFollower, Follower: 1, Dur: 1500 * time.Millisecond},                  // s3
+		{ID: 2, At: 100 * time.Millisecond, Kind: cutLink, Follower: 0, Dur: 1500 * time.Millisecond}, // s2-s1
+		{ID: 3, At: 150 * time.Millisecond, Kind: cutFollower, Follower: 0, Dur: time.Second},         // s1 busy
+		{ID: 4, At: 200 * time.Millisecond, Kind: killLeader, Dur: time.Second},                       // s2 busy
+		{ID: 5, At: 0, Kind: cutFollower, Dur: time.Second},                                           // no leader known
+		{ID: 6, At: 0, Kind: cutLink, Dur: time.Second},                                               // no leader known
+		{ID: 7, At: 0, Kind: cutLink, Dur: time.Second},                                               // a server alone
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.run(context.Background(), faults[:4])
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(rn.cutOff(), []int{2}) || !slices.Equal(rn.linksCut(), []link{{0, 1}}) { // polling with a deadline
+		if time.Now().After(deadline) {
+			t.Fatalf("not s3 and the link s1-s2 cut within 5s: %v, %v", rn.cutOff(), rn.linksCut())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the nemesis did not return")
+	}
+	if len(rn.cutOff()) != 0 || len(rn.linksCut()) != 0 {
+		t.Errorf("cut off %v, links %v after the run, want none", rn.cutOff(), rn.linksCut())
+	}
+	c.leader = -1
+	n.run(context.Background(), faults[4:6])
+	c.leader, c.raft = 0, nil
+	n.run(context.Background(), faults[6:])
+	if n.applied != 2 || n.byKind[cutFollower] != 1 || n.byKind[cutLink] != 1 || n.skipped != 5 || len(n.busy) != 0 {
+		t.Errorf("applied %d (%v), skipped %d, busy %v; want a cut-follower and a cut-link, 5, none", n.applied, n.byKind, n.skipped, n.busy)
+	}
+	var lines []string
+	for _, e := range h.snapshot() {
+		switch e.Kind {
+		case event.Fault, event.Heal:
+			lines = append(lines, fmt.Sprintf("%s %s %s %s#%d %s", e.Kind, e.Op, e.Target, e.W, e.Inst, e.Err))
+			if e.Kind == event.Fault && e.Err != "" && !strings.HasPrefix(e.Err, "skipped") && e.Term != 7 {
+				t.Errorf("fault %d: term %d, want the leader's, 7", e.ID, e.Term)
+			}
+		}
+	}
+	want := []string{
+		"fault cut-follower s3 s3#3 aimed at a follower",
+		"fault cut-link s2-s1 s1#1 between the leader and a follower",
+		"fault cut-follower  #0 skipped: s1 busy",
+		"fault kill-leader  #0 skipped: s2 busy",
+		"heal cut-follower s3 s3#3 ",
+		"heal cut-link s2-s1 s1#1 ",
+		"fault cut-follower  #0 skipped: no leader known",
+		"fault cut-link  #0 skipped: no leader known",
+		"fault cut-link  #0 skipped: a server alone has no raft traffic",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestReportRaftConnections: the report says how many raft connections the
 // proxies accepted and of how many the opener was not known; with a server alone,
 // which has no raft proxies, nothing.
