@@ -409,15 +409,15 @@ func TestPartialFigures(t *testing.T) {
 		t.Fatalf("figures %v, want a cut-follower and a cut-link", got)
 	}
 	f, l := got[0], got[1]
-	if f.n != 1 || f.moved != 0 || !slices.Equal(f.toGrant, []time.Duration{80 * time.Millisecond}) ||
-		f.campaigned != 1 || !slices.Equal(f.rejoined, []time.Duration{200 * time.Millisecond}) {
-		t.Errorf("cut-follower: %+v; want 1, not moved, next grant 80ms, campaigned, back 200ms after the heal", *f)
+	if f.n != 1 || f.alone != 1 || f.moved != 0 || !slices.Equal(f.toGrant, []time.Duration{80 * time.Millisecond}) ||
+		f.campaigned != 1 || !slices.Equal(f.settled, []time.Duration{200 * time.Millisecond}) {
+		t.Errorf("cut-follower: %+v; want 1 alone, not moved, next grant 80ms, campaigned, following 200ms after the heal", *f)
 	}
-	if l.n != 1 || l.moved != 1 || !slices.Equal(l.toGrant, []time.Duration{100 * time.Millisecond}) ||
-		l.campaigned != 1 || !slices.Equal(l.rejoined, []time.Duration{300 * time.Millisecond}) {
-		t.Errorf("cut-link: %+v; want 1, moved, next grant 100ms, campaigned, back 300ms after the heal", *l)
+	if l.n != 1 || l.alone != 1 || l.moved != 1 || l.movedAlone != 1 || !slices.Equal(l.toGrant, []time.Duration{100 * time.Millisecond}) ||
+		l.campaigned != 1 || !slices.Equal(l.settled, []time.Duration{300 * time.Millisecond}) {
+		t.Errorf("cut-link: %+v; want 1 alone, moved, next grant 100ms, campaigned, following 300ms after the heal", *l)
 	}
-	if !strings.Contains(l.String(), "leadership moved 1") {
+	if !strings.Contains(l.String(), "leadership moved 1 (alone: 1 of 1)") {
 		t.Errorf("figures %q do not say the leadership moved", l)
 	}
 	t.Log(f)

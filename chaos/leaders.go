@@ -136,23 +136,26 @@ func (x *leaderLoss) String() string {
 // raft traffic and left the leader a quorum (cut-follower, cut-link): whether the
 // leadership moved all the same, the time to the next grant, and what the cut
 // follower did: it hears no leader and campaigns (seen as a candidate), and after
-// the heal it hears the leader again and follows. Figures, not a check: check 6
+// the heal it hears the leader again and follows. Faults overlap, and two cuts at
+// once can leave the leader without a quorum, so the moves of the leadership are
+// also counted among the faults that came alone. Figures, not a check: check 6
 // judges the isolated ones' time to the next grant.
 type partialCut struct {
-	kind    string
-	n       int
-	moved   int // a leader of a higher term was seen from the cut to an election after its heal
-	toGrant []time.Duration
-	noGrant int
-	// The cut follower: seen as a candidate during the cut; from the heal until it
-	// was seen following again (0 if it was following at the heal).
-	campaigned int
-	rejoined   []time.Duration
-	notBack    int // not seen following again before the run stopped
+	kind         string
+	n, alone     int // alone: no other fault began or healed within an election of it
+	moved        int // a leader of a higher term was seen from the cut to an election after its heal
+	movedAlone   int
+	toGrant      []time.Duration
+	noGrant      int
+	campaigned   int             // the cut follower was seen as a candidate during the cut
+	settled      []time.Duration // from the heal until it was seen following or leading (0 if it was then)
+	neverSettled int             // not seen following or leading before the run stopped
 }
 
 // partialFigures says, per kind of fault that cut a follower or a link, what
-// followed it (partialCut).
+// followed it (partialCut). A move of the leadership is looked for until an
+// election after the heal: were the cut follower's term to go up during the cut
+// (no pre-vote), the leader would hear of it at the heal and step down.
 func (a *analysis) partialFigures() []*partialCut {
 	var grants []int64
 	for _, g := range a.grants {
@@ -161,8 +164,9 @@ func (a *analysis) partialFigures() []*partialCut {
 		}
 	}
 	slices.Sort(grants)
+	within := int64(election)
 	per := map[string]*partialCut{}
-	for _, f := range a.faults {
+	for i, f := range a.faults {
 		if f.kind != cutFollower && f.kind != cutLink {
 			continue
 		}
@@ -172,14 +176,27 @@ func (a *analysis) partialFigures() []*partialCut {
 			per[f.kind] = x
 		}
 		x.n++
+		alone := true
+		for j, o := range a.faults {
+			if i != j && o.start <= f.end+within && o.end+within >= f.start {
+				alone = false
+				break
+			}
+		}
+		if alone {
+			x.alone++
+		}
 		// the leader's term when the fault began
 		var term uint64
 		if k := sort.Search(len(a.leads), func(k int) bool { return a.leads[k].T > f.start }) - 1; k >= 0 {
 			term = a.leads[k].Term
 		}
 		for _, l := range a.leads {
-			if l.T > f.start && l.T <= f.end+int64(election) && l.Term > term {
+			if l.T > f.start && l.T <= f.end+within && l.Term > term {
 				x.moved++
+				if alone {
+					x.movedAlone++
+				}
 				break
 			}
 		}
@@ -188,28 +205,29 @@ func (a *analysis) partialFigures() []*partialCut {
 		} else {
 			x.noGrant++
 		}
-		following, campaigned, back := true, false, false
+		// The cut follower's own states: settled when following or leading.
+		settled, campaigned, back := true, false, false
 		for _, e := range a.roles[f.w] {
 			switch {
 			case e.T <= f.start:
-				following = e.Op == "follower"
+				settled = e.Op != "candidate"
 			case e.T <= f.end:
-				following = e.Op == "follower"
+				settled = e.Op != "candidate"
 				campaigned = campaigned || e.Op == "candidate"
-			case following:
-			case e.Op == "follower":
-				x.rejoined = append(x.rejoined, time.Duration(e.T-f.end))
-				following, back = true, true
+			case settled:
+			case e.Op != "candidate":
+				x.settled = append(x.settled, time.Duration(e.T-f.end))
+				settled, back = true, true
 			}
 		}
 		if campaigned {
 			x.campaigned++
 		}
 		switch {
-		case following && !back:
-			x.rejoined = append(x.rejoined, 0)
-		case !following:
-			x.notBack++
+		case settled && !back:
+			x.settled = append(x.settled, 0)
+		case !settled:
+			x.neverSettled++
 		}
 	}
 	var out []*partialCut
@@ -223,13 +241,13 @@ func (a *analysis) partialFigures() []*partialCut {
 
 func (x *partialCut) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %d: leadership moved %d; next grant %s", x.kind, x.n, x.moved, spread(x.toGrant))
+	fmt.Fprintf(&b, "%s %d: leadership moved %d (alone: %d of %d); next grant %s", x.kind, x.n, x.moved, x.movedAlone, x.alone, spread(x.toGrant))
 	if x.noGrant > 0 {
 		fmt.Fprintf(&b, " (%d none)", x.noGrant)
 	}
-	fmt.Fprintf(&b, "; the cut follower campaigned %d, following again after the heal %s", x.campaigned, spread(x.rejoined))
-	if x.notBack > 0 {
-		fmt.Fprintf(&b, " (%d not seen)", x.notBack)
+	fmt.Fprintf(&b, "; the cut follower campaigned %d, following or leading after the heal %s", x.campaigned, spread(x.settled))
+	if x.neverSettled > 0 {
+		fmt.Fprintf(&b, " (%d not seen)", x.neverSettled)
 	}
 	return b.String()
 }
