@@ -15,7 +15,8 @@ import (
 // close-connections → clients resume in well under 1 s. Leader lost (killed,
 // frozen, or every server killed) → raft elects another within election, clients
 // find it within redial, and the holder, which keeps its lease across the failover,
-// releases; restart-all adds its downtime and boot. slack absorbs a loaded machine.
+// releases; restart-all adds its downtime and boot. A follower cut off → nothing:
+// the leader commits with the other follower. slack absorbs a loaded machine.
 const (
 	slack = time.Second
 	// election: raft notices a lost leader within three times its 300 ms heartbeat
@@ -47,6 +48,21 @@ func (in *checkInput) faultBound(kind string, dur time.Duration) time.Duration {
 		return in.TTL + 2*in.HoldMax + slack
 	case hupServer, closeConns:
 		return time.Second + in.HoldMax + slack
+	case cutFollower:
+		// The leader still hears the other follower: a quorum of two of three, which
+		// commits every entry and renews its lease, so no election, no redial, and
+		// no client connected to the cut server (clients talk to the leader only).
+		// The token flows as with no fault: from any instant, the next grant comes
+		// within the longest gap between grants with no fault active.
+		return in.quietGapBound()
+	case cutLink:
+		// The leader keeps a quorum through the other follower. The cut follower
+		// hears no leader and campaigns, but the other follower, which hears one,
+		// refuses it (raft's requestPreVote and requestVote), and with pre-vote
+		// (on unless PreVoteDisabled) its term does not even go up. Were it to go
+		// up, the leader would hear of it at the heal and step down: an election,
+		// which the bound allows, as for a lost leader.
+		return election + redial + in.HoldMax + slack
 	case killServer, killLeader, pauseLeader, cutLeader: // a follower's loss costs nothing
 		if in.Servers > 1 {
 			return election + redial + in.HoldMax + slack

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -212,6 +213,28 @@ func TestChecker(t *testing.T) {
 			delayFromFence6(in, 7*time.Second)
 			in.Events = append(in.Events, cutLeaderEvents(555, 2000, []string{"leader@50", "follower@800"}, "follower@4000")...)
 		}, []int{6}},
+		{"follower cut off, the token flows on", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond  // the run's end after the fault's effects (check 7)
+			delayFromFence6(in, time.Second) // 1.045 s from the cut to the next grant: within a quiet gap
+			in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 555, 1000, nil)...)
+		}, nil},
+		{"follower cut off, no grant for longer than a quiet gap", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond
+			delayFromFence6(in, 1500*time.Millisecond)
+			in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 555, 1000, nil)...)
+		}, []int{6}},
+		{"link cut, next grant within an election and a redial", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			delayFromFence6(in, 4*time.Second)
+			in.Events = append(in.Events, partialCutEvents(cutLink, "s1-s2", "s2", 555, 2000, nil)...)
+		}, nil},
+		{"link cut, no grant for too long", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			delayFromFence6(in, 7*time.Second)
+			in.Events = append(in.Events, partialCutEvents(cutLink, "s1-s2", "s2", 555, 2000, nil)...)
+		}, []int{6}},
 		{"a worker makes no progress after the last fault", func(t *testing.T, in *checkInput) {
 			in.Events = append(in.Events,
 				event.Event{T: 5 * ms, Kind: event.Fault, Op: closeConns, ID: 1, W: "server", Inst: 1},
@@ -260,7 +283,7 @@ func TestChecker(t *testing.T) {
 // TestPlan: a schedule is a function of its seed, bounded in count and time, and
 // every fault heals before the end.
 func TestPlan(t *testing.T) {
-	c := planConfig{Seed: 42, Workers: 5, Servers: 3, TTL: time.Second, Start: time.Second, End: 120 * time.Second, Max: 1000,
+	c := planConfig{Seed: 42, Workers: 5, Servers: 3, TTL: time.Second, Start: time.Second, End: 240 * time.Second, Max: 1000,
 		Holder: 0.5, Calm: 0.2, Recover: 3 * time.Second}
 	a, b := plan(c), plan(c)
 	if fmt.Sprint(a) != fmt.Sprint(b) {
@@ -278,8 +301,11 @@ func TestPlan(t *testing.T) {
 		if f.Server < 0 || f.Server >= c.Servers {
 			t.Errorf("%s: server %d of %d", f, f.Server, c.Servers)
 		}
-		if (f.Kind == pauseLeader || f.Kind == cutLeader) && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
-			t.Errorf("%s: a pause or cut of the leader outside [TTL, 3 TTL]", f)
+		if (f.Kind == pauseLeader || cutsRaft(f.Kind)) && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
+			t.Errorf("%s: a pause of the leader or a raft cut outside [TTL, 3 TTL]", f)
+		}
+		if (f.Kind == cutFollower || f.Kind == cutLink) && (f.Follower < 0 || f.Follower >= c.Servers-1) {
+			t.Errorf("%s: follower %d of %d servers that do not lead", f, f.Follower, c.Servers-1)
 		}
 		kinds[f.Kind]++
 	}
@@ -365,6 +391,54 @@ func TestLeaderFiguresCutLeader(t *testing.T) {
 		t.Errorf("figures %q do not say when it stepped down", x)
 	}
 	t.Log(x)
+}
+
+// TestPartialFigures: after a cut of a follower or of a link, whether the
+// leadership moved, the time to the next grant, and what the cut follower did.
+func TestPartialFigures(t *testing.T) {
+	in := cleanHistory(100) // grants every 100 ms from 100 ms to 10 s
+	in.Events = append(in.Events, event.Event{T: 50 * ms, Kind: event.Lead, W: "s1", Term: 2})
+	// s3 cut off from 1.12 s to 2.5 s: it campaigns and follows again 200 ms after the heal
+	in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 1120, 2500, []string{"follower@50", "candidate@1500", "follower@2700"})...)
+	// the link s1-s2 cut from 6 s to 7 s; s2 campaigns; s3 leads in term 3 at 7.3 s
+	in.Events = append(in.Events, partialCutEvents(cutLink, "s1-s2", "s2", 6000, 7000, []string{"follower@50", "candidate@6400", "follower@7300"})...)
+	in.Events = append(in.Events, event.Event{T: 7300 * ms, Kind: event.Lead, W: "s3", Term: 3})
+	sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
+	got := analyse(in).partialFigures()
+	if len(got) != 2 || got[0].kind != cutFollower || got[1].kind != cutLink {
+		t.Fatalf("figures %v, want a cut-follower and a cut-link", got)
+	}
+	f, l := got[0], got[1]
+	if f.n != 1 || f.alone != 1 || f.moved != 0 || !slices.Equal(f.toGrant, []time.Duration{80 * time.Millisecond}) ||
+		f.campaigned != 1 || !slices.Equal(f.settled, []time.Duration{200 * time.Millisecond}) {
+		t.Errorf("cut-follower: %+v; want 1 alone, not moved, next grant 80ms, campaigned, following 200ms after the heal", *f)
+	}
+	if l.n != 1 || l.alone != 1 || l.moved != 1 || l.movedAlone != 1 || !slices.Equal(l.toGrant, []time.Duration{100 * time.Millisecond}) ||
+		l.campaigned != 1 || !slices.Equal(l.settled, []time.Duration{300 * time.Millisecond}) {
+		t.Errorf("cut-link: %+v; want 1 alone, moved, next grant 100ms, campaigned, following 300ms after the heal", *l)
+	}
+	if !strings.Contains(l.String(), "leadership moved 1 (alone: 1 of 1)") {
+		t.Errorf("figures %q do not say the leadership moved", l)
+	}
+	t.Log(f)
+	t.Log(l)
+}
+
+// partialCutEvents is a cut-follower or cut-link (target, named by the follower w)
+// from start to heal (ms), and w's own raft states ("state@ms") as the watcher saw
+// them.
+func partialCutEvents(kind, target, w string, start, heal int64, roles []string) []event.Event {
+	ev := []event.Event{
+		{T: start * ms, Kind: event.Fault, Op: kind, ID: int(start), W: w, Target: target, Inst: 1, Term: 2},
+		{T: heal * ms, Kind: event.Heal, Op: kind, ID: int(start), W: w, Target: target, Inst: 1},
+	}
+	for _, s := range roles {
+		state, at, _ := strings.Cut(s, "@")
+		var t int64
+		fmt.Sscan(at, &t)
+		ev = append(ev, event.Event{T: t * ms, Kind: event.Role, W: w, Op: state})
+	}
+	return ev
 }
 
 // cutLeaderEvents is a cut-leader of s1 from start to heal (ms), s1's own raft

@@ -131,3 +131,123 @@ func (x *leaderLoss) String() string {
 		x.held[event.OK]+x.held[event.Refused]+x.held[event.Unknown], x.held[event.OK], x.held[event.Refused], x.held[event.Unknown])
 	return b.String()
 }
+
+// partialCut is what followed the faults of one kind that cut part of the servers'
+// raft traffic and left the leader a quorum (cut-follower, cut-link): whether the
+// leadership moved all the same, the time to the next grant, and what the cut
+// follower did: it hears no leader and campaigns (seen as a candidate), and after
+// the heal it hears the leader again and follows. Faults overlap, and two cuts at
+// once can leave the leader without a quorum, so the moves of the leadership are
+// also counted among the faults that came alone. Figures, not a check: check 6
+// judges the isolated ones' time to the next grant.
+type partialCut struct {
+	kind         string
+	n, alone     int // alone: no other fault began or healed within an election of it
+	moved        int // a leader of a higher term was seen from the cut to an election after its heal
+	movedAlone   int
+	toGrant      []time.Duration
+	noGrant      int
+	campaigned   int             // the cut follower was seen as a candidate during the cut
+	settled      []time.Duration // from the heal until it was seen following or leading (0 if it was then)
+	neverSettled int             // not seen following or leading before the run stopped
+}
+
+// partialFigures says, per kind of fault that cut a follower or a link, what
+// followed it (partialCut). A move of the leadership is looked for until an
+// election after the heal: were the cut follower's term to go up during the cut
+// (no pre-vote), the leader would hear of it at the heal and step down.
+func (a *analysis) partialFigures() []*partialCut {
+	var grants []int64
+	for _, g := range a.grants {
+		if a.in.Stopping == 0 || g.granted < a.in.Stopping {
+			grants = append(grants, g.granted)
+		}
+	}
+	slices.Sort(grants)
+	within := int64(election)
+	per := map[string]*partialCut{}
+	for i, f := range a.faults {
+		if f.kind != cutFollower && f.kind != cutLink {
+			continue
+		}
+		x := per[f.kind]
+		if x == nil {
+			x = &partialCut{kind: f.kind}
+			per[f.kind] = x
+		}
+		x.n++
+		alone := true
+		for j, o := range a.faults {
+			if i != j && o.start <= f.end+within && o.end+within >= f.start {
+				alone = false
+				break
+			}
+		}
+		if alone {
+			x.alone++
+		}
+		// the leader's term when the fault began
+		var term uint64
+		if k := sort.Search(len(a.leads), func(k int) bool { return a.leads[k].T > f.start }) - 1; k >= 0 {
+			term = a.leads[k].Term
+		}
+		for _, l := range a.leads {
+			if l.T > f.start && l.T <= f.end+within && l.Term > term {
+				x.moved++
+				if alone {
+					x.movedAlone++
+				}
+				break
+			}
+		}
+		if g := sort.Search(len(grants), func(g int) bool { return grants[g] > f.start }); g < len(grants) {
+			x.toGrant = append(x.toGrant, time.Duration(grants[g]-f.start))
+		} else {
+			x.noGrant++
+		}
+		// The cut follower's own states: settled when following or leading.
+		settled, campaigned, back := true, false, false
+		for _, e := range a.roles[f.w] {
+			switch {
+			case e.T <= f.start:
+				settled = e.Op != "candidate"
+			case e.T <= f.end:
+				settled = e.Op != "candidate"
+				campaigned = campaigned || e.Op == "candidate"
+			case settled:
+			case e.Op != "candidate":
+				x.settled = append(x.settled, time.Duration(e.T-f.end))
+				settled, back = true, true
+			}
+		}
+		if campaigned {
+			x.campaigned++
+		}
+		switch {
+		case settled && !back:
+			x.settled = append(x.settled, 0)
+		case !settled:
+			x.neverSettled++
+		}
+	}
+	var out []*partialCut
+	for _, k := range allKinds {
+		if x := per[k]; x != nil {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (x *partialCut) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %d: leadership moved %d (alone: %d of %d); next grant %s", x.kind, x.n, x.moved, x.movedAlone, x.alone, spread(x.toGrant))
+	if x.noGrant > 0 {
+		fmt.Fprintf(&b, " (%d none)", x.noGrant)
+	}
+	fmt.Fprintf(&b, "; the cut follower campaigned %d, following or leading after the heal %s", x.campaigned, spread(x.settled))
+	if x.neverSettled > 0 {
+		fmt.Fprintf(&b, " (%d not seen)", x.neverSettled)
+	}
+	return b.String()
+}

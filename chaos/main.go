@@ -3,9 +3,10 @@
 // uses the Go client package, starts three replicated servers and the workers,
 // applies a fault schedule drawn from the seed (kill, freeze and cut off workers;
 // HUP and close-connections on the leader; kill a server; kill or freeze the leader,
-// or cut its raft traffic; kill every server), records a history stamped with CLOCK_MONOTONIC, and checks it
-// for every safety and liveness claim (checker.go). It exits 1 if any check is
-// violated.
+// or cut its raft traffic; cut a follower's, or the link between the leader and a
+// follower; kill every server), records a history stamped with CLOCK_MONOTONIC,
+// and checks it for every safety and liveness claim (checker.go). It exits 1 if
+// any check is violated.
 //
 //	go run ./chaos -for 3m -seed 42 -workers 5
 package main

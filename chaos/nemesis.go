@@ -13,7 +13,8 @@ import (
 // nemesis carries out a plan against the cluster. Faults run concurrently (that is
 // the point: real failures overlap), but each target takes one fault at a time: a
 // fault whose target is busy when it comes due is skipped, and so is a fault aimed
-// at the leader while none is known.
+// at the leader, or at a follower (a server that does not lead), while no leader
+// is known.
 type nemesis struct {
 	c     *cluster
 	h     *history
@@ -77,9 +78,25 @@ func (n *nemesis) launch(ctx context.Context, f fault) {
 			}
 		}
 		tg.names = []string{n.c.workers[tg.worker].name}
-	case f.Kind == cutLeader && n.c.raft == nil:
+	case cutsRaft(f.Kind) && n.c.raft == nil:
 		n.skip(f, "a server alone has no raft traffic")
 		return
+	case f.Kind == cutFollower || f.Kind == cutLink:
+		l, term := n.c.currentLeader()
+		if l < 0 {
+			n.skip(f, "no leader known")
+			return
+		}
+		var followers []int
+		for i := range n.c.servers {
+			if i != l {
+				followers = append(followers, i)
+			}
+		}
+		tg.servers, tg.term = []int{followers[f.Follower%len(followers)]}, term
+		if f.Kind == cutLink { // the leader first: both ends are under the fault
+			tg.servers = []int{l, tg.servers[0]}
+		}
 	case aimsAtLeader(f.Kind):
 		l, term := n.c.currentLeader()
 		if l < 0 {
@@ -147,9 +164,16 @@ func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 	case len(tg.servers) == 1:
 		p = n.c.server(tg.servers[0])
 		ev.Target, ev.W, ev.Inst = p.name, p.name, p.inst
-		if aimsAtLeader(f.Kind) {
+		switch {
+		case aimsAtLeader(f.Kind):
 			ev.Err, ev.Term = "aimed at the leader", tg.term
+		case f.Kind == cutFollower:
+			ev.Err, ev.Term = "aimed at a follower", tg.term
 		}
+	case f.Kind == cutLink: // named by the follower, whose link to the leader is cut
+		leader, follower := n.c.server(tg.servers[0]), n.c.server(tg.servers[1])
+		ev.Target, ev.W, ev.Inst = leader.name+"-"+follower.name, follower.name, follower.inst
+		ev.Err, ev.Term = "between the leader and a follower", tg.term
 	default:
 		ev.Target = "all"
 	}
@@ -207,11 +231,16 @@ func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 		err = p.signal(syscall.SIGSTOP)
 		wait()
 		_ = p.signal(syscall.SIGCONT)
-	case cutLeader: // its token port stays open: its clients still reach it
+	case cutLeader, cutFollower: // its token port stays open: a cut leader's clients still reach it
 		n.h.add(ev)
 		n.c.raft.cut(tg.servers[0])
 		wait()
 		n.c.raft.heal(tg.servers[0])
+	case cutLink:
+		n.h.add(ev)
+		n.c.raft.cutLink(tg.servers[0], tg.servers[1])
+		wait()
+		n.c.raft.healLink(tg.servers[0], tg.servers[1])
 	case restartAll:
 		n.h.add(ev)
 		var ps []*proc

@@ -35,15 +35,16 @@ type procs struct {
 	logDir string
 	onExit func(p *proc, expected bool) // called after each exit event
 
-	mu     sync.Mutex // guards all, closed
+	mu     sync.Mutex // guards all, logged, closed
 	all    []*proc
-	closed bool // killAll has run: nothing more starts
+	logged map[string]bool // names whose log this run has opened
+	closed bool            // killAll has run: nothing more starts
 }
 
 // start runs path with args and env. Its stderr (and stdout, unless events is set)
 // goes to logDir/name.log; events, if set, reads its stdout to the end.
 func (ps *procs) start(name string, inst int, path string, args, env []string, events func(io.Reader)) (*proc, error) {
-	logf, err := os.OpenFile(fmt.Sprintf("%s/%s.log", ps.logDir, name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := ps.openLog(name)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +102,28 @@ func (ps *procs) start(name string, inst int, path string, args, env []string, e
 		}
 	}()
 	return p, nil
+}
+
+// openLog opens logDir/name.log for a process to write to. The first process of a
+// name in a run starts the log afresh: a run in a directory a previous run left
+// (-dir) must not read, nor show, that run's lines as its own (lastWords reads
+// the tail). Its restarts append, so that the log holds every instance of the run.
+func (ps *procs) openLog(name string) (*os.File, error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	flags := os.O_CREATE | os.O_APPEND | os.O_WRONLY
+	if !ps.logged[name] {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(fmt.Sprintf("%s/%s.log", ps.logDir, name), flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if ps.logged == nil {
+		ps.logged = map[string]bool{}
+	}
+	ps.logged[name] = true
+	return f, nil
 }
 
 // signal sends sig to p's process group.

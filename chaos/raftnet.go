@@ -1,33 +1,35 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 )
 
 // raftNet stands in the servers' raft traffic, so that the nemesis can cut one
-// server off from the others while its clients still reach it (cut-leader). Each
-// server binds its BATON_RAFT_PORT and advertises the port of a proxy of the
-// harness in front of it (BATON_RAFT_ADVERTISE_PORT): every raft connection to a
-// server, from any other, passes that server's proxy. The proxy learns which server
-// opened each connection (peerProcess), and cut(i) then drops every byte to and from
-// server i, both ways: on i's own proxy (whoever dialled) and on the others' (what i
-// dialled); a connection whose opener is not known, on every proxy while any
-// server is cut. The other servers still reach each other, and the token ports are
-// not behind these proxies at all. A blackhole, not a reset: nothing tells either
+// server off from the others while its clients still reach it (cut-leader,
+// cut-follower), or cut the link between two servers while each still reaches the
+// rest (cut-link). Each server binds its BATON_RAFT_PORT and advertises the port
+// of a proxy of the harness in front of it (BATON_RAFT_ADVERTISE_PORT): every raft
+// connection to a server, from any other, passes that server's proxy. The proxy
+// learns which server opened each connection (peerProcess), and the cuts (below)
+// say which connections lose their bytes, both ways. The token ports are not
+// behind these proxies at all. A blackhole, not a reset: nothing tells either
 // side, not even a close (a FIN from one end is held, and counts as lost bytes);
-// raft finds out by its timeouts. heal(i) closes the connections that lost bytes
-// (their streams have holes), and raft dials again. A connection opened during a
-// cut is still accepted (the proxy answers for the server), and then hears nothing.
+// raft finds out by its timeouts. A heal closes the connections that lost bytes
+// and are no longer blocked (their streams have holes), and raft dials again. A
+// connection opened during a cut is still accepted (the proxy answers for the
+// server), and then hears nothing.
 type raftNet struct {
 	proxies []*proxy // one per server, in the servers' order
 
-	mu     sync.Mutex   // guards off and counts
-	off    map[int]bool // servers cut off
+	mu     sync.Mutex // guards cuts and counts
+	cuts   cuts
 	counts raftNetStats
 }
 
@@ -38,11 +40,64 @@ type raftNetStats struct {
 	Unknown  int
 }
 
+// cuts is what is cut in the servers' raft network now: whole servers, and links
+// between two servers. Cuts of either kind overlap and heal independently: a
+// connection stays blocked while any of them blocks it. raftNet guards it.
+type cuts struct {
+	servers map[int]bool  // cut off from every other server
+	links   map[link]bool // the two ends do not reach each other, either way
+}
+
+// link is a pair of servers, the lower index first: a link is cut both ways.
+type link [2]int
+
+func linkOf(i, j int) link {
+	if i > j {
+		i, j = j, i
+	}
+	return link{i, j}
+}
+
+// blocked says whether a connection from server src (-1: not known) to server dst
+// loses its bytes. A cut server loses everything to it (on its own proxy, whoever
+// dialled) and from it (on the others' proxies, what it dialled); a cut link
+// everything between its two ends, on both ends' proxies.
+//
+// A connection whose opener is not known may be the cut traffic, so it is blocked
+// whenever it could be: while any server is cut (a cut server dials every other,
+// so any proxy may see its connections: else it could still reach another
+// whenever the lookup failed), and while a link to dst is cut (only a connection
+// to one of the link's ends can be the link's). Not for a link elsewhere: a
+// connection to the third server of a cut link is not the link's, and blocking it
+// could cut the bridge the fault is about and take the leader's quorum. (It costs
+// the others that connection until the heal; the report counts such connections.)
+func (c *cuts) blocked(src, dst int) bool {
+	switch {
+	case c.servers[dst]:
+		return true
+	case src < 0:
+		return len(c.servers) > 0 || c.touches(dst)
+	case c.servers[src]:
+		return true
+	}
+	return c.links[linkOf(src, dst)]
+}
+
+// touches says whether a cut link has server i at one end.
+func (c *cuts) touches(i int) bool {
+	for l := range c.links {
+		if l[0] == i || l[1] == i {
+			return true
+		}
+	}
+	return false
+}
+
 // newRaftNet starts a proxy in front of each of the raft ports; from says which
 // server opened a connection accepted there (-1: not known; the run's is
 // peerProcess among the servers' processes).
 func newRaftNet(raftPorts []int, from func(net.Conn) int) (*raftNet, error) {
-	rn := &raftNet{off: map[int]bool{}}
+	rn := &raftNet{cuts: cuts{servers: map[int]bool{}, links: map[link]bool{}}}
 	counted := func(c net.Conn) int {
 		src := from(c)
 		rn.mu.Lock()
@@ -69,35 +124,48 @@ func newRaftNet(raftPorts []int, from func(net.Conn) int) (*raftNet, error) {
 func (rn *raftNet) port(i int) int { return rn.proxies[i].ln.Addr().(*net.TCPAddr).Port }
 
 // blocked says whether a connection from server src (-1: not known) to server dst
-// loses its bytes now. One whose opener is not known may have been opened by a
-// server that is cut off, so it is blocked while any server is: else the cut
-// server could still reach another whenever the lookup failed, and the cut would
-// not isolate it. (It costs the others that connection until the heal; the
-// report counts such connections.)
+// loses its bytes now (cuts.blocked).
 func (rn *raftNet) blocked(src, dst int) bool {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	switch {
-	case rn.off[dst]:
-		return true
-	case src < 0:
-		return len(rn.off) > 0
-	}
-	return rn.off[src]
+	return rn.cuts.blocked(src, dst)
 }
 
 // cut blackholes server i's raft traffic, to it and from it.
 func (rn *raftNet) cut(i int) {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
-	rn.off[i] = true
+	rn.cuts.servers[i] = true
 }
 
-// heal ends cut(i): connections that lost bytes and are no longer blocked close.
+// heal ends cut(i).
 func (rn *raftNet) heal(i int) {
 	rn.mu.Lock()
-	delete(rn.off, i)
+	delete(rn.cuts.servers, i)
 	rn.mu.Unlock()
+	rn.healBlocked()
+}
+
+// cutLink blackholes the raft traffic between servers i and j, both ways; each
+// still reaches every other server.
+func (rn *raftNet) cutLink(i, j int) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	rn.cuts.links[linkOf(i, j)] = true
+}
+
+// healLink ends cutLink(i, j).
+func (rn *raftNet) healLink(i, j int) {
+	rn.mu.Lock()
+	delete(rn.cuts.links, linkOf(i, j))
+	rn.mu.Unlock()
+	rn.healBlocked()
+}
+
+// healBlocked closes, on every proxy, the connections that lost bytes and are no
+// longer blocked; those another cut still blocks stay open, and keep losing
+// every byte until it heals.
+func (rn *raftNet) healBlocked() {
 	for _, p := range rn.proxies {
 		p.healBlocked()
 	}
@@ -116,10 +184,22 @@ func (rn *raftNet) cutOff() []int {
 	defer rn.mu.Unlock()
 	var out []int
 	for i := range rn.proxies {
-		if rn.off[i] {
+		if rn.cuts.servers[i] {
 			out = append(out, i)
 		}
 	}
+	return out
+}
+
+// linksCut lists the links cut now, in order.
+func (rn *raftNet) linksCut() []link {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	var out []link
+	for l := range rn.cuts.links {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b link) int { return cmp.Or(a[0]-b[0], a[1]-b[1]) })
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -200,6 +201,149 @@ func TestRaftNetUnknownOrigin(t *testing.T) {
 	}
 }
 
+// TestRaftNetBlocked: which connections lose their bytes, src→dst ("?" an opener
+// not known), after a sequence of cuts and heals of servers and links, among three
+// servers. A cut server loses everything to and from it, a cut link everything
+// between its ends, both ways; an unknown opener is blocked while any server is
+// cut, and towards an end of a cut link. Cuts overlap and heal independently.
+func TestRaftNetBlocked(t *testing.T) {
+	cut := func(i int) func(*raftNet) { return func(rn *raftNet) { rn.cut(i) } }
+	heal := func(i int) func(*raftNet) { return func(rn *raftNet) { rn.heal(i) } }
+	cutLink := func(i, j int) func(*raftNet) { return func(rn *raftNet) { rn.cutLink(i, j) } }
+	healLink := func(i, j int) func(*raftNet) { return func(rn *raftNet) { rn.healLink(i, j) } }
+	server0 := []string{"0→1", "0→2", "1→0", "2→0", "?→0", "?→1", "?→2"}
+	link01 := []string{"0→1", "1→0", "?→0", "?→1"}
+	cases := []struct {
+		name    string
+		ops     []func(*raftNet)
+		blocked []string // every src→dst that loses its bytes
+	}{
+		{"nothing cut", nil, nil},
+		{"server 0 cut", []func(*raftNet){cut(0)}, server0},
+		{"link 0-1 cut", []func(*raftNet){cutLink(0, 1)}, link01},
+		{"link 1-0 is link 0-1", []func(*raftNet){cutLink(1, 0)}, link01},
+		{"the leader's links to both followers", []func(*raftNet){cutLink(0, 1), cutLink(0, 2)},
+			[]string{"0→1", "0→2", "1→0", "2→0", "?→0", "?→1", "?→2"}},
+		{"link 0-1 and server 2 cut", []func(*raftNet){cutLink(0, 1), cut(2)},
+			[]string{"0→1", "0→2", "1→0", "1→2", "2→0", "2→1", "?→0", "?→1", "?→2"}},
+		{"server 0 healed, its link to 1 still cut", []func(*raftNet){cutLink(0, 1), cut(0), heal(0)}, link01},
+		{"link healed, server 0 still cut", []func(*raftNet){cut(0), cutLink(0, 1), healLink(1, 0)}, server0},
+		{"a heal of what is not cut changes nothing", []func(*raftNet){cutLink(0, 1), heal(0), healLink(0, 2)}, link01},
+		{"everything healed", []func(*raftNet){cut(2), cutLink(0, 1), heal(2), healLink(0, 1)}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rn, err := newRaftNet(nil, func(net.Conn) int { return -1 }) // the policy alone, no proxies
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range tc.ops {
+				op(rn)
+			}
+			var got []string
+			for src := -1; src < 3; src++ {
+				for dst := range 3 {
+					if src == dst || !rn.blocked(src, dst) {
+						continue
+					}
+					name := fmt.Sprintf("%d→%d", src, dst)
+					if src < 0 {
+						name = fmt.Sprintf("?→%d", dst)
+					}
+					got = append(got, name)
+				}
+			}
+			slices.Sort(got)
+			want := slices.Sorted(slices.Values(tc.blocked))
+			if !slices.Equal(got, want) {
+				t.Errorf("blocked %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestRaftNetCutLink: cutLink(i, j) blackholes the connections between i and j,
+// both ways, new ones too, and those of unknown origin to either; each still
+// reaches the third server, and the third server both (the bridge). healLink
+// closes those that lost bytes and leaves the others open.
+func TestRaftNetCutLink(t *testing.T) {
+	rn, dial := testRaftNet(t, []int{echoServer(t), echoServer(t), echoServer(t)})
+	cut := map[string]net.Conn{"0→1": dial(0, 1), "1→0": dial(1, 0), "?→0": dial(-1, 0)}
+	bridge := map[string]net.Conn{"0→2": dial(0, 2), "1→2": dial(1, 2), "2→0": dial(2, 0), "2→1": dial(2, 1), "?→2": dial(-1, 2)}
+	for name, c := range cut {
+		if !echoes(t, c, 5*time.Second) {
+			t.Fatalf("%s: no echo with nothing cut", name)
+		}
+	}
+	for name, c := range bridge {
+		if !echoes(t, c, 5*time.Second) {
+			t.Fatalf("%s: no echo with nothing cut", name)
+		}
+	}
+	rn.cutLink(1, 0)
+	if got := rn.linksCut(); !slices.Equal(got, []link{{0, 1}}) {
+		t.Fatalf("links cut %v, want [0-1]", got)
+	}
+	if got := rn.cutOff(); len(got) != 0 {
+		t.Fatalf("cut off %v, want no server", got)
+	}
+	cut["1→0 (new)"] = dial(1, 0)
+	for name, c := range cut {
+		if echoes(t, c, silence) {
+			t.Errorf("%s passes while the link 0-1 is cut", name)
+		}
+	}
+	for name, c := range bridge {
+		if !echoes(t, c, 5*time.Second) {
+			t.Errorf("%s blocked while only the link 0-1 is cut", name)
+		}
+	}
+	rn.healLink(0, 1)
+	for name, c := range cut {
+		if !closedWithin(c, 5*time.Second) {
+			t.Errorf("%s lost bytes to the cut and is still open after heal", name)
+		}
+	}
+	for name, c := range bridge {
+		if !echoes(t, c, 5*time.Second) {
+			t.Errorf("%s broken by the heal", name)
+		}
+	}
+	if again := dial(0, 1); !echoes(t, again, 5*time.Second) {
+		t.Error("a new 0→1 blocked after heal")
+	}
+}
+
+// TestRaftNetOverlappingCuts: a connection blocked by a server cut and a link cut
+// at once stays blocked, and open, until both have healed; one blocked by the
+// server cut alone closes at its heal.
+func TestRaftNetOverlappingCuts(t *testing.T) {
+	rn, dial := testRaftNet(t, []int{echoServer(t), echoServer(t), echoServer(t)})
+	both, serverOnly := dial(0, 1), dial(0, 2)
+	if !echoes(t, both, 5*time.Second) || !echoes(t, serverOnly, 5*time.Second) {
+		t.Fatal("no echo with nothing cut")
+	}
+	rn.cut(0)
+	rn.cutLink(0, 1)
+	if echoes(t, both, silence) || echoes(t, serverOnly, silence) {
+		t.Fatal("a connection from 0 passes while 0 is cut off")
+	}
+	rn.heal(0)
+	if !closedWithin(serverOnly, 5*time.Second) {
+		t.Error("0→2 lost bytes to the server cut and is still open after its heal")
+	}
+	if closedWithin(both, silence) {
+		t.Error("0→1 closed while the link 0-1 is still cut")
+	}
+	if echoes(t, both, silence) {
+		t.Error("0→1 passes while the link 0-1 is still cut")
+	}
+	rn.healLink(0, 1)
+	if !closedWithin(both, 5*time.Second) {
+		t.Error("0→1 lost bytes and is still open after both heals")
+	}
+}
+
 // acceptServer accepts connections on loopback and hands each to the test, which
 // closes it.
 func acceptServer(t *testing.T) (int, <-chan net.Conn) {
@@ -365,6 +509,87 @@ func TestNemesisCutLeader(t *testing.T) {
 		"heal cut-leader s2 ",
 		"fault cut-leader  skipped: no leader known",
 		"fault cut-leader  skipped: a server alone has no raft traffic",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestNemesisCutFollowerAndLink: cut-follower cuts the Follower-th server that
+// does not lead, cut-link the link between the leader and such a server, each for
+// the fault's length; the servers under a fault (the follower; both ends of the
+// link) are busy meanwhile. Both are skipped while no leader is known and with a
+// server alone, and recorded with the leader's term.
+func TestNemesisCutFollowerAndLink(t *testing.T) {
+	rn, err := newRaftNet([]int{echoServer(t), echoServer(t), echoServer(t)}, func(net.Conn) int { return -1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rn.close()
+	var hist bytes.Buffer
+	h := newHistory(&hist)
+	c := &cluster{h: h, raft: rn, leader: 1, term: 7, seen: -1}
+	for i, name := range []string{"s1", "s2", "s3"} {
+		c.servers = append(c.servers, &serverSlot{idx: i, name: name, cur: &proc{name: name, inst: i + 1}})
+	}
+	n := &nemesis{c: c, h: h, start: time.Now(), log: t.Logf}
+	faults := []fault{
+		// s2 leads; the servers that do not are s1 and s3
+		{ID: 1, At: 0, Kind: cutFollower, Follower: 1, Dur: 1500 * time.Millisecond},                  // s3
+		{ID: 2, At: 100 * time.Millisecond, Kind: cutLink, Follower: 0, Dur: 1500 * time.Millisecond}, // s2-s1
+		{ID: 3, At: 150 * time.Millisecond, Kind: cutFollower, Follower: 0, Dur: time.Second},         // s1 busy
+		{ID: 4, At: 200 * time.Millisecond, Kind: killLeader, Dur: time.Second},                       // s2 busy
+		{ID: 5, At: 0, Kind: cutFollower, Dur: time.Second},                                           // no leader known
+		{ID: 6, At: 0, Kind: cutLink, Dur: time.Second},                                               // no leader known
+		{ID: 7, At: 0, Kind: cutLink, Dur: time.Second},                                               // a server alone
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.run(context.Background(), faults[:4])
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(rn.cutOff(), []int{2}) || !slices.Equal(rn.linksCut(), []link{{0, 1}}) { // polling with a deadline
+		if time.Now().After(deadline) {
+			t.Fatalf("not s3 and the link s1-s2 cut within 5s: %v, %v", rn.cutOff(), rn.linksCut())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the nemesis did not return")
+	}
+	if len(rn.cutOff()) != 0 || len(rn.linksCut()) != 0 {
+		t.Errorf("cut off %v, links %v after the run, want none", rn.cutOff(), rn.linksCut())
+	}
+	c.leader = -1
+	n.run(context.Background(), faults[4:6])
+	c.leader, c.raft = 0, nil
+	n.run(context.Background(), faults[6:])
+	if n.applied != 2 || n.byKind[cutFollower] != 1 || n.byKind[cutLink] != 1 || n.skipped != 5 || len(n.busy) != 0 {
+		t.Errorf("applied %d (%v), skipped %d, busy %v; want a cut-follower and a cut-link, 5, none", n.applied, n.byKind, n.skipped, n.busy)
+	}
+	var lines []string
+	for _, e := range h.snapshot() {
+		switch e.Kind {
+		case event.Fault, event.Heal:
+			lines = append(lines, fmt.Sprintf("%s %s %s %s#%d %s", e.Kind, e.Op, e.Target, e.W, e.Inst, e.Err))
+			if e.Kind == event.Fault && e.Err != "" && !strings.HasPrefix(e.Err, "skipped") && e.Term != 7 {
+				t.Errorf("fault %d: term %d, want the leader's, 7", e.ID, e.Term)
+			}
+		}
+	}
+	want := []string{
+		"fault cut-follower s3 s3#3 aimed at a follower",
+		"fault cut-link s2-s1 s1#1 between the leader and a follower",
+		"fault cut-follower  #0 skipped: s1 busy",
+		"fault kill-leader  #0 skipped: s2 busy",
+		"heal cut-follower s3 s3#3 ",
+		"heal cut-link s2-s1 s1#1 ",
+		"fault cut-follower  #0 skipped: no leader known",
+		"fault cut-link  #0 skipped: no leader known",
+		"fault cut-link  #0 skipped: a server alone has no raft traffic",
 	}
 	if !slices.Equal(lines, want) {
 		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))

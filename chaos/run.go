@@ -63,6 +63,7 @@ type runResult struct {
 	// Leaders the harness saw change, and what followed each loss of the leader.
 	LeaderChanges int
 	Losses        []*leaderLoss
+	Partial       []*partialCut // what followed the cuts of a follower or of a link to it
 	Raft          *raftNetStats // the raft proxies' connections; nil with a server alone
 }
 
@@ -283,7 +284,9 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		}
 	}
 	res.Checks = check(in)
-	res.LeaderChanges, res.Losses = analyse(in).leaderFigures()
+	a := analyse(in)
+	res.LeaderChanges, res.Losses = a.leaderFigures()
+	res.Partial = a.partialFigures()
 	for _, r := range res.Checks {
 		res.Violations += r.Violations
 	}
@@ -307,10 +310,13 @@ func report(w io.Writer, cfg runConfig, res *runResult) {
 	fmt.Fprintf(w, "planned (applied): %s\n", strings.Join(ks, ", "))
 	fmt.Fprintf(w, "servers %d; leader changes seen %d\n", cfg.Servers, res.LeaderChanges)
 	if res.Raft != nil {
-		fmt.Fprintf(w, "raft connections through the proxies %d, of unknown origin %d (blocked while any server is cut)\n",
+		fmt.Fprintf(w, "raft connections through the proxies %d, of unknown origin %d (blocked while any server is cut, or a link to theirs)\n",
 			res.Raft.Accepted, res.Raft.Unknown)
 	}
 	for _, x := range res.Losses {
+		fmt.Fprintf(w, "    after %s\n", x)
+	}
+	for _, x := range res.Partial {
 		fmt.Fprintf(w, "    after %s\n", x)
 	}
 	for _, r := range res.Checks {
