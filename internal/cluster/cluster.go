@@ -191,13 +191,13 @@ func Start(cfg Config) (*Node, error) {
 	mc.Events = n
 	mc.Conflict = n
 	mc.Logger = log.New(&logWriter{log: n.log, every: time.Minute, seen: map[string]*repeat{}}, "", 0)
+	n.detection = detectionOf(mc) // before Create: memberlist may report a conflict before it returns
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	n.ml = ml
 	n.addr = ml.LocalNode().Address()
-	n.detection = detectionOf(mc)
 	n.done.Add(2)
 	go n.notifier()
 	go n.joiner()
@@ -456,7 +456,7 @@ func (n *Node) NotifyLeave(node *memberlist.Node) {
 	n.mu.Lock()
 	m := n.members[node.Name]
 	if m == nil {
-		m = &Member{Name: node.Name, Addr: node.Addr.String()}
+		m = &Member{Name: node.Name, Addr: node.Addr.String(), Gossip: node.Address()}
 		n.members[node.Name] = m
 	}
 	if meta, err := decodeMeta(node.Meta); err == nil {

@@ -19,16 +19,19 @@ import (
 //     other for reboots and end each other's, over and over. A mistake to fix.
 //
 // So a conflict is first only noted (INFO), and judged once failure detection has
-// had its time: the name still alive at its first address is the mistake (ERROR,
-// with the fix, and again at most once a minute while announcements at the other
-// address keep coming); a name that moved, or whose first instance died, was a
-// restart.
+// had its time, twice over: the name still alive at its first address at both looks
+// is the mistake (ERROR, with the fix, and again at most once a minute while
+// announcements at the other address keep coming); a name that moved, or whose
+// first instance died, was a restart. Two looks, because the bound below is
+// memberlist's usual timing, not a hard one: its suspicion scales with members it
+// has not yet reaped, and its probes stretch when this node is slow (Lifeguard).
 
 // conflict is a name announced at a second address.
 type conflict struct {
 	addr, other string    // where the cluster knows it; where it was announced too
 	last        time.Time // the latest announcement at the other address
 	reported    time.Time // when it was last reported as two processes; zero: not yet
+	looks       int       // judgements made: two processes at the second
 	judge       *time.Timer
 }
 
@@ -59,18 +62,18 @@ func (n *Node) NotifyConflict(existing, other *memberlist.Node) {
 		return
 	}
 	c = &conflict{addr: existing.Address(), other: other.Address(), last: now}
-	c.judge = time.AfterFunc(wait, func() { n.judgeConflict(name, c) })
+	c.judge = time.AfterFunc(wait, func() { n.judgeConflict(name, c, wait) })
 	n.conflicts[name] = c
 	n.mu.Unlock()
 	n.log.Info("a node announced itself at another address while its instance at the first is still taken for alive: "+
 		"a restart at a new address, given the name once the old instance is declared dead; or two processes with one name, reported if it lasts",
-		"node", name, "addr", c.addr, "other_addr", c.other, "judged_in", wait.Round(time.Millisecond))
+		"node", name, "addr", c.addr, "other_addr", c.other, "judged_in", (2 * wait).Round(time.Millisecond))
 }
 
-// judgeConflict decides, once failure detection has had its time, whether c was a
-// restart (the name moved, or its first instance is no longer alive) or two
-// processes (still alive at its first address).
-func (n *Node) judgeConflict(name string, c *conflict) {
+// judgeConflict decides, once failure detection has had its time (wait) twice,
+// whether c was a restart (the name moved, or its first instance is no longer
+// alive) or two processes (still alive at its first address).
+func (n *Node) judgeConflict(name string, c *conflict, wait time.Duration) {
 	select {
 	case <-n.stop:
 		return
@@ -83,9 +86,15 @@ func (n *Node) judgeConflict(name string, c *conflict) {
 	}
 	m := n.members[name]
 	twins := m != nil && m.State == StateAlive && m.Gossip == c.addr
-	if twins {
+	c.looks++
+	switch {
+	case twins && c.looks < 2:
+		c.judge = time.AfterFunc(wait, func() { n.judgeConflict(name, c, wait) })
+		n.mu.Unlock()
+		return
+	case twins:
 		c.reported = time.Now()
-	} else {
+	default:
 		delete(n.conflicts, name)
 	}
 	n.mu.Unlock()
@@ -93,7 +102,7 @@ func (n *Node) judgeConflict(name string, c *conflict) {
 		n.reportTwins(name, c.addr, c.other)
 		return
 	}
-	n.log.Info("a node restarted at a new address", "node", name, "addr", c.addr, "now_at", memberAddr(m))
+	n.log.Info("a node restarted at a new address", "node", name, "addr", c.addr, "now_at", c.other)
 }
 
 func (n *Node) reportTwins(name, addr, other string) {
@@ -119,13 +128,6 @@ func (n *Node) aliveLocked() int {
 		}
 	}
 	return alive
-}
-
-func memberAddr(m *Member) string {
-	if m == nil {
-		return ""
-	}
-	return m.Gossip
 }
 
 // deathDetection is how memberlist's failure detection is timed.

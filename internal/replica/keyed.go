@@ -15,7 +15,10 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/baton-dev/baton/internal/rawio"
 )
 
 // A raft connection carries the log itself: whoever can speak raft to a server can
@@ -31,9 +34,10 @@ import (
 // keyed is the TLS of the servers that hold one cluster key.
 type keyed struct {
 	server, client *tls.Config
-	// Refused, when set, is told of every accepted connection that did not prove the
-	// key (it is then closed): hostile input, for the caller to count.
-	refused func(remote string, err error)
+	// refused, when set, is told of every accepted connection that did not prove the
+	// key, and why (Reason...; it is then closed): hostile input, for the caller to
+	// count.
+	refused func(remote, reason string, err error)
 }
 
 // handshakeTimeout bounds the TLS handshake of a raft connection: a peer that
@@ -41,11 +45,11 @@ type keyed struct {
 const handshakeTimeout = 5 * time.Second
 
 // errNotKeyed: the peer did not prove it holds the cluster key.
-var errNotKeyed = errors.New("replica: raft peer does not hold this cluster key (BATON_CLUSTER_KEY)")
+var errNotKeyed = errors.New("the raft peer does not hold this server's key")
 
 // newKeyed derives the servers' identities from keys: this server presents the
 // first key's, and accepts a peer that presents any key's.
-func newKeyed(keys [][]byte, refused func(remote string, err error)) (*keyed, error) {
+func newKeyed(keys [][]byte, refused func(remote, reason string, err error)) (*keyed, error) {
 	var certs []tls.Certificate
 	var accepted []ed25519.PublicKey
 	for _, key := range keys {
@@ -72,8 +76,9 @@ func newKeyed(keys [][]byte, refused func(remote string, err error)) (*keyed, er
 	}
 	own := certs[:1]
 	return &keyed{
+		// No session resumption: every connection proves the key afresh.
 		server: &tls.Config{Certificates: own, MinVersion: tls.VersionTLS13,
-			ClientAuth: tls.RequireAnyClientCert, VerifyPeerCertificate: verify},
+			ClientAuth: tls.RequireAnyClientCert, VerifyPeerCertificate: verify, SessionTicketsDisabled: true},
 		// InsecureSkipVerify skips the name and chain checks only: verify checks the key.
 		client: &tls.Config{Certificates: own, MinVersion: tls.VersionTLS13,
 			InsecureSkipVerify: true, VerifyPeerCertificate: verify},
@@ -103,60 +108,136 @@ func identity(key []byte) (tls.Certificate, ed25519.PublicKey, error) {
 // dialed makes nc, a connection this server opened, a TLS client and completes the
 // handshake within timeout.
 func (k *keyed) dialed(nc net.Conn, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || timeout > handshakeTimeout {
+		timeout = handshakeTimeout
+	}
 	tc := tls.Client(nc, k.client)
-	_ = nc.SetDeadline(time.Now().Add(min(timeout, handshakeTimeout)))
+	_ = nc.SetDeadline(time.Now().Add(timeout))
 	if err := tc.Handshake(); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("replica: raft TLS with %s: %w (do both servers have the same BATON_CLUSTER_KEY?)", nc.RemoteAddr(), err)
+		if refusalReason(err) == ReasonAuth {
+			return nil, fmt.Errorf("replica: raft TLS with %s: %w (do both servers have the same key?)", nc.RemoteAddr(), err)
+		}
+		return nil, fmt.Errorf("replica: raft TLS with %s: %w", nc.RemoteAddr(), err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return tc, nil
 }
 
-// accepted makes nc, a connection a peer opened, a TLS server whose handshake runs
-// at its first read, on raft's goroutine for that connection: a slow or silent peer
-// holds up no other connection, nor raft's accept loop.
-func (k *keyed) accepted(nc net.Conn) net.Conn {
-	return &acceptedConn{Conn: tls.Server(nc, k.server), raw: nc, k: k}
+// Why an accepted raft connection was refused (Hooks.Refused).
+const (
+	ReasonAuth             = "raft_auth"              // not TLS, or no proof of the key
+	ReasonHandshakeTimeout = "raft_handshake_timeout" // silent past handshakeTimeout
+	ReasonHandshakeEOF     = "raft_handshake_eof"     // closed or reset before proving anything
+	ReasonBusy             = "raft_busy"              // maxHandshakes already in progress
+)
+
+// refusalReason sorts a failed handshake: a peer that proved the wrong thing from
+// one that went away or said nothing (a port scan, a peer restarting).
+func refusalReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return ReasonHandshakeTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+		return ReasonHandshakeEOF
+	}
+	return ReasonAuth
 }
 
-// acceptedConn is an accepted raft connection until and after its handshake. raft
-// reads it first (a request), and from one goroutine.
-type acceptedConn struct {
-	*tls.Conn
-	raw  net.Conn
-	k    *keyed
-	once sync.Once
-	err  error
+// maxHandshakes bounds the accepted connections whose handshake is in progress: raft
+// gives each connection it is handed a goroutine and buffers of a quarter MiB, so it
+// is handed only those that proved the key, and no more than this many unproven
+// ones hold anything here at once. Servers open a few connections each, and a
+// handshake takes a round trip or two.
+const maxHandshakes = 32
+
+// keyedListener hands raft only the connections that proved the key (Accept). Each
+// handshake runs on a goroutine of its own, within handshakeTimeout: a slow or
+// silent peer holds up no other.
+type keyedListener struct {
+	net.Listener
+	k      *keyed
+	slots  chan struct{} // one per handshake in progress
+	ready  chan net.Conn // proven
+	closed chan struct{}
+	once   sync.Once
 }
 
-func (c *acceptedConn) handshake() error {
-	c.once.Do(func() {
-		_ = c.raw.SetDeadline(time.Now().Add(handshakeTimeout))
-		if err := c.Conn.Handshake(); err != nil {
-			if c.k.refused != nil {
-				c.k.refused(c.raw.RemoteAddr().String(), err)
-			}
-			// Said and counted by refused: raft sees the end of the stream, which it
-			// does not log as an error of its own.
-			c.err = io.EOF
+func (k *keyed) listen(ln net.Listener) *keyedListener {
+	l := &keyedListener{Listener: ln, k: k, slots: make(chan struct{}, maxHandshakes), ready: make(chan net.Conn),
+		closed: make(chan struct{})}
+	go l.acceptLoop()
+	return l
+}
+
+func (l *keyedListener) acceptLoop() {
+	var backoff time.Duration
+	for {
+		nc, err := l.Listener.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			l.Close()
 			return
 		}
-		_ = c.raw.SetDeadline(time.Time{})
+		if err != nil { // out of descriptors, say: raft's own loop would wait and go on too
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(backoff):
+			case <-l.closed:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case l.slots <- struct{}{}:
+			go l.handshake(rawio.Wrap(nc))
+		default:
+			l.k.refuse(nc.RemoteAddr().String(), ReasonBusy, errors.New("too many raft handshakes in progress"))
+			nc.Close()
+		}
+	}
+}
+
+func (l *keyedListener) handshake(nc net.Conn) {
+	tc := tls.Server(nc, l.k.server)
+	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	err := tc.Handshake()
+	<-l.slots
+	if err != nil {
+		l.k.refuse(nc.RemoteAddr().String(), refusalReason(err), err)
+		nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	select {
+	case l.ready <- tc:
+	case <-l.closed:
+		tc.Close()
+	}
+}
+
+// Accept returns the next connection that proved the key.
+func (l *keyedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *keyedListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		close(l.closed)
+		err = l.Listener.Close()
 	})
-	return c.err
+	return err
 }
 
-func (c *acceptedConn) Read(p []byte) (int, error) {
-	if err := c.handshake(); err != nil {
-		return 0, err
+func (k *keyed) refuse(remote, reason string, err error) {
+	if k.refused != nil {
+		k.refused(remote, reason, err)
 	}
-	return c.Conn.Read(p)
-}
-
-func (c *acceptedConn) Write(p []byte) (int, error) {
-	if err := c.handshake(); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
 }

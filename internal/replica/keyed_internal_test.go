@@ -1,86 +1,83 @@
 package replica
 
 import (
-	"errors"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"net"
 	"testing"
 	"time"
 )
 
-// Two ends of a raft connection over loopback: the dialer holds dialKeys (none: it
-// speaks plain TCP and writes what raft would), the listener holds acceptKeys. It
-// returns the dialer's error, what the accepting side's first read returned, and
-// the refusal the accepting side reported, if any.
-func keyedPair(t *testing.T, dialKeys, acceptKeys [][]byte) (dialErr, readErr, refusal error) {
+// refusal is what a keyed listener reported of a connection it refused.
+type refusal struct {
+	reason string
+	err    error
+}
+
+// keyedServer listens on loopback with keys; every connection it accepts (proven)
+// is read for "raft" and answered "ack!". It returns its address, the results of
+// its reads, and its refusals.
+func keyedServer(t *testing.T, keys [][]byte) (string, <-chan error, <-chan refusal) {
 	t.Helper()
-	refused := make(chan error, 1)
-	acc, err := newKeyed(acceptKeys, func(_ string, err error) { refused <- err })
+	refused := make(chan refusal, 16)
+	k, err := newKeyed(keys, func(_, reason string, err error) { refused <- refusal{reason, err} })
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	read := make(chan error, 1)
+	ln := k.listen(raw)
+	t.Cleanup(func() { ln.Close() })
+	read := make(chan error, 16)
 	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			read <- err
-			return
-		}
-		c := acc.accepted(nc)
-		defer c.Close()
-		b := make([]byte, 4)
-		if _, err := io.ReadFull(c, b); err != nil {
-			read <- err
-			return
-		}
-		if string(b) != "raft" {
-			read <- errors.New("read " + string(b) + ", want raft")
-			return
-		}
-		_, err = c.Write([]byte("ack!"))
-		read <- err
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c net.Conn = nc
-	if dialKeys != nil {
-		dial, err := newKeyed(dialKeys, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, dialErr = dial.dialed(nc, time.Second)
-	}
-	if dialErr == nil {
-		defer c.Close()
-		if dialKeys != nil {
-			_, _ = c.Write([]byte("raft"))
-		} else { // a request the size of raft's smallest, past a TLS record's header
-			_, _ = c.Write([]byte("raft: append entries, term 1000"))
-		}
-		if dialKeys != nil {
-			b := make([]byte, 4)
-			if _, err := io.ReadFull(c, b); err != nil || string(b) != "ack!" {
-				dialErr = errors.New("no answer through the keyed connection")
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
 			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 4)
+				if _, err := io.ReadFull(c, b); err != nil {
+					read <- err
+					return
+				}
+				_, err := c.Write([]byte("ack!"))
+				read <- err
+			}()
 		}
+	}()
+	return raw.Addr().String(), read, refused
+}
+
+// exchange sends "raft" on c and reads the answer.
+func exchange(c net.Conn) error {
+	if _, err := c.Write([]byte("raft")); err != nil {
+		return err
 	}
+	b := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.ReadFull(c, b)
+	return err
+}
+
+// awaitRefusal waits for the listener's report of a refusal.
+func awaitRefusal(t *testing.T, refused <-chan refusal, within time.Duration) refusal {
+	t.Helper()
 	select {
-	case readErr = <-read:
-	case <-time.After(2 * handshakeTimeout):
-		t.Fatal("the accepting side neither read nor refused")
+	case r := <-refused:
+		return r
+	case <-time.After(within):
+		t.Fatalf("no refusal reported within %s", within)
+		return refusal{}
 	}
-	select {
-	case refusal = <-refused:
-	default:
-	}
-	return dialErr, readErr, refusal
 }
 
 func TestKeyedConnections(t *testing.T) {
@@ -107,45 +104,183 @@ func TestKeyedConnections(t *testing.T) {
 		{"old dials other,old", keys(old), keys(other, old), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dialErr, readErr, refusal := keyedPair(t, tc.dial, tc.accept)
-			if tc.connected {
-				if dialErr != nil || readErr != nil || refusal != nil {
-					t.Fatalf("dial %v, read %v, refusal %v; want a connection", dialErr, readErr, refusal)
+			addr, read, refused := keyedServer(t, tc.accept)
+			dialer, err := newKeyed(tc.dial, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, dialErr := dialer.dialed(nc, time.Second)
+			if !tc.connected {
+				// In TLS 1.3 a dialer's handshake ends before the server has checked its
+				// certificate: the server's refusal then ends the first exchange.
+				if dialErr == nil {
+					defer c.Close()
+					if err := exchange(c); err == nil {
+						t.Fatal("answered, want the server to refuse the dialer")
+					}
+					if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonAuth {
+						t.Errorf("refused as %s (%v), want %s", r.reason, r.err, ReasonAuth)
+					}
 				}
 				return
 			}
-			if dialErr == nil && refusal == nil {
-				t.Error("connected, want a refusal")
+			if dialErr != nil {
+				t.Fatalf("dial: %v", dialErr)
 			}
-			if readErr != io.EOF {
-				t.Errorf("the accepting side read %v, want the end of the stream (raft then closes it quietly)", readErr)
+			defer c.Close()
+			if err := exchange(c); err != nil {
+				t.Fatalf("exchange: %v", err)
+			}
+			if err := <-read; err != nil {
+				t.Fatalf("the accepting side: %v", err)
+			}
+			select {
+			case r := <-refused:
+				t.Fatalf("a refusal reported on a connection that proved its key: %s %v", r.reason, r.err)
+			default:
 			}
 		})
 	}
-	t.Run("no key: raft's own bytes are refused", func(t *testing.T) {
-		_, readErr, refusal := keyedPair(t, nil, keys(old))
-		if readErr != io.EOF || refusal == nil {
-			t.Errorf("read %v, refusal %v; want io.EOF and a refusal", readErr, refusal)
-		}
-	})
 }
 
-// A peer that connects and says nothing holds its connection's goroutine for the
-// handshake's bound at most, then is refused.
-func TestASilentPeerIsRefusedAfterTheHandshakeBound(t *testing.T) {
-	acc, err := newKeyed([][]byte{[]byte("0123456789abcdef")}, nil)
+// The accepting side checks what the dialer proves, whatever the dialer checks of
+// it: a TLS client that trusts any server is refused unless it proves the key, by
+// signing the handshake with the key's private half.
+func TestTheAcceptingSideChecksTheDialersProof(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	right, rightPub, err := identity(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := net.Pipe()
-	defer b.Close()
-	c := acc.accepted(a)
-	start := time.Now()
-	_, err = c.Read(make([]byte, 1))
-	if err != io.EOF {
-		t.Fatalf("read %v from a silent peer, want io.EOF", err)
+	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	certOf := func(pub ed25519.PublicKey, signer ed25519.PrivateKey) tls.Certificate {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "x"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: signer}
 	}
-	if took := time.Since(start); took < handshakeTimeout || took > handshakeTimeout+2*time.Second {
-		t.Errorf("refused after %s, want about the handshake bound, %s", took, handshakeTimeout)
+	for _, tc := range []struct {
+		name  string
+		certs []tls.Certificate
+		ok    bool
+	}{
+		{"the key's certificate", []tls.Certificate{right}, true},
+		{"no certificate", nil, false},
+		{"another key's certificate", []tls.Certificate{certOf(otherPriv.Public().(ed25519.PublicKey), otherPriv)}, false},
+		{"the key's public half, signed with another private key", []tls.Certificate{certOf(rightPub, otherPriv)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, read, refused := keyedServer(t, [][]byte{key})
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := tls.Client(nc, &tls.Config{InsecureSkipVerify: true, Certificates: tc.certs, MinVersion: tls.VersionTLS13})
+			defer c.Close()
+			err = exchange(c)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("exchange: %v", err)
+				}
+				if err := <-read; err != nil {
+					t.Fatalf("the accepting side: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("answered, want a refusal")
+			}
+			if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonAuth {
+				t.Errorf("refused as %s (%v), want %s", r.reason, r.err, ReasonAuth)
+			}
+		})
+	}
+}
+
+// What is refused says why: raft's own bytes without TLS are a missing proof; a
+// peer that connects and goes away, or says nothing for the handshake's bound, is
+// not.
+func TestARefusalSaysWhy(t *testing.T) {
+	addr, _, refused := keyedServer(t, [][]byte{[]byte("0123456789abcdef")})
+	dial := func() net.Conn {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc
+	}
+	plain := dial() // a request the size of raft's smallest, past a TLS record's header
+	_, _ = plain.Write([]byte("raft: append entries, term 1000"))
+	if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonAuth {
+		t.Errorf("plain raft refused as %s (%v), want %s", r.reason, r.err, ReasonAuth)
+	}
+	plain.Close()
+	dial().Close() // a port scan
+	if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonHandshakeEOF {
+		t.Errorf("a connection closed at once refused as %s (%v), want %s", r.reason, r.err, ReasonHandshakeEOF)
+	}
+	silent := dial()
+	defer silent.Close()
+	start := time.Now()
+	if r := awaitRefusal(t, refused, handshakeTimeout+5*time.Second); r.reason != ReasonHandshakeTimeout {
+		t.Errorf("a silent peer refused as %s (%v), want %s", r.reason, r.err, ReasonHandshakeTimeout)
+	}
+	if took := time.Since(start); took < handshakeTimeout-time.Second {
+		t.Errorf("a silent peer refused after %s, want about the handshake bound, %s", took, handshakeTimeout)
+	}
+}
+
+// Unproven connections hold at most maxHandshakes goroutines: past that, a new one
+// is closed at once (raft_busy), and once they are refused a proven peer connects.
+func TestUnprovenConnectionsAreBounded(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	addr, read, refused := keyedServer(t, [][]byte{key})
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for range maxHandshakes + 1 {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, nc)
+	}
+	if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonBusy {
+		t.Fatalf("the connection past %d unproven ones refused as %s (%v), want %s", maxHandshakes, r.reason, r.err, ReasonBusy)
+	}
+	for _, c := range silent {
+		c.Close()
+	}
+	silent = nil
+	for range maxHandshakes {
+		if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonHandshakeEOF {
+			t.Fatalf("a closed unproven connection refused as %s (%v), want %s", r.reason, r.err, ReasonHandshakeEOF)
+		}
+	}
+	dialer, _ := newKeyed([][]byte{key}, nil)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialer.dialed(nc, time.Second)
+	if err != nil {
+		t.Fatalf("a proven peer after the unproven ones left: %v", err)
+	}
+	defer c.Close()
+	if err := exchange(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -53,7 +53,7 @@ func TestRaftSpeaksOnlyWithHoldersOfTheClusterKey(t *testing.T) {
 		var refused atomic.Int64
 		c := newCluster(t, 3, false, func(cfg *replica.Config) {
 			cfg.Keys = [][]byte{key}
-			cfg.Hooks.Refused = func(string, error) { refused.Add(1) }
+			cfg.Hooks.Refused = func(string, string, error) { refused.Add(1) }
 		})
 		c.apply("a")
 		c.checkSame([]string{"a"})

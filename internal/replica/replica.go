@@ -110,9 +110,10 @@ type Hooks struct {
 	// LeaderChange is told each change of this node's view of the leadership: who
 	// leads, and whether it is this node.
 	LeaderChange func(Leadership)
-	// Refused is told of each raft connection a peer opened that did not prove the
-	// cluster key (Key), from the connection's goroutine; it is then closed.
-	Refused func(remote string, err error)
+	// Refused is told of each raft connection a peer opened that did not prove a
+	// key (Keys), and why (Reason...), from the connection's goroutine; it is then
+	// closed, before raft reads anything of it.
+	Refused func(remote, reason string, err error)
 }
 
 // DefaultConfig is tuned for servers on one LAN or one host: a dead leader is noticed

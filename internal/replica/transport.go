@@ -56,7 +56,7 @@ func (s *tcpStream) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	if s.keyed != nil {
-		return s.keyed.accepted(rawio.Wrap(nc)), nil
+		return nc, nil // proven, and raw underneath (keyedListener)
 	}
 	return rawio.Wrap(nc), nil
 }
@@ -110,6 +110,9 @@ func openTransport(bind, advertise string, dial func(context.Context, string) (n
 		advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
 	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise), dial: dial, keyed: keyed}
+	if keyed != nil {
+		stream.Listener = keyed.listen(ln)
+	}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:          stream,
 		MaxPool:         transportPool,

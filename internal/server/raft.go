@@ -57,9 +57,9 @@ func (s *Server) openCluster() (*durable, error) {
 	rc.Hooks = replica.Hooks{
 		Commit:       func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) },
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },
-		Refused: func(remote string, err error) {
-			s.metrics.protocolErrors.WithLabelValues("raft_auth").Inc()
-			s.log.Info("raft connection refused: the peer did not prove the cluster key (BATON_CLUSTER_KEY)", "remote", remote, "err", err)
+		Refused: func(remote, reason string, err error) {
+			s.metrics.protocolErrors.WithLabelValues(reason).Inc()
+			s.log.Info("raft connection refused before raft read it", "remote", remote, "reason", reason, "err", err)
 		},
 	}
 	d.lease = rc.LeaderLeaseTimeout
