@@ -210,11 +210,13 @@ func TestReplicatedLeaderCutOff(t *testing.T) {
 }
 
 // A follower stops and starts again: the other two carry on, and it catches up.
-// The cluster has a key (BATON_CLUSTER_KEY), so every raft connection is TLS between
-// its holders: the restarted follower's, dialled and accepted afresh, too.
+// The servers have a key of their own for raft (BATON_RAFT_KEY) beside the cluster
+// key, so every raft connection is TLS between them: the restarted follower's,
+// dialled and accepted afresh, too.
 func TestReplicatedFollowerRestarts(t *testing.T) {
-	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
-	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.ClusterKey = key })
+	clusterKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	raftKey := base64.StdEncoding.EncodeToString([]byte("raft-key-of-the-servers-alone-01"))
+	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.ClusterKey, c.RaftKey = clusterKey, raftKey })
 	leader := cl.AwaitLeader(t, 30*time.Second)
 	follower := (leader + 1) % 3
 	cs := startContenders(t, cl, 3, "counter")

@@ -98,13 +98,14 @@ type Config struct {
 	NeedJoin func(*Node) bool
 }
 
-// ParseKeys decodes BATON_CLUSTER_KEY: base64 of 16, 24 or 32 bytes, or while the
+// ParseKeys decodes a key variable (name: BATON_CLUSTER_KEY, BATON_RAFT_KEY): base64
+// of 16, 24 or 32 bytes, or while the
 // key is being changed a comma-separated list of such keys, the one in use first.
 // A node uses the first (gossip it sends, a client's proof, the raft identity it
 // presents) and accepts any: so every node can move from "old" to "old,new" to
 // "new,old" to "new", one at a time, without two running nodes ever failing to
 // understand each other (docs/operations.md). Empty: no key.
-func ParseKeys(s string) ([][]byte, error) {
+func ParseKeys(name, s string) ([][]byte, error) {
 	if s == "" {
 		return nil, nil
 	}
@@ -112,16 +113,16 @@ func ParseKeys(s string) ([][]byte, error) {
 	for i, part := range strings.Split(s, ",") {
 		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(part))
 		if err != nil {
-			return nil, fmt.Errorf("BATON_CLUSTER_KEY: key %d must be base64: %w", i+1, err)
+			return nil, fmt.Errorf("%s: key %d must be base64: %w", name, i+1, err)
 		}
 		switch len(k) {
 		case 16, 24, 32:
 		default:
-			return nil, fmt.Errorf("BATON_CLUSTER_KEY: key %d must decode to 16, 24 or 32 bytes, got %d", i+1, len(k))
+			return nil, fmt.Errorf("%s: key %d must decode to 16, 24 or 32 bytes, got %d", name, i+1, len(k))
 		}
 		for j, seen := range keys {
 			if bytes.Equal(seen, k) {
-				return nil, fmt.Errorf("BATON_CLUSTER_KEY: key %d repeats key %d", i+1, j+1)
+				return nil, fmt.Errorf("%s: key %d repeats key %d", name, i+1, j+1)
 			}
 		}
 		keys = append(keys, k)

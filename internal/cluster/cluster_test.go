@@ -220,12 +220,12 @@ func TestParseKeys(t *testing.T) {
 		{a, 1, ""},
 		{a + "," + b, 2, ""},
 		{a + ", " + b, 2, ""},
-		{"not base64!", 0, "key 1 must be base64"},
+		{"not base64!", 0, "BATON_CLUSTER_KEY: key 1 must be base64"},
 		{a + "," + base64.StdEncoding.EncodeToString([]byte("short")), 0, "key 2 must decode to 16, 24 or 32 bytes, got 5"},
 		{a + "," + a, 0, "key 2 repeats key 1"},
 		{a + ",", 0, "key 2 must decode to 16, 24 or 32 bytes, got 0"},
 	} {
-		keys, err := ParseKeys(tc.in)
+		keys, err := ParseKeys("BATON_CLUSTER_KEY", tc.in)
 		switch {
 		case tc.wantErr == "" && (err != nil || len(keys) != tc.keys):
 			t.Errorf("ParseKeys(%q) = %d keys, %v; want %d keys", tc.in, len(keys), err, tc.keys)

@@ -27,6 +27,7 @@ type Config struct {
 	BootstrapExpect   int           `envconfig:"BOOTSTRAP_EXPECT" default:"1" desc:"with BATON_STATE_DIR: how many servers replicate the state; the first election waits until this many have found each other through BATON_JOIN (1: a server alone)"`
 	RaftPort          int           `envconfig:"RAFT_PORT" default:"7001" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port servers replicate on (TCP); 0 picks a free one"`
 	RaftAdvertisePort int           `envconfig:"RAFT_ADVERTISE_PORT" default:"0" desc:"with BATON_BOOTSTRAP_EXPECT above 1: the raft port the other servers dial, where a NAT or port mapping puts BATON_RAFT_PORT elsewhere; 0 is BATON_RAFT_PORT"`
+	RaftKey           string        `envconfig:"RAFT_KEY" desc:"with BATON_BOOTSTRAP_EXPECT above 1: base64 of 16, 24 or 32 bytes that only the servers hold: raft is TLS between them; empty takes BATON_CLUSTER_KEY, which clients hold too; old,new while it changes"`
 	RaftTimeout       time.Duration `envconfig:"RAFT_TIMEOUT" default:"300ms" desc:"with BATON_BOOTSTRAP_EXPECT above 1: how long a follower waits to hear from the leader before it stands for election; raise it where a loaded host's pauses cause elections with no fault"`
 	AdminToken        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for POST /admin/*; empty refuses every admin call"`
 	ClusterKey        string        `envconfig:"CLUSTER_KEY" desc:"base64 of 16, 24 or 32 bytes: encrypts gossip, authenticates token clients, and makes raft TLS between the servers that hold it; old,new while it changes"`
@@ -89,7 +90,10 @@ func (c *Config) Validate() error {
 	if c.SessionTTL < 100*time.Millisecond {
 		bad("BATON_SESSION_TTL must be at least 100ms, got %s", c.SessionTTL)
 	}
-	if _, err := cluster.ParseKeys(c.ClusterKey); err != nil {
+	if _, err := cluster.ParseKeys("BATON_CLUSTER_KEY", c.ClusterKey); err != nil {
+		bad("%v", err)
+	}
+	if _, err := cluster.ParseKeys("BATON_RAFT_KEY", c.RaftKey); err != nil {
 		bad("%v", err)
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/base64"
 	"testing"
 
 	"github.com/baton-dev/baton/internal/wire"
@@ -28,5 +29,22 @@ func TestAClientProvesAnyOfTheServersKeys(t *testing.T) {
 		if got := provesAKey(tc.keys, tc.proves, nonce, "c1", "boot"); got != tc.want {
 			t.Errorf("%s: provesAKey = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// Raft proves BATON_RAFT_KEY, which only servers hold, when it is set; else the
+// cluster key.
+func TestRaftProvesItsOwnKeyWhenItHasOne(t *testing.T) {
+	clusterKeys := [][]byte{[]byte("cluster-key-0123")}
+	cfg := DefaultConfig()
+	if got := raftKeys(cfg, clusterKeys); len(got) != 1 || string(got[0]) != "cluster-key-0123" {
+		t.Errorf("without BATON_RAFT_KEY raft proves %q, want the cluster key", got)
+	}
+	cfg.RaftKey = base64.StdEncoding.EncodeToString([]byte("raft-key-0123456")) + "," + base64.StdEncoding.EncodeToString([]byte("raft-key-old-012"))
+	if got := raftKeys(cfg, clusterKeys); len(got) != 2 || string(got[0]) != "raft-key-0123456" {
+		t.Errorf("with BATON_RAFT_KEY raft proves %q, want its two keys, the first first", got)
+	}
+	if got := raftKeys(DefaultConfig(), nil); got != nil {
+		t.Errorf("with no key raft proves %q, want none (plain TCP)", got)
 	}
 }

@@ -53,7 +53,7 @@ func (s *Server) openCluster() (*durable, error) {
 	// no longer than the heartbeat timeout.
 	rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftTimeout, cfg.RaftTimeout
 	rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, cfg.RaftTimeout)
-	rc.Keys = s.keys // raft between holders of the cluster key only, over TLS
+	rc.Keys = raftKeys(cfg, s.keys) // raft over TLS between the holders of its key only
 	rc.Hooks = replica.Hooks{
 		Commit:       func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) },
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },
@@ -72,6 +72,30 @@ func (s *Server) openCluster() (*durable, error) {
 		return nil, fmt.Errorf("raft (BATON_STATE_DIR %s, BATON_RAFT_PORT %d): %w", cfg.StateDir, cfg.RaftPort, err)
 	}
 	return d, nil
+}
+
+// raftKeys are the keys raft's TLS proves (replica.Config.Keys): BATON_RAFT_KEY,
+// which only servers hold, else the cluster key, which clients hold too (any
+// holder can then speak raft: docs/operations.md). None: plain TCP.
+func raftKeys(cfg Config, clusterKeys [][]byte) [][]byte {
+	if keys, _ := cluster.ParseKeys("BATON_RAFT_KEY", cfg.RaftKey); keys != nil {
+		return keys
+	}
+	return clusterKeys
+}
+
+// raftTLS names the key raft's TLS proves, for the start line: an operator reads
+// there whether a client could speak raft.
+func raftTLS(cfg Config) string {
+	switch {
+	case cfg.BootstrapExpect <= 1:
+		return "" // a server alone: no raft connections
+	case cfg.RaftKey != "":
+		return "BATON_RAFT_KEY"
+	case cfg.ClusterKey != "":
+		return "BATON_CLUSTER_KEY"
+	}
+	return "none"
 }
 
 // dialRaft dials a raft peer by name: the name is looked up in the membership,

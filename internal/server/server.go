@@ -143,7 +143,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, _ := cluster.ParseKeys(cfg.ClusterKey)
+	keys, _ := cluster.ParseKeys("BATON_CLUSTER_KEY", cfg.ClusterKey)
 	if cfg.NodeName == "" {
 		cfg.NodeName = cfg.nodeName() // once: it may ask the DNS
 	}
@@ -244,7 +244,8 @@ func (s *Server) Open() (err error) {
 	s.ready.Store(true)
 	s.log.Info("baton server up", "token_addr", s.ln.Addr().String(), "http_addr", s.httpLn.Addr().String(),
 		"gossip", s.node.Addr(), "node", s.cfg.nodeName(), "epoch", s.core.st.Epoch, "session_ttl", s.cfg.SessionTTL,
-		"state_dir", s.cfg.StateDir, "bootstrap_expect", s.cfg.BootstrapExpect, "raft_port", raftPort, "encrypted", s.keys != nil)
+		"state_dir", s.cfg.StateDir, "bootstrap_expect", s.cfg.BootstrapExpect, "raft_port", raftPort, "encrypted", s.keys != nil,
+		"raft_tls", raftTLS(s.cfg))
 	return nil
 }
 

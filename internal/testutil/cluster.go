@@ -194,7 +194,7 @@ func (cl *Cluster) Dial(t testing.TB, node string, mod func(*baton.Config)) *bat
 	t.Helper()
 	cfg := baton.Config{Node: node, Logger: Logger(t).With("node", node), Resolve: cl.resolve, Follow: cl.isServer}
 	if k := cl.cfgs[0].ClusterKey; k != "" { // the clients of a keyed cluster prove its key
-		keys, err := cluster.ParseKeys(k)
+		keys, err := cluster.ParseKeys("BATON_CLUSTER_KEY", k)
 		if err != nil {
 			t.Fatal(err)
 		}

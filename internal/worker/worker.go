@@ -78,7 +78,7 @@ func (c *Config) Validate() error {
 	case c.LogFormat != "json" && c.LogFormat != "text":
 		return fmt.Errorf("BATON_LOG_FORMAT must be json or text, got %q", c.LogFormat)
 	}
-	if _, err := cluster.ParseKeys(c.ClusterKey); err != nil {
+	if _, err := cluster.ParseKeys("BATON_CLUSTER_KEY", c.ClusterKey); err != nil {
 		return err
 	}
 	return nil
@@ -168,7 +168,7 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Worker, error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, _ := cluster.ParseKeys(cfg.ClusterKey)
+	keys, _ := cluster.ParseKeys("BATON_CLUSTER_KEY", cfg.ClusterKey)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	name := cfg.nodeName()
