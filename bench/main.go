@@ -11,6 +11,7 @@
 //	baton          the real server and client package: sessions, fences, metrics on
 //	baton-durable  the same with a state directory: a raft log of one server
 //	baton-cluster  three durable servers replicating one log, as compose runs them (not by default)
+//	baton-cluster-keyed  the same with a cluster key: raft over TLS, sessions proven (not by default)
 //	etcd           concurrency.Mutex on an embedded etcd
 //	redis          Debian's redis-server, SET NX PX retried every 1 ms
 //
@@ -66,7 +67,7 @@ func main() {
 	serve := flag.String("serve", "", "internal: run this system's server and print its address")
 	memberSpec := flag.String("member", "", "internal: with -serve baton-cluster, the member's configuration")
 	hold := flag.String("hold", "", "internal: hold the token at this baton address until killed")
-	systemsFlag := flag.String("systems", defaultSystems, "systems to measure (also: baton-cluster)")
+	systemsFlag := flag.String("systems", defaultSystems, "systems to measure (also: baton-cluster, baton-cluster-keyed)")
 	clientsFlag := flag.String("clients", "1,8,64,512", "sessions on one token, per shape")
 	tokens := flag.Int("tokens", 1000, "tokens for the many-tokens shape, 4 sessions each (0 skips)")
 	idleTokens := flag.Int("idle-tokens", 0, "also run N=8 on one token beside this many idle tokens, on servers of their own (systems that keep tokens; 0 skips)")
@@ -121,7 +122,7 @@ func main() {
 		o.clients, o.tokens, o.idleTokens, o.idle, o.idleFor = []int{1, 8}, 50, 100, 200, 2*time.Second
 		o.duration, o.warmup, o.reps, o.kills, o.fsync = time.Second, 200*time.Millisecond, 1, 3, 200*time.Millisecond
 		if !flagSet("systems") { // CI runs every system, so that none stops working unseen
-			o.systems = append(o.systems, "baton-cluster")
+			o.systems = append(o.systems, "baton-cluster", "baton-cluster-keyed")
 		}
 	}
 	rep, err := run(o)
