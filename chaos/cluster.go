@@ -31,6 +31,7 @@ type cluster struct {
 	ps         *procs
 	store      *fencedStore
 	adminToken string
+	raftKey    string // BATON_RAFT_KEY
 	stateDir   string
 	hc         *http.Client
 	servers    []*serverSlot // fixed once started
@@ -162,6 +163,7 @@ func (c *cluster) serverEnv(s *serverSlot) []string {
 		"BATON_SESSION_TTL=" + c.cfg.TTL.String(),
 		"BATON_STATE_DIR=" + c.stateDir,
 		"BATON_ADMIN_TOKEN=" + c.adminToken,
+		"BATON_RAFT_KEY=" + c.raftKey,
 		"BATON_LOG_FORMAT=json",
 		"BATON_LOG_LEVEL=info",
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -133,7 +134,9 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
-	c := &cluster{cfg: cfg, h: h, servers: servers, adminToken: hex.EncodeToString(tok[:]),
+	var raftKey [32]byte // the servers' raft runs over TLS under every fault
+	_, _ = rand.Read(raftKey[:])
+	c := &cluster{cfg: cfg, h: h, servers: servers, adminToken: hex.EncodeToString(tok[:]), raftKey: base64.StdEncoding.EncodeToString(raftKey[:]),
 		stateDir: stateDir, hc: &http.Client{Timeout: 5 * time.Second}, leader: -1, seen: -1,
 		crashes: map[string]int{}}
 	c.ps = &procs{h: h, logDir: cfg.Dir, onExit: c.onExit}
