@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -129,7 +130,8 @@ const (
 	ReasonAuth             = "raft_auth"              // not TLS, or no proof of the key
 	ReasonHandshakeTimeout = "raft_handshake_timeout" // silent past handshakeTimeout
 	ReasonHandshakeEOF     = "raft_handshake_eof"     // closed or reset before proving anything
-	ReasonBusy             = "raft_busy"              // maxHandshakes already in progress
+	ReasonBusy             = "raft_busy"              // maxHandshakes in progress, or maxHandshakesPerAddr from its address
+	ReasonAccept           = "raft_accept"            // the listener failed (out of descriptors): nothing was accepted
 )
 
 // refusalReason sorts a failed handshake: a peer that proved the wrong thing from
@@ -139,47 +141,60 @@ func refusalReason(err error) string {
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		return ReasonHandshakeTimeout
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
 		return ReasonHandshakeEOF
 	}
 	return ReasonAuth
 }
 
-// maxHandshakes bounds the accepted connections whose handshake is in progress: raft
-// gives each connection it is handed a goroutine and buffers of a quarter MiB, so it
-// is handed only those that proved the key, and no more than this many unproven
-// ones hold anything here at once. Servers open a few connections each, and a
-// handshake takes a round trip or two.
-const maxHandshakes = 32
+// Bounds on the connections whose handshake is in progress. An unproven connection
+// costs a goroutine and a TLS state; raft is handed only proven ones. Servers open a
+// few connections each, and a handshake takes a round trip or two: perAddress is
+// room for a server's pool and its reconnects, and one address (a hostile peer)
+// cannot fill the rest, which others need to heal (a new leader's dials, votes).
+const (
+	maxHandshakes        = 256
+	maxHandshakesPerAddr = 8
+)
 
 // keyedListener hands raft only the connections that proved the key (Accept). Each
 // handshake runs on a goroutine of its own, within handshakeTimeout: a slow or
-// silent peer holds up no other.
+// silent peer holds up no other. Close ends the handshakes in progress and waits for
+// them.
 type keyedListener struct {
 	net.Listener
 	k      *keyed
-	slots  chan struct{} // one per handshake in progress
 	ready  chan net.Conn // proven
 	closed chan struct{}
+	ctx    context.Context // cancelled by Close: ends the handshakes in progress
+	cancel context.CancelFunc
 	once   sync.Once
+	wg     sync.WaitGroup // acceptLoop and the handshakes
+
+	mu      sync.Mutex     // guards pending
+	pending map[string]int // handshakes in progress by remote IP
+	total   int
 }
 
 func (k *keyed) listen(ln net.Listener) *keyedListener {
-	l := &keyedListener{Listener: ln, k: k, slots: make(chan struct{}, maxHandshakes), ready: make(chan net.Conn),
-		closed: make(chan struct{})}
+	l := &keyedListener{Listener: ln, k: k, ready: make(chan net.Conn), closed: make(chan struct{}), pending: map[string]int{}}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
 }
 
 func (l *keyedListener) acceptLoop() {
+	defer l.wg.Done()
 	var backoff time.Duration
 	for {
 		nc, err := l.Listener.Accept()
 		if errors.Is(err, net.ErrClosed) {
-			l.Close()
 			return
 		}
-		if err != nil { // out of descriptors, say: raft's own loop would wait and go on too
+		if err != nil { // out of descriptors, say: counted, and tried again a moment later, as raft's own loop does
+			l.k.refuse("", ReasonAccept, err)
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			select {
 			case <-time.After(backoff):
@@ -189,27 +204,65 @@ func (l *keyedListener) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		select {
-		case l.slots <- struct{}{}:
-			go l.handshake(rawio.Wrap(nc))
-		default:
+		host := remoteHost(nc)
+		if !l.take(host) {
 			l.k.refuse(nc.RemoteAddr().String(), ReasonBusy, errors.New("too many raft handshakes in progress"))
 			nc.Close()
+			continue
 		}
+		l.wg.Add(1)
+		go l.handshake(rawio.Wrap(nc), host)
 	}
 }
 
-func (l *keyedListener) handshake(nc net.Conn) {
+// take reserves a handshake for a connection from host, if there is room.
+func (l *keyedListener) take(host string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total >= maxHandshakes || l.pending[host] >= maxHandshakesPerAddr {
+		return false
+	}
+	l.total++
+	l.pending[host]++
+	return true
+}
+
+func (l *keyedListener) release(host string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.pending[host]--; l.pending[host] == 0 {
+		delete(l.pending, host)
+	}
+}
+
+func remoteHost(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return nc.RemoteAddr().String()
+}
+
+func (l *keyedListener) handshake(nc net.Conn, host string) {
+	defer l.wg.Done()
 	tc := tls.Server(nc, l.k.server)
-	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
-	err := tc.Handshake()
-	<-l.slots
+	ctx, cancel := context.WithTimeout(l.ctx, handshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	l.release(host)
 	if err != nil {
-		l.k.refuse(nc.RemoteAddr().String(), refusalReason(err), err)
+		if l.ctx.Err() == nil { // not ended by Close
+			l.k.refuse(nc.RemoteAddr().String(), refusalReason(err), err)
+		}
 		nc.Close()
 		return
 	}
-	_ = nc.SetDeadline(time.Time{})
+	select {
+	case <-l.closed: // closed meanwhile: raft is not handed a connection after its shutdown
+		tc.Close()
+		return
+	default:
+	}
 	select {
 	case l.ready <- tc:
 	case <-l.closed:
@@ -227,11 +280,14 @@ func (l *keyedListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Close stops accepting, ends the handshakes in progress and waits for them.
 func (l *keyedListener) Close() error {
 	var err error
 	l.once.Do(func() {
 		close(l.closed)
+		l.cancel()
 		err = l.Listener.Close()
+		l.wg.Wait()
 	})
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -237,8 +238,9 @@ func TestARefusalSaysWhy(t *testing.T) {
 	}
 }
 
-// Unproven connections hold at most maxHandshakes goroutines: past that, a new one
-// is closed at once (raft_busy), and once they are refused a proven peer connects.
+// Unproven connections from one address hold at most maxHandshakesPerAddr
+// handshakes: past that, a new one from there is closed at once (raft_busy), and once
+// they are refused a proven peer connects.
 func TestUnprovenConnectionsAreBounded(t *testing.T) {
 	key := []byte("0123456789abcdef")
 	addr, read, refused := keyedServer(t, [][]byte{key})
@@ -248,7 +250,7 @@ func TestUnprovenConnectionsAreBounded(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for range maxHandshakes + 1 {
+	for range maxHandshakesPerAddr + 1 {
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -256,13 +258,13 @@ func TestUnprovenConnectionsAreBounded(t *testing.T) {
 		silent = append(silent, nc)
 	}
 	if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonBusy {
-		t.Fatalf("the connection past %d unproven ones refused as %s (%v), want %s", maxHandshakes, r.reason, r.err, ReasonBusy)
+		t.Fatalf("the connection past %d unproven ones from one address refused as %s (%v), want %s", maxHandshakesPerAddr, r.reason, r.err, ReasonBusy)
 	}
 	for _, c := range silent {
 		c.Close()
 	}
 	silent = nil
-	for range maxHandshakes {
+	for range maxHandshakesPerAddr {
 		if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonHandshakeEOF {
 			t.Fatalf("a closed unproven connection refused as %s (%v), want %s", r.reason, r.err, ReasonHandshakeEOF)
 		}
@@ -282,5 +284,51 @@ func TestUnprovenConnectionsAreBounded(t *testing.T) {
 	}
 	if err := <-read; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Close ends the handshakes in progress at once, and reports none as a refusal.
+func TestCloseEndsTheHandshakesInProgress(t *testing.T) {
+	refused := make(chan string, 4)
+	k, err := newKeyed([][]byte{[]byte("0123456789abcdef")}, func(_, reason string, _ error) { refused <- reason })
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := k.listen(raw)
+	silent, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for { // wait until its handshake is in progress
+		ln.mu.Lock()
+		n := ln.total
+		ln.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the silent connection's handshake never started")
+		}
+		time.Sleep(time.Millisecond) // polling, with a deadline
+	}
+	start := time.Now()
+	ln.Close()
+	_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err == nil || time.Since(start) > time.Second {
+		t.Errorf("the silent peer read %v %s after Close, want its connection closed at once", err, time.Since(start))
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	select {
+	case r := <-refused:
+		t.Errorf("Close reported a refusal (%s)", r)
+	default:
 	}
 }

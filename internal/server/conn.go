@@ -225,8 +225,6 @@ func codeFor(err error) wire.Code {
 	return wire.CodeBadFrame
 }
 
-// handshake sends the challenge and reads the hello, all within HandshakeTimeout: a
-// peer that connects and says nothing holds a slot for that long at most.
 // provesAKey says whether mac is a client's proof, over the challenge's nonce and its
 // names, of one of keys: while the cluster key changes, clients may prove the old
 // one or the new (cluster.ParseKeys).
@@ -239,6 +237,8 @@ func provesAKey(keys [][]byte, mac, nonce []byte, node, bootID string) bool {
 	return false
 }
 
+// handshake sends the challenge and reads the hello, all within HandshakeTimeout: a
+// peer that connects and says nothing holds a slot for that long at most.
 func (c *conn) handshake(r *wire.Reader) (wire.Frame, error) {
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	nonce := make([]byte, wire.NonceSize)

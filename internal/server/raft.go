@@ -59,7 +59,10 @@ func (s *Server) openCluster() (*durable, error) {
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },
 		Refused: func(remote, reason string, err error) {
 			s.metrics.protocolErrors.WithLabelValues(reason).Inc()
-			s.log.Info("raft connection refused before raft read it", "remote", remote, "reason", reason, "err", err)
+			if n, since, ok := s.raftRefusals.admit(reason, time.Now()); ok {
+				s.log.Info("raft connection refused before raft read it", "remote", remote, "reason", reason, "err", err,
+					"repeated", n, "since", since.Round(time.Second))
+			}
 		},
 	}
 	d.lease = rc.LeaderLeaseTimeout

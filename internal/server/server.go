@@ -89,7 +89,10 @@ type Server struct {
 	metrics *metrics
 	reload  func() (Config, error)
 	keys    [][]byte // the cluster key (cluster.ParseKeys): the first is used, any accepted
-	bootID  string
+	// raftRefusals rations the log lines of refused raft connections: anyone who
+	// reaches the raft port can cause them (they are all counted).
+	raftRefusals everyMinute
+	bootID       string
 
 	adminToken atomic.Pointer[string] // read by HTTP handlers, replaced on restart
 
