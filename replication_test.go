@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/baton-dev/baton"
+	"github.com/baton-dev/baton/internal/cluster"
+	"github.com/baton-dev/baton/internal/fsm"
 	"github.com/baton-dev/baton/internal/server"
 	"github.com/baton-dev/baton/internal/testutil"
 	"github.com/baton-dev/baton/internal/wire"
@@ -298,6 +301,56 @@ func TestReplicatedClusterKeyChangesWhileServing(t *testing.T) {
 	if c, err := baton.Dial(ctx, baton.Config{Addr: leader.TokenAddr(), Node: "stale", ClusterKey: oldProof}); err == nil {
 		c.Close()
 		t.Error("a client that proves the old key opened a session after the key changed")
+	}
+}
+
+// A host that may gossip (it holds the cluster key, or there is none) announces a
+// server of its own. With BATON_RAFT_KEY, the leader makes it a voter only if it
+// proves raft's key: an impostor voter would count toward every quorum (a few make
+// one that can never be reached) and answer none. Refused, counted, and the
+// configuration stays the three servers.
+func TestAnAnnouncedServerThatDoesNotProveRaftsKeyIsNotAdded(t *testing.T) {
+	raftKey := base64.StdEncoding.EncodeToString([]byte("raft-key-of-the-servers-alone-01"))
+	cl := testutil.StartCluster(t, 3, func(c *server.Config) { c.RaftKey = raftKey })
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	testutil.Eventually(t, 20*time.Second, "the leader's configuration to hold the three servers", func() bool {
+		st, err := cl.Server(leader).Status()
+		return err == nil && st.Raft != nil && len(st.Raft.Servers) == 3
+	})
+	raftPort, err := net.Listen("tcp", "127.0.0.1:0") // answers, proves nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raftPort.Close()
+	go func() {
+		for {
+			c, err := raftPort.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	impostor, err := cluster.Start(cluster.Config{Name: "impostor", BindAddr: "127.0.0.1", Local: true, Label: cl.Server(leader).Cfg.ClusterLabel,
+		Join: []string{cl.Server(leader).GossipAddr()}, JoinPeriod: time.Hour, Logger: testutil.Logger(t),
+		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: "x", RaftPort: raftPort.Addr().(*net.TCPAddr).Port, LogVersion: fsm.LogVersion}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer impostor.Close()
+	if _, err := impostor.Join(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the leader to refuse the impostor (protocol_errors{reason=raft_unproven_server})", func() bool {
+		l := cl.Leader()
+		return l >= 0 && testutil.Metric(t, cl.Server(l).Reg, "baton_protocol_errors_total", map[string]string{"reason": "raft_unproven_server"}) >= 1
+	})
+	st, err := cl.Server(cl.Leader()).Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Raft.Servers) != 3 {
+		t.Errorf("raft configuration %+v after an impostor was announced, want the three servers", st.Raft.Servers)
 	}
 }
 

@@ -226,6 +226,7 @@ type Node struct {
 	hlog   *hclogAdapter
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
+	stream *tcpStream // trans's stream layer: ProvesKey dials through it
 	stores *stores
 
 	notifyCh chan bool
@@ -278,7 +279,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.trans, err = openTransport(cfg.BindAddr, cfg.Advertise, cfg.Dial, k, n.hlog.Named("net"))
+	n.trans, n.stream, err = openTransport(cfg.BindAddr, cfg.Advertise, cfg.Dial, k, n.hlog.Named("net"))
 	if err != nil {
 		n.stores.close()
 		return nil, err

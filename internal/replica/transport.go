@@ -88,24 +88,24 @@ const (
 // advertising advertise, or the listener's own address when that is empty; with
 // keyed, every connection is TLS between holders of the cluster key (keyed.go).
 func openTransport(bind, advertise string, dial func(context.Context, string) (net.Conn, error), keyed *keyed,
-	logger hclog.Logger) (*raft.NetworkTransport, error) {
+	logger hclog.Logger) (*raft.NetworkTransport, *tcpStream, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
-		return nil, fmt.Errorf("replica: listen on %s: %w", bind, err)
+		return nil, nil, fmt.Errorf("replica: listen on %s: %w", bind, err)
 	}
 	if advertise == "" {
 		tcp := ln.Addr().(*net.TCPAddr)
 		if tcp.IP == nil || tcp.IP.IsUnspecified() {
 			ln.Close()
-			return nil, fmt.Errorf("replica: bind address %s is not one peers can dial; set Advertise", ln.Addr())
+			return nil, nil, fmt.Errorf("replica: bind address %s is not one peers can dial; set Advertise", ln.Addr())
 		}
 		advertise = tcp.String()
 	} else if host, port, err := net.SplitHostPort(advertise); err != nil || host == "" {
 		ln.Close()
-		return nil, fmt.Errorf("replica: Advertise %q must be host:port", advertise)
+		return nil, nil, fmt.Errorf("replica: Advertise %q must be host:port", advertise)
 	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		ln.Close()
-		return nil, fmt.Errorf("replica: Advertise %q has a bad port", advertise)
+		return nil, nil, fmt.Errorf("replica: Advertise %q has a bad port", advertise)
 	} else if p == 0 { // the port bound: a host name with a port picked at listen
 		advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
@@ -119,5 +119,21 @@ func openTransport(bind, advertise string, dial func(context.Context, string) (n
 		Timeout:         transportTimeout,
 		MaxRPCsInFlight: transportInFlight,
 		Logger:          logger,
-	}), nil
+	}), stream, nil
+}
+
+// ProvesKey checks that the server at addr (as a configuration names it) holds a
+// raft key: a TLS handshake with it, in which it must prove one. Without Keys there
+// is nothing to prove, and it answers nil. A leader asks it before it adds a server
+// that the membership announced (the membership is not keyed by the raft key): an
+// impostor added as a voter would count toward every quorum and answer none.
+func (n *Node) ProvesKey(addr string, timeout time.Duration) error {
+	if n.stream.keyed == nil {
+		return nil
+	}
+	c, err := n.stream.Dial(raft.ServerAddress(addr), timeout)
+	if err != nil {
+		return err
+	}
+	return c.Close()
 }

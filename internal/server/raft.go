@@ -282,6 +282,11 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 		}
 		return false
 	}
+	for _, m := range servers {
+		if m.ID != s.cfg.nodeName() && !s.provesRaftKey(d, m) {
+			return false
+		}
+	}
 	err := d.node.Bootstrap(servers)
 	switch {
 	case errors.Is(err, replica.ErrHasState):
@@ -395,11 +400,32 @@ func (s *Server) reconcile(d *durable, v *serverVersions) {
 			}
 			continue
 		}
+		if !s.provesRaftKey(d, m) {
+			continue
+		}
 		if err := d.node.AddVoter(ctx, m.ID, m.Addr); err != nil {
 			s.log.Warn("raft: could not add server", "server", m.ID, "err", err)
 		}
 		return
 	}
+}
+
+// provesRaftKey says whether the server m that the membership announces proves it
+// holds raft's key (replica.Node.ProvesKey), before it is made a voter: the
+// membership is keyed by the cluster key at most, which clients hold too, and an
+// impostor voter would count toward every quorum and answer none. A refusal is
+// counted (protocol_errors{reason="raft_unproven_server"}) and logged once a minute.
+func (s *Server) provesRaftKey(d *durable, m replica.Server) bool {
+	err := d.node.ProvesKey(m.Addr, 2*time.Second)
+	if err == nil {
+		return true
+	}
+	s.metrics.protocolErrors.WithLabelValues("raft_unproven_server").Inc()
+	if n, _, ok := s.raftRefusals.admit("raft_unproven_server", time.Now()); ok {
+		s.log.Warn("raft: a server the membership announces does not prove raft's key: not made a voter", "server", m.ID,
+			"addr", m.Addr, "err", err, "repeated", n)
+	}
+	return false
 }
 
 // leadershipChanged brings the core in line with the replica: it starts serving
