@@ -277,6 +277,18 @@ func TestReplicatedClusterKeyChangesWhileServing(t *testing.T) {
 			cl.Reconfigure(i, func(c *server.Config) { c.ClusterKey = key })
 			cl.Start(i)
 			step := fmt.Sprintf("s%d on BATON_CLUSTER_KEY=%s", i+1, key)
+			// Gossip: the restarted server, which knows nobody at start, sees the
+			// other two alive, so it exchanged encrypted state with them.
+			testutil.Eventually(t, 20*time.Second, "the others alive in the membership of "+step, func() bool {
+				st, err := cl.Server(i).Status()
+				alive := 0
+				for j := range 3 {
+					if m, ok := member(st, fmt.Sprintf("s%d", j+1)); err == nil && ok && j != i && m.State == cluster.StateAlive {
+						alive++
+					}
+				}
+				return alive == 2
+			})
 			cs.awaitProgress(t, 5, 20*time.Second, "the token moving with "+step)
 			for j := range 3 { // every server, one step apart from it, still replicates with it
 				awaitReplicating(t, cl, j, fmt.Sprintf("s%d, with %s,", j+1, step))
@@ -298,9 +310,14 @@ func TestReplicatedClusterKeyChangesWhileServing(t *testing.T) {
 	defer cancel()
 	oldProof, _ := base64.StdEncoding.DecodeString(oldKey)
 	leader := cl.Server(cl.AwaitLeader(t, 10*time.Second))
+	// The client retries a refused proof (its key may be on its way) until the
+	// context ends: no session; the server counts each refusal.
 	if c, err := baton.Dial(ctx, baton.Config{Addr: leader.TokenAddr(), Node: "stale", ClusterKey: oldProof}); err == nil {
 		c.Close()
 		t.Error("a client that proves the old key opened a session after the key changed")
+	}
+	if n := testutil.Metric(t, leader.Reg, "baton_protocol_errors_total", map[string]string{"reason": "auth"}); n < 1 {
+		t.Errorf("protocol_errors{reason=auth} = %v after the old key's hello, want it counted", n)
 	}
 }
 
