@@ -444,18 +444,7 @@ func TestPeerProcess(t *testing.T) {
 // so leader faults that come then are skipped, and so is one while no leader is
 // known, and one against a server alone. Faults are recorded as such.
 func TestNemesisCutLeader(t *testing.T) {
-	rn, err := newRaftNet([]int{echoServer(t), echoServer(t), echoServer(t)}, func(net.Conn) int { return -1 })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rn.close()
-	var hist bytes.Buffer
-	h := newHistory(&hist)
-	c := &cluster{h: h, raft: rn, leader: 1, term: 7, seen: -1}
-	for i, name := range []string{"s1", "s2", "s3"} {
-		c.servers = append(c.servers, &serverSlot{idx: i, name: name, cur: &proc{name: name, inst: 1}})
-	}
-	n := &nemesis{c: c, h: h, start: time.Now(), log: t.Logf}
+	rn, c, h, n := raftNemesis(t, func(int) int { return 1 })
 	faults := []fault{
 		{ID: 1, At: 0, Kind: cutLeader, Dur: 400 * time.Millisecond},
 		{ID: 2, At: 50 * time.Millisecond, Kind: cutLeader, Dur: time.Second},      // s2 busy
@@ -521,18 +510,7 @@ func TestNemesisCutLeader(t *testing.T) {
 // link) are busy meanwhile. Both are skipped while no leader is known and with a
 // server alone, and recorded with the leader's term.
 func TestNemesisCutFollowerAndLink(t *testing.T) {
-	rn, err := newRaftNet([]int{echoServer(t), echoServer(t), echoServer(t)}, func(net.Conn) int { return -1 })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rn.close()
-	var hist bytes.Buffer
-	h := newHistory(&hist)
-	c := &cluster{h: h, raft: rn, leader: 1, term: 7, seen: -1}
-	for i, name := range []string{"s1", "s2", "s3"} {
-		c.servers = append(c.servers, &serverSlot{idx: i, name: name, cur: &proc{name: name, inst: i + 1}})
-	}
-	n := &nemesis{c: c, h: h, start: time.Now(), log: t.Logf}
+	rn, c, h, n := raftNemesis(t, func(i int) int { return i + 1 })
 	faults := []fault{
 		// s2 leads; the servers that do not are s1 and s3
 		{ID: 1, At: 0, Kind: cutFollower, Follower: 1, Dur: 1500 * time.Millisecond},                  // s3
@@ -612,4 +590,21 @@ func TestReportRaftConnections(t *testing.T) {
 	if strings.Contains(b.String(), "raft connections") {
 		t.Errorf("report of a server alone:\n%s\nwant no raft connections", b.String())
 	}
+}
+
+// raftNemesis is a nemesis over three echo servers behind a raft net, s2 leading in
+// term 7; inst numbers each server's process. The raft net closes at cleanup.
+func raftNemesis(t *testing.T, inst func(i int) int) (*raftNet, *cluster, *history, *nemesis) {
+	t.Helper()
+	rn, err := newRaftNet([]int{echoServer(t), echoServer(t), echoServer(t)}, func(net.Conn) int { return -1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rn.close)
+	h := newHistory(&bytes.Buffer{})
+	c := &cluster{h: h, raft: rn, leader: 1, term: 7, seen: -1}
+	for i, name := range []string{"s1", "s2", "s3"} {
+		c.servers = append(c.servers, &serverSlot{idx: i, name: name, cur: &proc{name: name, inst: inst(i)}})
+	}
+	return rn, c, h, &nemesis{c: c, h: h, start: time.Now(), log: t.Logf}
 }

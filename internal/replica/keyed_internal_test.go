@@ -20,10 +20,9 @@ type refusal struct {
 	err    error
 }
 
-// keyedServer listens on loopback with keys; every connection it accepts (proven)
-// is read for "raft" and answered "ack!". It returns its address, the results of
-// its reads, and its refusals.
-func keyedServer(t *testing.T, keys [][]byte) (string, <-chan error, <-chan refusal) {
+// keyedListening listens on loopback with keys, closed at cleanup; refusals are
+// reported on the channel it returns.
+func keyedListening(t *testing.T, keys [][]byte) (*keyedListener, <-chan refusal) {
 	t.Helper()
 	refused := make(chan refusal, 16)
 	k, err := newKeyed(keys, func(_, reason string, err error) { refused <- refusal{reason, err} })
@@ -36,6 +35,15 @@ func keyedServer(t *testing.T, keys [][]byte) (string, <-chan error, <-chan refu
 	}
 	ln := k.listen(raw)
 	t.Cleanup(func() { ln.Close() })
+	return ln, refused
+}
+
+// keyedServer is keyedListening's listener, whose every connection accepted
+// (proven) is read for "raft" and answered "ack!". It returns its address, the
+// results of its reads, and its refusals.
+func keyedServer(t *testing.T, keys [][]byte) (string, <-chan error, <-chan refusal) {
+	t.Helper()
+	ln, refused := keyedListening(t, keys)
 	read := make(chan error, 16)
 	go func() {
 		for {
@@ -55,7 +63,7 @@ func keyedServer(t *testing.T, keys [][]byte) (string, <-chan error, <-chan refu
 			}()
 		}
 	}()
-	return raw.Addr().String(), read, refused
+	return ln.Listener.Addr().String(), read, refused
 }
 
 // exchange sends "raft" on c and reads the answer.
@@ -289,17 +297,8 @@ func TestUnprovenConnectionsAreBounded(t *testing.T) {
 
 // Close ends the handshakes in progress at once, and reports none as a refusal.
 func TestCloseEndsTheHandshakesInProgress(t *testing.T) {
-	refused := make(chan string, 4)
-	k, err := newKeyed([][]byte{[]byte("0123456789abcdef")}, func(_, reason string, _ error) { refused <- reason })
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := k.listen(raw)
-	silent, err := net.Dial("tcp", raw.Addr().String())
+	ln, refused := keyedListening(t, [][]byte{[]byte("0123456789abcdef")})
+	silent, err := net.Dial("tcp", ln.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +327,7 @@ func TestCloseEndsTheHandshakesInProgress(t *testing.T) {
 	}
 	select {
 	case r := <-refused:
-		t.Errorf("Close reported a refusal (%s)", r)
+		t.Errorf("Close reported a refusal (%s: %v)", r.reason, r.err)
 	default:
 	}
 }
