@@ -24,15 +24,16 @@ import (
 
 // A raft connection carries the log itself: whoever can speak raft to a server can
 // append entries to it (an AppendEntries of a higher term makes the sender its
-// leader) or depose its leader. So with a cluster key (BATON_CLUSTER_KEY, which
-// already encrypts gossip and gates client sessions) every raft connection is TLS
-// 1.3, and both ends prove they hold the key. Every server derives the same Ed25519
-// key pair from the cluster key, and presents a certificate of it; each end accepts
-// only a peer that proves it holds that private key. No certificate authority, no
-// files to distribute: the key is the credential, as for gossip. Consul and etcd
-// secure their raft traffic with TLS the same way, with certificates of their own.
+// leader) or depose its leader. So with a key (BATON_RAFT_KEY, the servers' alone,
+// else BATON_CLUSTER_KEY) every raft connection is TLS 1.3, and both ends prove they
+// hold it. Every server derives the same Ed25519 key pair from the key, and presents
+// a certificate of it; each end accepts only a peer that proves it holds that
+// private key. No certificate authority, no files to distribute: the key is the
+// credential, as for gossip. Consul and etcd secure their raft traffic with TLS the
+// same way, with certificates of their own.
 
-// keyed is the TLS of the servers that hold one cluster key.
+// keyed is the TLS of the servers that hold one key (or, while it changes, several:
+// cluster.ParseKeys).
 type keyed struct {
 	server, client *tls.Config
 	// refused, when set, is told of every accepted connection that did not prove the
@@ -45,7 +46,7 @@ type keyed struct {
 // opens one and sends nothing holds nothing for longer.
 const handshakeTimeout = 5 * time.Second
 
-// errNotKeyed: the peer did not prove it holds the cluster key.
+// errNotKeyed: the peer did not prove it holds the key.
 var errNotKeyed = errors.New("the raft peer does not hold this server's key")
 
 // newKeyed derives the servers' identities from keys: this server presents the
