@@ -204,7 +204,13 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	case <-c.firstSession:
 		return c, nil
 	case <-ctx.Done():
+		c.mu.Lock()
+		last := c.st.m.lastDialErr
+		c.mu.Unlock()
 		c.Close()
+		if last != nil { // what went wrong, not only that time ran out
+			return nil, fmt.Errorf("baton: dial: %w; the last connect: %w", ctx.Err(), last)
+		}
 		return nil, fmt.Errorf("baton: dial: %w", ctx.Err())
 	}
 }

@@ -35,6 +35,9 @@ type machine struct {
 	dialing   bool
 	backoff   time.Duration
 	failed    int // dial attempts since the last session
+	// lastDialErr is why the last connect failed, until one succeeds: Dial says it
+	// when its context ends before a session (a wrong key, a wrong address).
+	lastDialErr error
 
 	session     uint64
 	lostSession uint64 // the session before the latest welcome, for messages
@@ -167,6 +170,7 @@ func (m *machine) startDial() {
 func (m *machine) dialFailed(err error) {
 	m.dialing = false
 	m.failed++
+	m.lastDialErr = err
 	level := m.c.log.Debug
 	if m.failed%10 == 1 {
 		level = m.c.log.Warn
@@ -191,7 +195,7 @@ func (m *machine) redialCeiling() time.Duration {
 // driver has the connection up.
 func (m *machine) welcome(w *wire.Frame, sentAt time.Time, server string) {
 	m.dialing = false
-	m.failed, m.backoff = 0, 50*time.Millisecond
+	m.failed, m.backoff, m.lastDialErr = 0, 50*time.Millisecond, nil
 	m.connected, m.announced, m.server = true, false, server
 	m.awaiting = time.Time{}
 	m.connGen++

@@ -311,10 +311,12 @@ func TestReplicatedClusterKeyChangesWhileServing(t *testing.T) {
 	oldProof, _ := base64.StdEncoding.DecodeString(oldKey)
 	leader := cl.Server(cl.AwaitLeader(t, 10*time.Second))
 	// The client retries a refused proof (its key may be on its way) until the
-	// context ends: no session; the server counts each refusal.
-	if c, err := baton.Dial(ctx, baton.Config{Addr: leader.TokenAddr(), Node: "stale", ClusterKey: oldProof}); err == nil {
-		c.Close()
-		t.Error("a client that proves the old key opened a session after the key changed")
+	// context ends, and then says why it has no session.
+	if c, err := baton.Dial(ctx, baton.Config{Addr: leader.TokenAddr(), Node: "stale", ClusterKey: oldProof}); !errors.Is(err, baton.ErrRefused) {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("a client that proves the old key after the key changed: %v, want it refused", err)
 	}
 	if n := testutil.Metric(t, leader.Reg, "baton_protocol_errors_total", map[string]string{"reason": "auth"}); n < 1 {
 		t.Errorf("protocol_errors{reason=auth} = %v after the old key's hello, want it counted", n)
