@@ -422,8 +422,9 @@ func (s *Server) provesRaftKey(d *durable, m replica.Server) bool {
 	}
 	s.metrics.protocolErrors.WithLabelValues("raft_unproven_server").Inc()
 	if n, _, ok := s.raftRefusals.admit("raft_unproven_server", time.Now()); ok {
-		s.log.Warn("raft: a server the membership announces does not prove raft's key: not made a voter", "server", m.ID,
-			"addr", m.Addr, "err", err, "repeated", n)
+		s.log.Warn("raft: a server the membership announces does not prove raft's key: not made a voter; "+
+			"give every server the same BATON_RAFT_KEY (or, without it, BATON_CLUSTER_KEY), or find what announces it",
+			"server", m.ID, "addr", m.Addr, "err", err, "repeated", n)
 	}
 	return false
 }
