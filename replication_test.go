@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -336,23 +338,11 @@ func TestAnAnnouncedServerThatDoesNotProveRaftsKeyIsNotAdded(t *testing.T) {
 		st, err := cl.Server(leader).Status()
 		return err == nil && st.Raft != nil && len(st.Raft.Servers) == 3
 	})
-	raftPort, err := net.Listen("tcp", "127.0.0.1:0") // answers, proves nothing
-	if err != nil {
-		t.Fatal(err)
-	}
+	raftPort := httptest.NewTLSServer(http.NotFoundHandler()) // speaks TLS, with a key of its own
 	defer raftPort.Close()
-	go func() {
-		for {
-			c, err := raftPort.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	impostor, err := cluster.Start(cluster.Config{Name: "impostor", BindAddr: "127.0.0.1", Local: true, Label: cl.Server(leader).Cfg.ClusterLabel,
 		Join: []string{cl.Server(leader).GossipAddr()}, JoinPeriod: time.Hour, Logger: testutil.Logger(t),
-		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: "x", RaftPort: raftPort.Addr().(*net.TCPAddr).Port, LogVersion: fsm.LogVersion}})
+		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: "x", RaftPort: raftPort.Listener.Addr().(*net.TCPAddr).Port, LogVersion: fsm.LogVersion}})
 	if err != nil {
 		t.Fatal(err)
 	}

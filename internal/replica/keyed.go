@@ -46,6 +46,10 @@ type keyed struct {
 // opens one and sends nothing holds nothing for longer.
 const handshakeTimeout = 5 * time.Second
 
+// ErrUnproven: a raft peer this server dialled answered, and did not prove it holds
+// the key (or refused this server's proof).
+var ErrUnproven = errors.New("the raft peer did not prove the key")
+
 // errNotKeyed: the peer did not prove it holds the key.
 var errNotKeyed = errors.New("the raft peer does not hold this server's key")
 
@@ -118,7 +122,7 @@ func (k *keyed) dialed(nc net.Conn, timeout time.Duration) (net.Conn, error) {
 	if err := tc.Handshake(); err != nil {
 		nc.Close()
 		if refusalReason(err) == ReasonAuth {
-			return nil, fmt.Errorf("replica: raft TLS with %s: %w (do both servers have the same key?)", nc.RemoteAddr(), err)
+			return nil, fmt.Errorf("replica: raft TLS with %s: %w: %w (do both servers have the same key?)", nc.RemoteAddr(), ErrUnproven, err)
 		}
 		return nil, fmt.Errorf("replica: raft TLS with %s: %w", nc.RemoteAddr(), err)
 	}

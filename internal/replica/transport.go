@@ -123,8 +123,9 @@ func openTransport(bind, advertise string, dial func(context.Context, string) (n
 }
 
 // ProvesKey checks that the server at addr (as a configuration names it) holds a
-// raft key: a TLS handshake with it, in which it must prove one. Without Keys there
-// is nothing to prove, and it answers nil. A leader asks it before it adds a server
+// raft key: a TLS handshake with it, in which it must prove one (ErrUnproven when
+// it answers and does not; another error when it does not answer). Without Keys
+// there is nothing to prove, and it answers nil. A leader asks it before it adds a server
 // that the membership announced (the membership is not keyed by the raft key): an
 // impostor added as a voter would count toward every quorum and answer none.
 func (n *Node) ProvesKey(addr string, timeout time.Duration) error {

@@ -420,6 +420,10 @@ func (s *Server) provesRaftKey(d *durable, m replica.Server) bool {
 	if err == nil {
 		return true
 	}
+	if !errors.Is(err, replica.ErrUnproven) { // not reachable yet (starting, or gone): asked again next round
+		s.log.Debug("raft: an announced server did not answer raft's handshake", "server", m.ID, "addr", m.Addr, "err", err)
+		return false
+	}
 	s.metrics.protocolErrors.WithLabelValues("raft_unproven_server").Inc()
 	if n, _, ok := s.raftRefusals.admit("raft_unproven_server", time.Now()); ok {
 		s.log.Warn("raft: a server the membership announces does not prove raft's key: not made a voter; "+
