@@ -168,6 +168,30 @@ func scenarioUp(d *deployment, up time.Time) {
 	if n := d.metric("baton_stale_releases_total"); n != 0 {
 		d.errorf("%v stale releases in a healthy run", n)
 	}
+	d.checkHealthyLogs()
+}
+
+// checkHealthyLogs reads what the servers and clients logged since `up`, before any
+// fault: the README says a healthy start logs no warning. An ERROR line fails the
+// run; a WARN line is shown (a loaded machine's timing may cause one, a client's
+// connect to a server not yet up).
+func (d *deployment) checkHealthyLogs() {
+	logs := d.do("logs", "--no-color", "server", "client")
+	var warns, errs []string
+	for _, line := range strings.Split(logs, "\n") {
+		switch {
+		case strings.Contains(line, `"level":"ERROR"`):
+			errs = append(errs, line)
+		case strings.Contains(line, `"level":"WARN"`):
+			warns = append(warns, line)
+		}
+	}
+	if len(warns) > 0 {
+		d.t.Logf("%d WARN lines in a healthy start:\n%s", len(warns), strings.Join(warns, "\n"))
+	}
+	if len(errs) > 0 {
+		d.errorf("%d ERROR lines in a healthy start:\n%s", len(errs), strings.Join(errs, "\n"))
+	}
 }
 
 // 2. Scale to 12, then to 4: joins and graceful leaves show in /status and the

@@ -264,6 +264,10 @@ func bootstrapSet(members []cluster.Member, self string, expect int) ([]replica.
 	return servers, ""
 }
 
+// bootstrapWaitWarn is how long a server waits for the others before it warns, and
+// then how often: the servers of a deployment start a few seconds apart.
+const bootstrapWaitWarn = 10 * time.Second
+
 // maybeBootstrap starts the cluster once BATON_BOOTSTRAP_EXPECT servers have found
 // each other, each of them with the same set (bootstrapSet): true once done, or
 // once this server turns out to have a log already.
@@ -271,7 +275,7 @@ func (s *Server) maybeBootstrap(d *durable) bool {
 	members := s.serverMembers()
 	servers, why := bootstrapSet(members, s.cfg.nodeName(), s.cfg.BootstrapExpect)
 	if servers == nil {
-		if now := time.Now(); now.Sub(s.waitLogged) >= 10*time.Second && why == "too few servers" {
+		if now := time.Now(); now.Sub(s.waitLogged) >= bootstrapWaitWarn && why == "too few servers" {
 			s.waitLogged = now
 			names := make([]string, len(members))
 			for i, m := range members {

@@ -107,7 +107,9 @@ type Server struct {
 	// (publishLeader).
 	leaderMeta atomic.Uint64
 	publishing atomic.Bool
-	// waitLogged is when raftLoop last said it waits for servers to bootstrap.
+	// waitLogged is when raftLoop last said it waits for servers to bootstrap, or
+	// when it started: servers of one deployment start seconds apart, and the first
+	// one's wait is not worth a warning until it lasts (bootstrapWaitWarn).
 	waitLogged time.Time
 	parker     *parker // nil where connections cannot be parked
 	core       *core
@@ -224,6 +226,7 @@ func (s *Server) Open() (err error) {
 	s.loopStarted = true
 	go s.loop()
 	if d := s.core.d; d != nil && d.clustered {
+		s.waitLogged = time.Now()
 		s.wg.Add(1)
 		go s.raftLoop(d)
 	}
