@@ -358,10 +358,10 @@ func TestLeaderFigures(t *testing.T) {
 		t.Fatalf("losses %v, want one kill-leader", losses)
 	}
 	x := losses[0]
-	if len(x.toLeader) != 1 || x.toLeader[0] != 50*time.Millisecond {
+	if !slices.Equal(x.toLeader, []time.Duration{50 * time.Millisecond}) {
 		t.Errorf("to the next leader %v, want 50ms", x.toLeader)
 	}
-	if len(x.toGrant) != 1 || x.toGrant[0] != 80*time.Millisecond {
+	if !slices.Equal(x.toGrant, []time.Duration{80 * time.Millisecond}) {
 		t.Errorf("to the next grant %v, want 80ms", x.toGrant)
 	}
 	if x.held[event.OK] != 1 || len(x.held) != 1 {
@@ -381,10 +381,10 @@ func TestLeaderFiguresCutLeader(t *testing.T) {
 		t.Fatalf("losses %v, want one cut-leader", losses)
 	}
 	x := losses[0]
-	if len(x.stepDown) != 1 || x.stepDown[0] != 300*time.Millisecond {
+	if !slices.Equal(x.stepDown, []time.Duration{300 * time.Millisecond}) {
 		t.Errorf("stepped down after %v, want 300ms", x.stepDown)
 	}
-	if len(x.toLeader) != 1 || x.toLeader[0] != 580*time.Millisecond {
+	if !slices.Equal(x.toLeader, []time.Duration{580 * time.Millisecond}) {
 		t.Errorf("to the next leader %v, want 580ms", x.toLeader)
 	}
 	if !strings.Contains(x.String(), "stepped down median 300ms") {
@@ -433,12 +433,17 @@ func partialCutEvents(kind, target, w string, start, heal int64, roles []string)
 		{T: heal * ms, Kind: event.Heal, Op: kind, ID: int(start), W: w, Target: target, Inst: 1},
 	}
 	for _, s := range roles {
-		state, at, _ := strings.Cut(s, "@")
-		var t int64
-		fmt.Sscan(at, &t)
-		ev = append(ev, event.Event{T: t * ms, Kind: event.Role, W: w, Op: state})
+		ev = append(ev, roleEvent(w, s))
 	}
 	return ev
+}
+
+// roleEvent is server w's own raft state as the watcher saw it, from "state@ms".
+func roleEvent(w, s string) event.Event {
+	state, at, _ := strings.Cut(s, "@")
+	var t int64
+	fmt.Sscan(at, &t)
+	return event.Event{T: t * ms, Kind: event.Role, W: w, Op: state}
 }
 
 // cutLeaderEvents is a cut-leader of s1 from start to heal (ms), s1's own raft
@@ -450,16 +455,10 @@ func cutLeaderEvents(start, heal int64, s1 []string, s2 string) []event.Event {
 		{T: start * ms, Kind: event.Fault, Op: cutLeader, ID: 1, W: "s1", Target: "s1", Inst: 1, Err: "aimed at the leader", Term: 2},
 		{T: heal * ms, Kind: event.Heal, Op: cutLeader, ID: 1, W: "s1", Target: "s1", Inst: 1},
 	}
-	role := func(w, s string) event.Event {
-		state, at, _ := strings.Cut(s, "@")
-		var t int64
-		fmt.Sscan(at, &t)
-		return event.Event{T: t * ms, Kind: event.Role, W: w, Op: state}
-	}
 	for _, s := range s1 {
-		ev = append(ev, role("s1", s))
+		ev = append(ev, roleEvent("s1", s))
 	}
-	f := role("s2", s2)
+	f := roleEvent("s2", s2)
 	ev = append(ev, f, event.Event{T: f.T + 300*ms, Kind: event.Role, W: "s2", Op: "leader", Term: 3},
 		event.Event{T: f.T + 300*ms, Kind: event.Lead, W: "s2", Term: 3})
 	return ev

@@ -453,23 +453,7 @@ func TestNemesisCutLeader(t *testing.T) {
 		{ID: 5, At: 500 * time.Millisecond, Kind: cutLeader, Dur: time.Second},     // no leader known
 		{ID: 6, At: 510 * time.Millisecond, Kind: cutLeader, Dur: 2 * time.Second}, // a server alone
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n.run(context.Background(), faults[:4])
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Equal(rn.cutOff(), []int{1}) { // polling with a deadline
-		if time.Now().After(deadline) {
-			t.Fatalf("s2 not cut off within 5s: %v", rn.cutOff())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the nemesis did not return")
-	}
+	runUntilCut(t, n, faults[:4], "s2 cut off", func() bool { return slices.Equal(rn.cutOff(), []int{1}) })
 	if got := rn.cutOff(); len(got) != 0 {
 		t.Errorf("cut off %v after the run, want none", got)
 	}
@@ -480,17 +464,7 @@ func TestNemesisCutLeader(t *testing.T) {
 	if n.applied != 1 || n.byKind[cutLeader] != 1 || n.skipped != 5 || len(n.busy) != 0 {
 		t.Errorf("applied %d (%v), skipped %d, busy %v; want 1 cut-leader, 5, none", n.applied, n.byKind, n.skipped, n.busy)
 	}
-	var lines []string
-	for _, e := range h.snapshot() {
-		switch e.Kind {
-		case event.Fault, event.Heal:
-			lines = append(lines, strings.Join([]string{e.Kind, e.Op, e.Target, e.Err}, " "))
-			if e.Kind == event.Fault && e.Err == "aimed at the leader" && e.Term != 7 {
-				t.Errorf("fault %d: term %d, want the leader's, 7", e.ID, e.Term)
-			}
-		}
-	}
-	want := []string{
+	checkFaultHistory(t, h, func(e event.Event) string { return strings.Join([]string{e.Kind, e.Op, e.Target, e.Err}, " ") }, []string{
 		"fault cut-leader s2 aimed at the leader",
 		"fault cut-leader  skipped: s2 busy",
 		"fault pause-leader  skipped: s2 busy",
@@ -498,10 +472,7 @@ func TestNemesisCutLeader(t *testing.T) {
 		"heal cut-leader s2 ",
 		"fault cut-leader  skipped: no leader known",
 		"fault cut-leader  skipped: a server alone has no raft traffic",
-	}
-	if !slices.Equal(lines, want) {
-		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
-	}
+	})
 }
 
 // TestNemesisCutFollowerAndLink: cut-follower cuts the Follower-th server that
@@ -521,23 +492,9 @@ func TestNemesisCutFollowerAndLink(t *testing.T) {
 		{ID: 6, At: 0, Kind: cutLink, Dur: time.Second},                                               // no leader known
 		{ID: 7, At: 0, Kind: cutLink, Dur: time.Second},                                               // a server alone
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n.run(context.Background(), faults[:4])
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Equal(rn.cutOff(), []int{2}) || !slices.Equal(rn.linksCut(), []link{{0, 1}}) { // polling with a deadline
-		if time.Now().After(deadline) {
-			t.Fatalf("not s3 and the link s1-s2 cut within 5s: %v, %v", rn.cutOff(), rn.linksCut())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the nemesis did not return")
-	}
+	runUntilCut(t, n, faults[:4], "s3 and the link s1-s2 cut", func() bool {
+		return slices.Equal(rn.cutOff(), []int{2}) && slices.Equal(rn.linksCut(), []link{{0, 1}})
+	})
 	if len(rn.cutOff()) != 0 || len(rn.linksCut()) != 0 {
 		t.Errorf("cut off %v, links %v after the run, want none", rn.cutOff(), rn.linksCut())
 	}
@@ -548,17 +505,9 @@ func TestNemesisCutFollowerAndLink(t *testing.T) {
 	if n.applied != 2 || n.byKind[cutFollower] != 1 || n.byKind[cutLink] != 1 || n.skipped != 5 || len(n.busy) != 0 {
 		t.Errorf("applied %d (%v), skipped %d, busy %v; want a cut-follower and a cut-link, 5, none", n.applied, n.byKind, n.skipped, n.busy)
 	}
-	var lines []string
-	for _, e := range h.snapshot() {
-		switch e.Kind {
-		case event.Fault, event.Heal:
-			lines = append(lines, fmt.Sprintf("%s %s %s %s#%d %s", e.Kind, e.Op, e.Target, e.W, e.Inst, e.Err))
-			if e.Kind == event.Fault && e.Err != "" && !strings.HasPrefix(e.Err, "skipped") && e.Term != 7 {
-				t.Errorf("fault %d: term %d, want the leader's, 7", e.ID, e.Term)
-			}
-		}
-	}
-	want := []string{
+	checkFaultHistory(t, h, func(e event.Event) string {
+		return fmt.Sprintf("%s %s %s %s#%d %s", e.Kind, e.Op, e.Target, e.W, e.Inst, e.Err)
+	}, []string{
 		"fault cut-follower s3 s3#3 aimed at a follower",
 		"fault cut-link s2-s1 s1#1 between the leader and a follower",
 		"fault cut-follower  #0 skipped: s1 busy",
@@ -568,10 +517,7 @@ func TestNemesisCutFollowerAndLink(t *testing.T) {
 		"fault cut-follower  #0 skipped: no leader known",
 		"fault cut-link  #0 skipped: no leader known",
 		"fault cut-link  #0 skipped: a server alone has no raft traffic",
-	}
-	if !slices.Equal(lines, want) {
-		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
-	}
+	})
 }
 
 // TestReportRaftConnections: the report says how many raft connections the
@@ -607,4 +553,46 @@ func raftNemesis(t *testing.T, inst func(i int) int) (*raftNet, *cluster, *histo
 		c.servers = append(c.servers, &serverSlot{idx: i, name: name, cur: &proc{name: name, inst: inst(i)}})
 	}
 	return rn, c, h, &nemesis{c: c, h: h, start: time.Now(), log: t.Logf}
+}
+
+// runUntilCut runs faults on n in the background, waits up to 5 s until cut says
+// the raft net is cut as they want (what names it), then until the run returns.
+func runUntilCut(t *testing.T, n *nemesis, faults []fault, what string, cut func() bool) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.run(context.Background(), faults)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cut() { // polling with a deadline
+		if time.Now().After(deadline) {
+			t.Fatalf("not %s within 5s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the nemesis did not return")
+	}
+}
+
+// checkFaultHistory checks h's fault and heal events, each as line gives it, against
+// want; a fault that was applied must carry the leader's term, 7.
+func checkFaultHistory(t *testing.T, h *history, line func(event.Event) string, want []string) {
+	t.Helper()
+	var lines []string
+	for _, e := range h.snapshot() {
+		switch e.Kind {
+		case event.Fault, event.Heal:
+			lines = append(lines, line(e))
+			if e.Kind == event.Fault && e.Err != "" && !strings.HasPrefix(e.Err, "skipped") && e.Term != 7 {
+				t.Errorf("fault %d: term %d, want the leader's, 7", e.ID, e.Term)
+			}
+		}
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("history:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
 }
