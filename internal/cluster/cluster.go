@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/baton-dev/baton/internal/ration"
 )
 
 // Roles a node may have.
@@ -191,7 +193,7 @@ func Start(cfg Config) (*Node, error) {
 	mc.Delegate = n
 	mc.Events = n
 	mc.Conflict = n
-	mc.Logger = log.New(&logWriter{log: n.log, every: time.Minute, seen: map[string]*repeat{}}, "", 0)
+	mc.Logger = log.New(&logWriter{log: n.log, lines: ration.Lines{Every: time.Minute}}, "", 0)
 	n.detection = detectionOf(mc) // before Create: memberlist may report a conflict before it returns
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -528,20 +530,9 @@ func decodeMeta(b []byte) (Meta, error) {
 // lines that say what a misconfigured peer did carry the likely cause.
 type logWriter struct {
 	log   *slog.Logger
-	every time.Duration
+	lines ration.Lines
 	now   func() time.Time // nil: time.Now (tests set it)
-
-	mu   sync.Mutex // guards seen
-	seen map[string]*repeat
 }
-
-type repeat struct {
-	last       time.Time // when it was last written
-	suppressed int       // how often it came since
-}
-
-// maxSeen bounds the kinds of line remembered; past it the oldest is forgotten.
-const maxSeen = 64
 
 // peerHints name, for memberlist's words about a peer it refused, what the peer
 // likely has wrong.
@@ -591,37 +582,13 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// admit says whether a line of this kind is written now, and how many were held
-// back since the last one written, and how long ago that was.
+// admit says whether a line of this kind is written now (ration.Lines.Admit).
 func (w *logWriter) admit(kind string) (int, time.Duration, bool) {
 	now := time.Now()
 	if w.now != nil {
 		now = w.now()
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	r := w.seen[kind]
-	if r == nil {
-		if len(w.seen) >= maxSeen {
-			var oldest string
-			for k, v := range w.seen {
-				if oldest == "" || v.last.Before(w.seen[oldest].last) {
-					oldest = k
-				}
-			}
-			delete(w.seen, oldest)
-		}
-		w.seen[kind] = &repeat{last: now}
-		return 0, 0, true
-	}
-	since := now.Sub(r.last)
-	if since < w.every {
-		r.suppressed++
-		return 0, 0, false
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	return n, since, true
+	return w.lines.Admit(kind, now)
 }
 
 // lineKind is a memberlist line without what changes between repeats: addresses,

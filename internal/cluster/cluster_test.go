@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/baton-dev/baton/internal/ration"
 )
 
 // A join that fails says why: each misconfiguration a user can make between a
@@ -69,8 +71,8 @@ func TestJoinCause(t *testing.T) {
 func TestLogWriterSummarisesRepeats(t *testing.T) {
 	var buf bytes.Buffer
 	now := time.Unix(1000, 0)
-	w := &logWriter{log: slog.New(slog.NewTextHandler(&buf, nil)), every: time.Minute,
-		now: func() time.Time { return now }, seen: map[string]*repeat{}}
+	w := &logWriter{log: slog.New(slog.NewTextHandler(&buf, nil)), lines: ration.Lines{Every: time.Minute},
+		now: func() time.Time { return now }}
 	refused := func(port int) {
 		line := "[ERR] memberlist: failed to receive: remote state is encrypted and encryption is not configured from=10.0.0.5:" +
 			string(rune('0'+port%10)) + "4544\n"

@@ -59,7 +59,7 @@ func (s *Server) openCluster() (*durable, error) {
 		LeaderChange: func(replica.Leadership) { s.kickRaft() },
 		Refused: func(remote, reason string, err error) {
 			s.metrics.protocolErrors.WithLabelValues(reason).Inc()
-			if n, since, ok := s.raftRefusals.admit(reason, time.Now()); ok {
+			if n, since, ok := s.raftRefusals.Admit(reason, time.Now()); ok {
 				s.log.Info("raft connection refused before raft read it", "remote", remote, "reason", reason, "err", err,
 					"repeated", n, "since", since.Round(time.Second))
 			}
@@ -429,7 +429,7 @@ func (s *Server) provesRaftKey(d *durable, m replica.Server) bool {
 		return false
 	}
 	s.metrics.protocolErrors.WithLabelValues("raft_unproven_server").Inc()
-	if n, _, ok := s.raftRefusals.admit("raft_unproven_server", time.Now()); ok {
+	if n, _, ok := s.raftRefusals.Admit("raft_unproven_server", time.Now()); ok {
 		s.log.Warn("raft: a server the membership announces does not prove raft's key: not made a voter; "+
 			"give every server the same BATON_RAFT_KEY (or, without it, BATON_CLUSTER_KEY), or find what announces it",
 			"server", m.ID, "addr", m.Addr, "err", err, "repeated", n)

@@ -66,6 +66,7 @@ import (
 
 	"github.com/baton-dev/baton/internal/cluster"
 	"github.com/baton-dev/baton/internal/fsm"
+	"github.com/baton-dev/baton/internal/ration"
 	"github.com/baton-dev/baton/internal/replica"
 	"github.com/baton-dev/baton/internal/wire"
 )
@@ -91,7 +92,7 @@ type Server struct {
 	keys    [][]byte // the cluster key (cluster.ParseKeys): the first is used, any accepted
 	// raftRefusals rations the log lines of refused raft connections: anyone who
 	// reaches the raft port can cause them (they are all counted).
-	raftRefusals everyMinute
+	raftRefusals ration.Lines
 	bootID       string
 
 	adminToken atomic.Pointer[string] // read by HTTP handlers, replaced on restart
@@ -162,7 +163,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	_, _ = rand.Read(boot[:])
 	s := &Server{cfg: cfg, log: opts.Logger, level: opts.Level, reg: opts.Registry, reload: opts.Reload, keys: keys,
 		bootID: hex.EncodeToString(boot[:]), kick: make(chan struct{}, 1), raftKick: make(chan struct{}, 1),
-		stop: make(chan struct{}), loopDone: make(chan struct{}), conns: map[*conn]struct{}{}}
+		stop: make(chan struct{}), loopDone: make(chan struct{}), conns: map[*conn]struct{}{},
+		raftRefusals: ration.Lines{Every: time.Minute}}
 	s.adminToken.Store(&cfg.AdminToken)
 	s.metrics = newMetrics(s.reg)
 	s.reg.MustRegister(newStateCollector(s))
