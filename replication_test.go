@@ -363,6 +363,28 @@ func TestAnAnnouncedServerThatDoesNotProveRaftsKeyIsNotAdded(t *testing.T) {
 	}
 }
 
+// Servers recreated at each other's addresses are dialled for a while at the
+// address the membership last heard of: a raft connection meant for one reaches
+// the other, which follows the same leader and would answer in its place, the
+// server meant never hearing from the leader again. The server reached refuses it
+// (protocol_errors{reason="raft_misrouted"}), and the leader reaches the server
+// meant once its name leads there again.
+func TestReplicatedRaftConnectionMeantForAnotherServerIsRefused(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	meant, via := (leader+1)%3, (leader+2)%3
+	cs := startContenders(t, cl, 2, "counter")
+	cs.awaitProgress(t, 10, 20*time.Second, "the token moving before the fault")
+	cl.Misroute(meant, via)
+	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("s%d to refuse a raft connection meant for s%d (protocol_errors{reason=raft_misrouted})", via+1, meant+1), func() bool {
+		return testutil.Metric(t, cl.Server(via).Reg, "baton_protocol_errors_total", map[string]string{"reason": "raft_misrouted"}) >= 1
+	})
+	cs.awaitProgress(t, 10, 20*time.Second, "the token moving while one follower is out of reach")
+	cl.Misroute(meant, -1)
+	awaitReplicating(t, cl, meant, fmt.Sprintf("s%d, reached again", meant+1))
+	cs.check(t, cl)
+}
+
 // awaitReplicating waits until server i leads, or follows and has applied nearly
 // all that the leader committed (the clients keep committing meanwhile).
 func awaitReplicating(t *testing.T, cl *testutil.Cluster, i int, what string) {

@@ -60,6 +60,10 @@ type Meta struct {
 	// LogVersion is the newest raft log this server reads (fsm.LogVersion; absent:
 	// 1). A leader writes only what every server of its cluster reads.
 	LogVersion int `json:"lv,omitempty"`
+	// RaftConn is the raft connection format this server reads
+	// (replica.ConnVersion; absent: raft's own, of a version before it). A server
+	// opens a connection to it with the name of the server meant only from 1.
+	RaftConn int `json:"rc,omitempty"`
 }
 
 // Member is one node as this node sees it.

@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -11,15 +10,10 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"slices"
-	"sync"
-	"syscall"
 	"time"
-
-	"github.com/baton-dev/baton/internal/rawio"
 )
 
 // A raft connection carries the log itself: whoever can speak raft to a server can
@@ -36,15 +30,7 @@ import (
 // cluster.ParseKeys).
 type keyed struct {
 	server, client *tls.Config
-	// refused, when set, is told of every accepted connection that did not prove the
-	// key, and why (Reason...; it is then closed): hostile input, for the caller to
-	// count.
-	refused func(remote, reason string, err error)
 }
-
-// handshakeTimeout bounds the TLS handshake of a raft connection: a peer that
-// opens one and sends nothing holds nothing for longer.
-const handshakeTimeout = 5 * time.Second
 
 // ErrUnproven: a raft peer this server dialled answered, and did not prove it holds
 // the key (or refused this server's proof).
@@ -55,7 +41,7 @@ var errNotKeyed = errors.New("the raft peer does not hold this server's key")
 
 // newKeyed derives the servers' identities from keys: this server presents the
 // first key's, and accepts a peer that presents any key's.
-func newKeyed(keys [][]byte, refused func(remote, reason string, err error)) (*keyed, error) {
+func newKeyed(keys [][]byte) (*keyed, error) {
 	var certs []tls.Certificate
 	var accepted []ed25519.PublicKey
 	for _, key := range keys {
@@ -88,7 +74,6 @@ func newKeyed(keys [][]byte, refused func(remote, reason string, err error)) (*k
 		// InsecureSkipVerify skips the name and chain checks only: verify checks the key.
 		client: &tls.Config{Certificates: own, MinVersion: tls.VersionTLS13,
 			InsecureSkipVerify: true, VerifyPeerCertificate: verify},
-		refused: refused,
 	}, nil
 }
 
@@ -128,177 +113,4 @@ func (k *keyed) dialed(nc net.Conn, timeout time.Duration) (net.Conn, error) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return tc, nil
-}
-
-// Why an accepted raft connection was refused (Hooks.Refused).
-const (
-	ReasonAuth             = "raft_auth"              // not TLS, or no proof of the key
-	ReasonHandshakeTimeout = "raft_handshake_timeout" // silent past handshakeTimeout
-	ReasonHandshakeEOF     = "raft_handshake_eof"     // closed or reset before proving anything
-	ReasonBusy             = "raft_busy"              // maxHandshakes in progress, or maxHandshakesPerAddr from its address
-	ReasonAccept           = "raft_accept"            // the listener failed (out of descriptors): nothing was accepted
-)
-
-// refusalReason sorts a failed handshake: a peer that proved the wrong thing from
-// one that went away or said nothing (a port scan, a peer restarting).
-func refusalReason(err error) string {
-	var ne net.Error
-	switch {
-	case errors.As(err, &ne) && ne.Timeout():
-		return ReasonHandshakeTimeout
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
-		return ReasonHandshakeEOF
-	}
-	return ReasonAuth
-}
-
-// Bounds on the connections whose handshake is in progress. An unproven connection
-// costs a goroutine and a TLS state; raft is handed only proven ones. Servers open a
-// few connections each, and a handshake takes a round trip or two: perAddress is
-// room for a server's pool and its reconnects, and one address (a hostile peer)
-// cannot fill the rest, which others need to heal (a new leader's dials, votes).
-const (
-	maxHandshakes        = 256
-	maxHandshakesPerAddr = 8
-)
-
-// keyedListener hands raft only the connections that proved the key (Accept). Each
-// handshake runs on a goroutine of its own, within handshakeTimeout: a slow or
-// silent peer holds up no other. Close ends the handshakes in progress and waits for
-// them.
-type keyedListener struct {
-	net.Listener
-	k      *keyed
-	ready  chan net.Conn // proven
-	closed chan struct{}
-	ctx    context.Context // cancelled by Close: ends the handshakes in progress
-	cancel context.CancelFunc
-	once   sync.Once
-	wg     sync.WaitGroup // acceptLoop and the handshakes
-
-	mu      sync.Mutex     // guards pending
-	pending map[string]int // handshakes in progress by remote IP
-	total   int
-}
-
-func (k *keyed) listen(ln net.Listener) *keyedListener {
-	l := &keyedListener{Listener: ln, k: k, ready: make(chan net.Conn), closed: make(chan struct{}), pending: map[string]int{}}
-	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.wg.Add(1)
-	go l.acceptLoop()
-	return l
-}
-
-func (l *keyedListener) acceptLoop() {
-	defer l.wg.Done()
-	var backoff time.Duration
-	for {
-		nc, err := l.Listener.Accept()
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil { // out of descriptors, say: counted, and tried again a moment later, as raft's own loop does
-			l.k.refuse("", ReasonAccept, err)
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			select {
-			case <-time.After(backoff):
-			case <-l.closed:
-				return
-			}
-			continue
-		}
-		backoff = 0
-		host := remoteHost(nc)
-		if !l.take(host) {
-			l.k.refuse(nc.RemoteAddr().String(), ReasonBusy, errors.New("too many raft handshakes in progress"))
-			nc.Close()
-			continue
-		}
-		l.wg.Add(1)
-		go l.handshake(rawio.Wrap(nc), host)
-	}
-}
-
-// take reserves a handshake for a connection from host, if there is room.
-func (l *keyedListener) take(host string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.total >= maxHandshakes || l.pending[host] >= maxHandshakesPerAddr {
-		return false
-	}
-	l.total++
-	l.pending[host]++
-	return true
-}
-
-func (l *keyedListener) release(host string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.pending[host]--; l.pending[host] == 0 {
-		delete(l.pending, host)
-	}
-}
-
-func remoteHost(nc net.Conn) string {
-	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
-	}
-	return nc.RemoteAddr().String()
-}
-
-func (l *keyedListener) handshake(nc net.Conn, host string) {
-	defer l.wg.Done()
-	tc := tls.Server(nc, l.k.server)
-	ctx, cancel := context.WithTimeout(l.ctx, handshakeTimeout)
-	err := tc.HandshakeContext(ctx)
-	cancel()
-	l.release(host)
-	if err != nil {
-		if l.ctx.Err() == nil { // not ended by Close
-			l.k.refuse(nc.RemoteAddr().String(), refusalReason(err), err)
-		}
-		nc.Close()
-		return
-	}
-	select {
-	case <-l.closed: // closed meanwhile: raft is not handed a connection after its shutdown
-		tc.Close()
-		return
-	default:
-	}
-	select {
-	case l.ready <- tc:
-	case <-l.closed:
-		tc.Close()
-	}
-}
-
-// Accept returns the next connection that proved the key.
-func (l *keyedListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ready:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops accepting, ends the handshakes in progress and waits for them.
-func (l *keyedListener) Close() error {
-	var err error
-	l.once.Do(func() {
-		close(l.closed)
-		l.cancel()
-		err = l.Listener.Close()
-		l.wg.Wait()
-	})
-	return err
-}
-
-func (k *keyed) refuse(remote, reason string, err error) {
-	if k.refused != nil {
-		k.refused(remote, reason, err)
-	}
 }

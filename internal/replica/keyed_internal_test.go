@@ -22,10 +22,10 @@ type refusal struct {
 
 // keyedListening listens on loopback with keys, closed at cleanup; refusals are
 // reported on the channel it returns.
-func keyedListening(t *testing.T, keys [][]byte) (*keyedListener, <-chan refusal) {
+func keyedListening(t *testing.T, keys [][]byte) (*openingListener, <-chan refusal) {
 	t.Helper()
 	refused := make(chan refusal, 16)
-	k, err := newKeyed(keys, func(_, reason string, err error) { refused <- refusal{reason, err} })
+	k, err := newKeyed(keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func keyedListening(t *testing.T, keys [][]byte) (*keyedListener, <-chan refusal
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := k.listen(raw)
+	ln := listen(raw, k, "server-1:7001", func(_, reason string, err error) { refused <- refusal{reason, err} })
 	t.Cleanup(func() { ln.Close() })
 	return ln, refused
 }
@@ -44,6 +44,12 @@ func keyedListening(t *testing.T, keys [][]byte) (*keyedListener, <-chan refusal
 func keyedServer(t *testing.T, keys [][]byte) (string, <-chan error, <-chan refusal) {
 	t.Helper()
 	ln, refused := keyedListening(t, keys)
+	return ln.Listener.Addr().String(), serveExchanges(ln), refused
+}
+
+// serveExchanges reads "raft" from every connection ln hands raft and answers
+// "ack!"; it reports the result of each.
+func serveExchanges(ln net.Listener) <-chan error {
 	read := make(chan error, 16)
 	go func() {
 		for {
@@ -63,7 +69,7 @@ func keyedServer(t *testing.T, keys [][]byte) (string, <-chan error, <-chan refu
 			}()
 		}
 	}()
-	return ln.Listener.Addr().String(), read, refused
+	return read
 }
 
 // exchange sends "raft" on c and reads the answer.
@@ -114,7 +120,7 @@ func TestKeyedConnections(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, read, refused := keyedServer(t, tc.accept)
-			dialer, err := newKeyed(tc.dial, nil)
+			dialer, err := newKeyed(tc.dial)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -277,7 +283,7 @@ func TestUnprovenConnectionsAreBounded(t *testing.T) {
 			t.Fatalf("a closed unproven connection refused as %s (%v), want %s", r.reason, r.err, ReasonHandshakeEOF)
 		}
 	}
-	dialer, _ := newKeyed([][]byte{key}, nil)
+	dialer, _ := newKeyed([][]byte{key})
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -86,6 +86,12 @@ type Config struct {
 	// dial: every raft connection between two servers is dialed by one of them, so
 	// a test that owns every node's Dial can cut a node off. Nil dials TCP.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// ReadsOpening, when set, says whether the server raft knows at addr reads the
+	// opening of a connection, which names the server it is meant for (opening.go;
+	// every server since ConnVersion 1 does). A connection to one that does not is
+	// not opened: a server of an earlier version, in an upgrade, would take the
+	// opening for a request it does not know. Nil: every server reads it.
+	ReadsOpening func(addr string) bool
 	// Keys, when set (the cluster key), make every raft connection TLS between
 	// servers that hold it (keyed.go); a peer without it is refused. A server
 	// presents the first and accepts a peer that presents any (a key being
@@ -110,9 +116,10 @@ type Hooks struct {
 	// LeaderChange is told each change of this node's view of the leadership: who
 	// leads, and whether it is this node.
 	LeaderChange func(Leadership)
-	// Refused is told of each raft connection a peer opened that did not prove a
-	// key (Keys), and why (Reason...), from the connection's goroutine; it is then
-	// closed, before raft reads anything of it.
+	// Refused is told of each raft connection a peer opened that this server
+	// refused, and why (Reason...: it did not prove a key, or it was meant for
+	// another server), from the connection's goroutine; it is then closed, before
+	// raft reads anything of it.
 	Refused func(remote, reason string, err error)
 }
 
@@ -274,12 +281,12 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	}
 	var k *keyed
 	if len(cfg.Keys) > 0 {
-		if k, err = newKeyed(cfg.Keys, cfg.Hooks.Refused); err != nil {
+		if k, err = newKeyed(cfg.Keys); err != nil {
 			n.stores.close()
 			return nil, err
 		}
 	}
-	n.trans, n.stream, err = openTransport(cfg.BindAddr, cfg.Advertise, cfg.Dial, k, n.hlog.Named("net"))
+	n.trans, n.stream, err = openTransport(cfg, k, n.hlog.Named("net"))
 	if err != nil {
 		n.stores.close()
 		return nil, err

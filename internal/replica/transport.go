@@ -18,18 +18,22 @@ import (
 // changes when it is recreated while its name (and its raft id, in its volume) stays,
 // so baton advertises "server-1:7001" and every dial resolves it afresh.
 type tcpStream struct {
-	net.Listener
-	advertise advertiseAddr
-	dial      func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
-	keyed     *keyed                                                   // nil: no cluster key, plain TCP
+	net.Listener // an openingListener
+	advertise    advertiseAddr
+	dial         func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
+	keyed        *keyed                                                   // nil: no key, plain TCP
+	readsOpening func(addr string) bool                                   // nil: every server reads openings
 }
 
-// Dial and Accept hand raft connections whose reads and writes are raw system calls
+// Dial opens a raft connection to the server raft knows at addr: TCP, TLS when
+// keyed, and the opening that names addr (opening.go), which the server reached
+// must answer as the one meant. Its reads and writes are raw system calls
 // (internal/rawio): every AppendEntries and its answer is a write and a read on each
 // side, and each ordinary one wakes the runtime's monitor thread once the process
 // went idle between two, which it does between two handoffs. raft's NetworkTransport
 // uses a connection from one goroutine at a time (a pooled one by the RPC that took
-// it, an accepted one by its handler), as rawio.Conn requires.
+// it, an accepted one by its handler), as rawio.Conn requires; so does the
+// openingListener on the accepting side.
 func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	var nc net.Conn
 	var err error
@@ -44,21 +48,25 @@ func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	if err != nil {
 		return nil, err
 	}
+	c := rawio.Wrap(nc)
 	if s.keyed != nil {
-		return s.keyed.dialed(rawio.Wrap(nc), timeout)
+		if c, err = s.keyed.dialed(c, timeout); err != nil {
+			return nil, err
+		}
 	}
-	return rawio.Wrap(nc), nil
-}
-
-func (s *tcpStream) Accept() (net.Conn, error) {
-	nc, err := s.Listener.Accept()
-	if err != nil {
+	if s.readsOpening != nil && !s.readsOpening(string(addr)) {
+		return c, nil
+	}
+	if err := sendOpening(c, string(addr), timeout); err != nil {
+		c.Close()
+		// In TLS 1.3 the dialler's handshake ends before the server has checked its
+		// proof: a refusal of it arrives here, as the answer.
+		if s.keyed != nil && refusalReason(err) == ReasonAuth {
+			return nil, fmt.Errorf("replica: raft TLS with %s: %w: %w (do both servers have the same key?)", addr, ErrUnproven, err)
+		}
 		return nil, err
 	}
-	if s.keyed != nil {
-		return nc, nil // proven, and raw underneath (keyedListener)
-	}
-	return rawio.Wrap(nc), nil
+	return c, nil
 }
 
 func (s *tcpStream) Addr() net.Addr { return s.advertise }
@@ -84,11 +92,11 @@ const (
 	transportInFlight = 1
 )
 
-// openTransport listens on bind and returns raft's network transport over it,
-// advertising advertise, or the listener's own address when that is empty; with
-// keyed, every connection is TLS between holders of the cluster key (keyed.go).
-func openTransport(bind, advertise string, dial func(context.Context, string) (net.Conn, error), keyed *keyed,
-	logger hclog.Logger) (*raft.NetworkTransport, *tcpStream, error) {
+// openTransport listens on cfg.BindAddr and returns raft's network transport over
+// it, advertising cfg.Advertise, or the listener's own address when that is empty;
+// with keyed, every connection is TLS between holders of the key (keyed.go).
+func openTransport(cfg Config, keyed *keyed, logger hclog.Logger) (*raft.NetworkTransport, *tcpStream, error) {
+	bind, advertise := cfg.BindAddr, cfg.Advertise
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, nil, fmt.Errorf("replica: listen on %s: %w", bind, err)
@@ -109,10 +117,8 @@ func openTransport(bind, advertise string, dial func(context.Context, string) (n
 	} else if p == 0 { // the port bound: a host name with a port picked at listen
 		advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	stream := &tcpStream{Listener: ln, advertise: advertiseAddr(advertise), dial: dial, keyed: keyed}
-	if keyed != nil {
-		stream.Listener = keyed.listen(ln)
-	}
+	stream := &tcpStream{Listener: listen(ln, keyed, advertise, cfg.Hooks.Refused), advertise: advertiseAddr(advertise),
+		dial: cfg.Dial, keyed: keyed, readsOpening: cfg.ReadsOpening}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:          stream,
 		MaxPool:         transportPool,

@@ -13,15 +13,15 @@ import (
 	"github.com/baton-dev/baton/internal/rawio"
 )
 
-// TestStreamConnsAreRaw: raft's connections, dialed and accepted, read and write
-// with raw system calls, and carry bytes both ways; a Dial hook's connection that
-// has no descriptor passes through as it is.
+// TestStreamConnsAreRaw: raft's connections, dialed and accepted (after their
+// opening), read and write with raw system calls, and carry bytes both ways; a Dial
+// hook's connection that has no descriptor passes through as it is.
 func TestStreamConnsAreRaw(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &tcpStream{Listener: ln, advertise: advertiseAddr(ln.Addr().String())}
+	s := &tcpStream{Listener: listen(ln, nil, ln.Addr().String(), nil), advertise: advertiseAddr(ln.Addr().String())}
 	defer s.Close()
 
 	accepted := make(chan net.Conn, 1)
@@ -71,7 +71,8 @@ func TestStreamConnsAreRaw(t *testing.T) {
 	// A test's Dial hook may hand back a connection of its own kind.
 	a, b := net.Pipe()
 	defer b.Close()
-	hooked := &tcpStream{Listener: ln, dial: func(context.Context, string) (net.Conn, error) { return a, nil }}
+	hooked := &tcpStream{Listener: ln, dial: func(context.Context, string) (net.Conn, error) { return a, nil },
+		readsOpening: func(string) bool { return false }}
 	c, err := hooked.Dial(raft.ServerAddress("anywhere:1"), time.Second)
 	if err != nil {
 		t.Fatal(err)

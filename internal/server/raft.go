@@ -22,7 +22,10 @@ import (
 // servers do through Serf: each publishes its raft port in its node meta, and its
 // raft address is its node name and that port. The name is looked up in the
 // membership at every dial, so that a server recreated at another address is still
-// reached under the same raft identity.
+// reached under the same raft identity. Until the membership has heard of the new
+// address, the old one may belong to another server (recreated servers swap
+// addresses): each connection opens with the name it is meant for, and the server
+// reached refuses one meant for another (replica's opening.go).
 //
 // Only the leader serves clients. Its core copies the state from the log when it
 // wins the leadership (core.lead: Barrier, then every session gets a full TTL from
@@ -48,6 +51,7 @@ func (s *Server) openCluster() (*durable, error) {
 	rc.BindAddr = net.JoinHostPort(cfg.GossipBind, strconv.Itoa(cfg.RaftPort))
 	rc.Advertise = net.JoinHostPort(cfg.NodeName, strconv.Itoa(cfg.raftAdvertisePort()))
 	rc.Dial = s.dialRaft
+	rc.ReadsOpening = s.raftReadsOpening
 	rc.Logger = s.log.With("component", "raft")
 	// A leader steps down when no quorum answered within its lease, which raft wants
 	// no longer than the heartbeat timeout.
@@ -106,13 +110,11 @@ func raftTLS(cfg Config) string {
 func (s *Server) dialRaft(ctx context.Context, addr string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err == nil {
-		if n := s.gossip.Load(); n != nil {
-			if m, ok := n.Lookup(host); ok && m.Meta.Role == cluster.RoleServer {
-				if m.Meta.RaftPort > 0 { // it may have restarted on another port
-					port = strconv.Itoa(m.Meta.RaftPort)
-				}
-				addr = net.JoinHostPort(m.Addr, port)
+		if m, ok := s.raftMember(host); ok {
+			if m.Meta.RaftPort > 0 { // it may have restarted on another port
+				port = strconv.Itoa(m.Meta.RaftPort)
 			}
+			addr = net.JoinHostPort(m.Addr, port)
 		}
 	}
 	if s.cfg.RaftDial != nil {
@@ -120,6 +122,30 @@ func (s *Server) dialRaft(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", addr)
+}
+
+// raftReadsOpening says whether the server raft knows at addr reads the opening
+// that names the server a raft connection is meant for (replica.Config.ReadsOpening):
+// it publishes replica.ConnVersion. One of an earlier version (an upgrade in
+// progress) is sent raft's own bytes, and so is a server the membership does not
+// know yet, dialled by its DNS name, which is current.
+func (s *Server) raftReadsOpening(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	m, ok := s.raftMember(host)
+	return ok && m.Meta.RaftConn >= replica.ConnVersion
+}
+
+// raftMember is the server the membership knows by name, as it last heard of it.
+func (s *Server) raftMember(name string) (cluster.Member, bool) {
+	if n := s.gossip.Load(); n != nil {
+		if m, ok := n.Lookup(name); ok && m.Meta.Role == cluster.RoleServer {
+			return m, true
+		}
+	}
+	return cluster.Member{}, false
 }
 
 func (s *Server) kickRaft() {

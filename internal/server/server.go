@@ -182,7 +182,7 @@ func (s *Server) Open() (err error) {
 		}
 	}()
 	now := time.Now()
-	raftPort, hasLog, logVersion := 0, false, 0
+	raftPort, hasLog, logVersion, raftConn := 0, false, 0, 0
 	switch {
 	case s.cfg.StateDir != "" && s.cfg.BootstrapExpect > 1:
 		// A replica of the log: the core serves once this server leads (raftLoop).
@@ -192,7 +192,7 @@ func (s *Server) Open() (err error) {
 		_, p, _ := net.SplitHostPort(s.core.d.node.Addr())
 		raftPort, _ = strconv.Atoi(p)
 		hasLog = s.core.d.node.HasLog()
-		logVersion = fsm.LogVersion
+		logVersion, raftConn = fsm.LogVersion, replica.ConnVersion
 	case s.cfg.StateDir != "":
 		if s.core.d, err = openDurable(s.cfg.StateDir, s.cfg.MaxTokens, s.log, replica.Hooks{
 			Commit: func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) }}); err != nil {
@@ -218,7 +218,7 @@ func (s *Server) Open() (err error) {
 		Join: s.cfg.Join, Keys: s.keys, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
 		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: s.bootID,
 			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort, HasLog: hasLog,
-			LogVersion: logVersion},
+			LogVersion: logVersion, RaftConn: raftConn},
 		OnChange: s.membersChanged,
 	})
 	if err != nil {

@@ -30,15 +30,17 @@ type Cluster struct {
 	cfgs []server.Config
 	// The raft network: every raft connection is dialled by one of its two servers
 	// (server.Config.RaftDial), so the cluster sees them all and can cut a server off.
-	cut   map[string]bool
-	conns map[net.Conn][2]string // from, to
+	cut      map[string]bool
+	conns    map[net.Conn][2]string // from, to
+	misroute map[string]int         // server name -> the server its connections reach instead
 }
 
 // StartCluster starts n servers (s1, s2, ...) expecting each other, with
 // ServerConfig changed by mod, stopped at cleanup.
 func StartCluster(t testing.TB, n int, mod func(*server.Config)) *Cluster {
 	t.Helper()
-	cl := &Cluster{t: t, srvs: make([]*Server, n), cfgs: make([]server.Config, n), cut: map[string]bool{}, conns: map[net.Conn][2]string{}}
+	cl := &Cluster{t: t, srvs: make([]*Server, n), cfgs: make([]server.Config, n), cut: map[string]bool{}, conns: map[net.Conn][2]string{},
+		misroute: map[string]int{}}
 	gossip := make([]string, n)
 	for i := range n {
 		gossip[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
@@ -238,6 +240,9 @@ func (cl *Cluster) dialer(from string) func(ctx context.Context, to, addr string
 	return func(ctx context.Context, to, addr string) (net.Conn, error) {
 		cl.mu.Lock()
 		blocked := cl.cut[from] || cl.cut[to]
+		if via, ok := cl.misroute[to]; ok {
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cl.cfgs[via].RaftPort))
+		}
 		cl.mu.Unlock()
 		if blocked {
 			return nil, fmt.Errorf("test network: %s or %s is cut off", from, to)
@@ -279,4 +284,25 @@ func (cl *Cluster) Heal(i int) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	delete(cl.cut, cl.cfgs[i].NodeName)
+}
+
+// Misroute makes the raft connections meant for server i reach server via
+// instead, as a membership that still holds i's old address does once via has
+// taken it (containers recreated); its open connections close, so that raft dials
+// again. Misroute(i, -1) ends it.
+func (cl *Cluster) Misroute(i, via int) {
+	name := cl.cfgs[i].NodeName
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if via < 0 {
+		delete(cl.misroute, name)
+		return
+	}
+	cl.misroute[name] = via
+	for c, ends := range cl.conns {
+		if ends[1] == name {
+			c.Close()
+			delete(cl.conns, c)
+		}
+	}
 }

@@ -1,0 +1,151 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func TestMeantFor(t *testing.T) {
+	for _, tc := range []struct {
+		target, self string
+		want         bool
+	}{
+		{"server-1:7001", "server-1:7001", true},
+		{"server-1:7001", "server-1:7002", true}, // restarted on another port: the dialler found it by name
+		{"Server-1:7001", "server-1:7001", true}, // host names are not case-sensitive
+		{"server-3:7001", "server-1:7001", false},
+		{"server-1.example:7001", "server-1:7001", false},
+		{"127.0.0.1:7001", "127.0.0.1:7001", true},
+		{"127.0.0.1:7001", "127.0.0.1:7002", false}, // two servers on one host
+		{"[::1]:7001", "[::1]:7001", true},
+		{"127.0.0.1:7001", "server-1:7001", false}, // an address and a name: nothing says they are one
+		{"server-1:7001", "127.0.0.1:7001", false},
+		{"server-1", "server-1:7001", false}, // not host:port
+		{"", "server-1:7001", false},
+	} {
+		if got := meantFor(tc.target, tc.self); got != tc.want {
+			t.Errorf("meantFor(%q, %q) = %v, want %v", tc.target, tc.self, got, tc.want)
+		}
+	}
+}
+
+// openingServer listens as the server that advertises self, with keys (nil: plain
+// TCP); what it hands raft is read for "raft" and answered "ack!" (keyedServer).
+func openingServer(t *testing.T, self string, keys [][]byte) (string, <-chan error, <-chan refusal) {
+	t.Helper()
+	var k *keyed
+	if keys != nil {
+		var err error
+		if k, err = newKeyed(keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan refusal, 16)
+	ln := listen(raw, k, self, func(_, reason string, err error) { refused <- refusal{reason, err} })
+	t.Cleanup(func() { ln.Close() })
+	return raw.Addr().String(), serveExchanges(ln), refused
+}
+
+// A connection is opened for the server it is meant for: the one reached hands it
+// to raft when it is that server, and refuses it otherwise, naming itself to the
+// dialler (ErrMisrouted) and to its own Hooks.Refused (raft_misrouted). Raft never
+// reads a refused connection.
+func TestAnOpeningNamesTheServerMeant(t *testing.T) {
+	key := [][]byte{[]byte("0123456789abcdef")}
+	for _, tc := range []struct {
+		name   string
+		keys   [][]byte
+		target string
+		ok     bool
+	}{
+		{"plain, meant for it", nil, "server-1:7001", true},
+		{"plain, meant for another", nil, "server-3:7001", false},
+		{"keyed, meant for it", key, "server-1:7001", true},
+		{"keyed, meant for another", key, "server-3:7001", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, read, refused := openingServer(t, "server-1:7001", tc.keys)
+			s := &tcpStream{dial: func(ctx context.Context, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", addr)
+			}}
+			if tc.keys != nil {
+				s.keyed, _ = newKeyed(tc.keys)
+			}
+			c, err := s.Dial(raft.ServerAddress(tc.target), time.Second)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("dial for %s: %v", tc.target, err)
+				}
+				defer c.Close()
+				if err := exchange(c); err != nil {
+					t.Fatalf("exchange: %v", err)
+				}
+				if err := <-read; err != nil {
+					t.Fatalf("the accepting side: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMisrouted) || !strings.Contains(err.Error(), "server-1:7001") {
+				t.Fatalf("dial for %s reaching server-1: err = %v, want ErrMisrouted naming server-1:7001", tc.target, err)
+			}
+			if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonMisrouted || !strings.Contains(r.err.Error(), tc.target) {
+				t.Errorf("refused as %s (%v), want %s naming %s", r.reason, r.err, ReasonMisrouted, tc.target)
+			}
+			select {
+			case err := <-read:
+				t.Errorf("raft was handed the refused connection (its read: %v)", err)
+			default:
+			}
+		})
+	}
+}
+
+// A connection from a server of an earlier version starts with raft's own request:
+// it is handed to raft whole. An opening this version cannot read is refused.
+func TestAConnectionWithoutOpening(t *testing.T) {
+	addr, read, refused := openingServer(t, "server-1:7001", nil)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := exchange(nc); err != nil { // "raft" whole, then "ack!"
+		t.Fatalf("raft's own bytes without an opening: %v", err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("the accepting side: %v", err)
+	}
+
+	for name, opening := range map[string][]byte{
+		"a later version":    {openingMagic, ConnVersion + 1, 0, 1, 'x'},
+		"an endless address": {openingMagic, ConnVersion, 0xff, 0xff},
+	} {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := nc.Write(opening); err != nil {
+			t.Fatal(err)
+		}
+		if r := awaitRefusal(t, refused, 5*time.Second); r.reason != ReasonOpening {
+			t.Errorf("%s: refused as %s (%v), want %s", name, r.reason, r.err, ReasonOpening)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(nc, make([]byte, 1)); err == nil {
+			t.Errorf("%s: answered, want the connection closed", name)
+		}
+	}
+}
