@@ -523,8 +523,11 @@ func scenarioRecreateServers(d *deployment, _ time.Time) {
 			}
 		}
 	}
-	d.t.Logf("servers recreated (`up` took %s; %d moved address: %v): %s leads %s after `up` began, all clients back %s after that; the first critical section began %s after `up` began (fence %d)",
-		upTook.Round(time.Millisecond), len(moved), moved, lead.Raft.ID, (upTook + elected).Round(time.Millisecond), back.Round(time.Millisecond),
+	// A server that took another's old address refuses the raft connections meant for
+	// that one, which the others dial while their membership still has the old address.
+	misrouted := d.metric("baton_protocol_errors_total", `reason="raft_misrouted"`)
+	d.t.Logf("servers recreated (`up` took %s; %d moved address: %v; %.0f raft connections reached the wrong server and were refused): %s leads %s after `up` began, all clients back %s after that; the first critical section began %s after `up` began (fence %d)",
+		upTook.Round(time.Millisecond), len(moved), moved, misrouted, lead.Raft.ID, (upTook + elected).Round(time.Millisecond), back.Round(time.Millisecond),
 		first.Start.Sub(at).Round(time.Millisecond), first.Fence)
 	after := d.mustStatus()
 	tk := tokenOf(after.Tokens)

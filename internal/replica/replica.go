@@ -19,6 +19,9 @@
 //     of the state machine: Barrier returns once every earlier entry is applied here.
 //   - A server's id is kept in its Dir, so it rejoins under the same name; its
 //     address (Advertise) may be a host name and may change between runs.
+//   - A raft connection is handed to raft only on the server it was meant for: it
+//     opens with the address dialled, and a server refuses one meant for another
+//     (an address that changed hands; opening.go).
 package replica
 
 import (
