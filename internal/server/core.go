@@ -49,6 +49,7 @@ type core struct {
 	saidGoodbye map[string]time.Time
 
 	expiryTimer *time.Timer // fires at the earliest session deadline
+	expiryDue   time.Time   // when expiryTimer is due
 	graceTimer  *time.Timer // fires at graceEnd
 }
 
@@ -563,14 +564,37 @@ func (c *core) tell() {
 }
 
 // expire ends the sessions whose deadline has passed and arms the timer for the next.
+//
+// A check that comes later than stalledAfter past its time says that this server
+// did not run meanwhile (a frozen process, a host that stalled): its clients'
+// keepalives of that time are still unread, in its sockets. Expiring on deadlines
+// it could not renew would reclaim leases from clients that are alive, so it gives
+// every session a full TTL from now instead, as a new leader does (rule 4), and
+// expires none this time. Mutual exclusion does not depend on it: a client stops
+// trusting its lease a TTL after its last acknowledged keepalive, whatever the
+// server does; the grace only spares live clients their leases and their places.
 func (c *core) expire(now time.Time) {
+	if late := now.Sub(c.expiryDue); !c.expiryDue.IsZero() && late > c.stalledAfter() {
+		c.st.Sessions.Grace(now)
+		c.s.log.Warn("this server did not run for a while (a frozen process or a stalled host): every session gets a full TTL from now before any expires",
+			"late", late.Round(time.Millisecond), "sessions", c.st.Sessions.Len())
+		c.event(Event{Kind: "stalled", Detail: late.Round(time.Millisecond).String()})
+	}
 	c.st.Sessions.Expired(now, func(s *session) { c.endSession(s, "expired", now) })
 	c.armExpiry(now)
 }
 
+// stalledAfter is how late an expiry check may come before the server takes itself
+// to have stalled. A client sends a keepalive every third of its TTL, so a stall
+// shorter than a quarter of the TTL expires no client that kept to it; a busy
+// server is late by milliseconds.
+func (c *core) stalledAfter() time.Duration { return c.ttl / 4 }
+
 // armExpiry sets the expiry timer for the table's next check.
 func (c *core) armExpiry(now time.Time) {
+	c.expiryDue = time.Time{}
 	if at, ok := c.st.Sessions.NextCheck(); ok {
+		c.expiryDue = at
 		c.expiryTimer.Reset(at.Sub(now))
 	}
 }

@@ -531,6 +531,7 @@ func (c *core) reset() {
 	d.entry, d.needProof = nil, false
 	c.st = newState(c.s.cfg.MaxTokens, c.ttl)
 	c.expiryTimer.Stop()
+	c.expiryDue = time.Time{}
 	c.graceTimer.Stop()
 	c.graceEnd = time.Time{}
 }
