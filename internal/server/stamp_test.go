@@ -1,13 +1,9 @@
 package server
 
 import (
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	"github.com/baton-dev/baton/internal/token"
 	"github.com/baton-dev/baton/internal/wire"
 )
 
@@ -17,50 +13,16 @@ import (
 // its own arrival: the server never expires a session earlier than its client,
 // which trusts it until the keepalive left plus the TTL, expects.
 func TestKeepaliveDeadlineCountsFromItsOwnArrival(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.TokenAddr, cfg.HTTPAddr, cfg.GossipBind, cfg.GossipPort, cfg.LocalGossip = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1", 0, true
-	cfg.NodeName = "server"
-	s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	nc, err := net.Dial("tcp", s.TokenAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	r, w := wire.NewReader(nc), wire.NewWriter(nc)
-	send := func(f wire.Frame) {
-		t.Helper()
-		if err := w.Write(&f); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rs := openRawSession(t, nil)
+	s, r, id := rs.s, rs.r, rs.id
 	var f wire.Frame
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if err := r.Read(&f); err != nil || f.Op != wire.OpChallenge {
-		t.Fatalf("challenge: %v %s", err, f.Op)
-	}
-	send(wire.Frame{Op: wire.OpHello, Version: wire.Version, Text: "client", BootID: "boot"})
-	if err := r.Read(&f); err != nil || f.Op != wire.OpWelcome {
-		t.Fatalf("welcome: %v %s", err, f.Op)
-	}
-	id := token.SessionID(f.Session)
-
 	s.coreMu.Lock() // the poster stalls: every frame read now waits in the queue
 	stalledAt := s.lastNow
 	for time.Since(stalledAt) < 20*time.Millisecond {
 		time.Sleep(time.Millisecond) // the stall lasts: time passes, nothing to wait for
 	}
 	sentAt := time.Now()
-	send(wire.Frame{Op: wire.OpKeepalive, Seq: 1})
+	rs.send(t, wire.Frame{Op: wire.OpKeepalive, Seq: 1})
 	for deadline := time.Now().Add(5 * time.Second); !s.pending(); {
 		if time.Now().After(deadline) {
 			s.coreMu.Unlock()
