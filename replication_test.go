@@ -385,6 +385,29 @@ func TestReplicatedRaftConnectionMeantForAnotherServerIsRefused(t *testing.T) {
 	cs.check(t, cl)
 }
 
+// The same with a view stale in its version too, as when servers are upgraded by
+// recreating them: the server meant runs a version that reads no opening, so the
+// leader sends none, and the server reached, which knows the leader opens its
+// connections, refuses the connection all the same.
+func TestReplicatedRaftConnectionMeantForAServerOfTheVersionBeforeIsRefusedElsewhere(t *testing.T) {
+	cl := testutil.StartCluster(t, 3, nil)
+	leader := cl.AwaitLeader(t, 30*time.Second)
+	meant, via := (leader+1)%3, (leader+2)%3
+	cl.Stop(meant)
+	cl.Reconfigure(meant, func(c *server.Config) { c.RaftConnBefore = true })
+	cl.Start(meant)
+	awaitReplicating(t, cl, meant, fmt.Sprintf("s%d, of the version before", meant+1))
+	cs := startContenders(t, cl, 2, "counter")
+	cs.awaitProgress(t, 10, 20*time.Second, "the token moving before the fault")
+	cl.Misroute(meant, via)
+	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("s%d to refuse a raft connection without an opening meant for s%d (protocol_errors{reason=raft_misrouted})", via+1, meant+1), func() bool {
+		return testutil.Metric(t, cl.Server(via).Reg, "baton_protocol_errors_total", map[string]string{"reason": "raft_misrouted"}) >= 1
+	})
+	cl.Misroute(meant, -1)
+	awaitReplicating(t, cl, meant, fmt.Sprintf("s%d, reached again", meant+1))
+	cs.check(t, cl)
+}
+
 // awaitReplicating waits until server i leads, or follows and has applied nearly
 // all that the leader committed (the clients keep committing meanwhile).
 func awaitReplicating(t *testing.T, cl *testutil.Cluster, i int, what string) {

@@ -33,7 +33,7 @@ func keyedListening(t *testing.T, keys [][]byte) (*openingListener, <-chan refus
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := listen(raw, k, "server-1:7001", func(_, reason string, err error) { refused <- refusal{reason, err} })
+	ln := listen(raw, k, "server-1:7001", nil, func(_, reason string, err error) { refused <- refusal{reason, err} })
 	t.Cleanup(func() { ln.Close() })
 	return ln, refused
 }

@@ -71,6 +71,7 @@ type openingListener struct {
 	net.Listener
 	k       *keyed // nil: plain TCP
 	self    string
+	opens   func(remoteIP string) bool             // Config.OpensConnections; nil: none known to
 	refused func(remote, reason string, err error) // nil: not told
 	ready   chan net.Conn                          // opened
 	closed  chan struct{}
@@ -84,9 +85,10 @@ type openingListener struct {
 	total   int
 }
 
-// listen accepts raft connections on ln for the server that advertises self.
-func listen(ln net.Listener, k *keyed, self string, refused func(remote, reason string, err error)) *openingListener {
-	l := &openingListener{Listener: ln, k: k, self: self, refused: refused, ready: make(chan net.Conn),
+// listen accepts raft connections on ln for the server that advertises self;
+// opens and refused may be nil.
+func listen(ln net.Listener, k *keyed, self string, opens func(string) bool, refused func(remote, reason string, err error)) *openingListener {
+	l := &openingListener{Listener: ln, k: k, self: self, opens: opens, refused: refused, ready: make(chan net.Conn),
 		closed: make(chan struct{}), pending: map[string]int{}}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
@@ -159,9 +161,13 @@ func (l *openingListener) open(nc net.Conn, host string) {
 	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	// Close ends the opening at once: its reads and writes time out.
 	stop := context.AfterFunc(l.ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
-	c, err := l.opening(nc)
+	c, err := l.opening(nc, host)
 	l.release(host)
 	if !stop() { // closed meanwhile: raft is not handed a connection after its shutdown
+		nc.Close()
+		return
+	}
+	if errors.Is(err, errUnopened) {
 		nc.Close()
 		return
 	}
@@ -179,8 +185,8 @@ func (l *openingListener) open(nc net.Conn, host string) {
 }
 
 // opening is the TLS handshake (keyed), then the opening that names the server
-// the connection is for.
-func (l *openingListener) opening(nc net.Conn) (net.Conn, error) {
+// the connection is for; host is the dialler's address.
+func (l *openingListener) opening(nc net.Conn, host string) (net.Conn, error) {
 	c := nc
 	if l.k != nil {
 		tc := tls.Server(nc, l.k.server)
@@ -189,7 +195,7 @@ func (l *openingListener) opening(nc net.Conn) (net.Conn, error) {
 		}
 		c = tc
 	}
-	return acceptOpening(c, l.self)
+	return acceptOpening(c, l.self, func() bool { return l.opens != nil && l.opens(host) })
 }
 
 // Accept returns the next connection whose opening succeeded.

@@ -23,9 +23,10 @@ import (
 // So a dialler opens each connection with the address it meant (after TLS, when
 // keyed: nothing between the two can change it), and the server that reads it
 // answers whether it is that server; raft is handed only a connection meant for
-// the server that accepted it. A server is named by the host name it advertises,
-// which it keeps across a new address or port; where the host is an IP address,
-// by the whole address.
+// the server that accepted it. A server is named by the host it advertises (baton's
+// node name, unique in a cluster), which it keeps across a new address or port:
+// the port raft knows may be an old one, which the dialler replaced with the one the
+// membership publishes.
 //
 // Opening, from the dialler: openingMagic, ConnVersion, the address meant (two bytes
 // of length, then the address). Answer: openingOK, or openingOther and the address
@@ -34,7 +35,11 @@ import (
 // not open its connections; it is handed to raft as it came (an upgrade in
 // progress). A dialler opens a connection only to a server that reads openings
 // (Config.ReadsOpening): one of an earlier version would take it for a request it
-// does not know.
+// does not know. So a dialler whose view of a server is stale in its version too
+// (servers upgraded by recreating them) sends no opening; a server refuses such a
+// connection from a dialler it knows to open its connections
+// (Config.OpensConnections): that dialler took it for a server of an earlier
+// version, which it is not.
 
 // ConnVersion is the raft connection format this version reads: connections open
 // with the address they are meant for. Servers publish it in the membership.
@@ -86,15 +91,27 @@ func sendOpening(c net.Conn, target string, timeout time.Duration) error {
 	return fmt.Errorf("%w: answer %d", errOpening, answer[0])
 }
 
+// errUnopened: the peer closed the connection before its first byte, after TLS if
+// keyed (a probe of the port, a peer checking the key): nothing to refuse.
+var errUnopened = errors.New("closed before its opening")
+
 // acceptOpening reads c's opening and answers it. It returns the connection to hand
 // raft: c, or, from a server that does not open its connections, c with the byte
-// read to tell raft's own request from an opening put back.
-func acceptOpening(c net.Conn, self string) (net.Conn, error) {
+// read to tell raft's own request from an opening put back. dialerOpens says
+// whether the dialler is known to open its connections.
+func acceptOpening(c net.Conn, self string, dialerOpens func() bool) (net.Conn, error) {
 	var head [2]byte
-	if _, err := io.ReadFull(c, head[:1]); err != nil {
+	if n, err := io.ReadFull(c, head[:1]); err != nil {
+		if n == 0 && errors.Is(err, io.EOF) {
+			return nil, errUnopened
+		}
 		return nil, err
 	}
 	if head[0] != openingMagic {
+		if dialerOpens() {
+			return nil, fmt.Errorf("raft connection without an opening reached this server, %s, from a server that opens its connections: %w (it took this server for one of an earlier version: its view of the address is stale)",
+				self, ErrMisrouted)
+		}
 		return &replayed{Conn: c, first: head[0]}, nil
 	}
 	if _, err := io.ReadFull(c, head[1:]); err != nil {
@@ -119,14 +136,15 @@ func acceptOpening(c net.Conn, self string) (net.Conn, error) {
 }
 
 // meantFor says whether a connection opened for target reached the server that
-// advertises self: the same host name (its port may have changed: the dialler
-// finds it in the membership), or the same IP address and port.
+// advertises self: the same host, whatever the ports (the dialler found the port;
+// the host is what names a server). Host names are compared as DNS does, without
+// case; IP addresses as addresses.
 func meantFor(target, self string) bool {
-	th, tp, err := net.SplitHostPort(target)
+	th, _, err := net.SplitHostPort(target)
 	if err != nil {
 		return false
 	}
-	sh, sp, err := net.SplitHostPort(self)
+	sh, _, err := net.SplitHostPort(self)
 	if err != nil {
 		return false
 	}
@@ -134,7 +152,7 @@ func meantFor(target, self string) bool {
 	if tip == nil && sip == nil {
 		return strings.EqualFold(th, sh)
 	}
-	return tip != nil && tip.Equal(sip) && tp == sp
+	return tip != nil && tip.Equal(sip)
 }
 
 func appendAddr(b []byte, addr string) []byte {

@@ -95,6 +95,10 @@ type Config struct {
 	// not opened: a server of an earlier version, in an upgrade, would take the
 	// opening for a request it does not know. Nil: every server reads it.
 	ReadsOpening func(addr string) bool
+	// OpensConnections, when set, says whether the server at remoteIP (an IP
+	// address) is known to open its raft connections: a connection from it without
+	// an opening is then refused, as misrouted (opening.go). Nil: none is.
+	OpensConnections func(remoteIP string) bool
 	// Keys, when set (the cluster key), make every raft connection TLS between
 	// servers that hold it (keyed.go); a peer without it is refused. A server
 	// presents the first and accepts a peer that presents any (a key being

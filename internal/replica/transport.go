@@ -117,7 +117,7 @@ func openTransport(cfg Config, keyed *keyed, logger hclog.Logger) (*raft.Network
 	} else if p == 0 { // the port bound: a host name with a port picked at listen
 		advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	stream := &tcpStream{Listener: listen(ln, keyed, advertise, cfg.Hooks.Refused), advertise: advertiseAddr(advertise),
+	stream := &tcpStream{Listener: listen(ln, keyed, advertise, cfg.OpensConnections, cfg.Hooks.Refused), advertise: advertiseAddr(advertise),
 		dial: cfg.Dial, keyed: keyed, readsOpening: cfg.ReadsOpening}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:          stream,

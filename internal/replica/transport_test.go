@@ -21,7 +21,7 @@ func TestStreamConnsAreRaw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &tcpStream{Listener: listen(ln, nil, ln.Addr().String(), nil), advertise: advertiseAddr(ln.Addr().String())}
+	s := &tcpStream{Listener: listen(ln, nil, ln.Addr().String(), nil, nil), advertise: advertiseAddr(ln.Addr().String())}
 	defer s.Close()
 
 	accepted := make(chan net.Conn, 1)

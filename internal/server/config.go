@@ -45,6 +45,10 @@ type Config struct {
 	// RaftDial, when set, dials raft peers in place of TCP (tests that cut a server
 	// off): peer is the raft id dialled, addr where the membership says it is.
 	RaftDial func(ctx context.Context, peer, addr string) (net.Conn, error) `ignored:"true"`
+	// RaftConnBefore makes the server's raft connections those of a version before
+	// replica.ConnVersion (tests of an upgrade): it publishes no rc, opens no
+	// connection and refuses none for lacking an opening.
+	RaftConnBefore bool `ignored:"true"`
 }
 
 // DefaultConfig is the configuration envconfig's defaults give, for tests and tools.

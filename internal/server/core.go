@@ -497,8 +497,11 @@ func (c *core) hello(cn *conn, h *wire.Frame, now time.Time) {
 		"held", len(w.Held), "waiting", len(w.Waiting), "conn", cn.remote)
 }
 
+// minSessionTTL is the shortest TTL a client may ask for.
+const minSessionTTL = 100 * time.Millisecond
+
 func clampTTL(want, server time.Duration) time.Duration {
-	lo, hi := 100*time.Millisecond, 10*server
+	lo, hi := minSessionTTL, 10*server
 	if want < lo {
 		return lo
 	}
@@ -565,30 +568,27 @@ func (c *core) tell() {
 
 // expire ends the sessions whose deadline has passed and arms the timer for the next.
 //
-// A check that comes later than stalledAfter past its time says that this server
-// did not run meanwhile (a frozen process, a host that stalled): its clients'
-// keepalives of that time are still unread, in its sockets. Expiring on deadlines
-// it could not renew would reclaim leases from clients that are alive, so it gives
-// every session a full TTL from now instead, as a new leader does (rule 4), and
-// expires none this time. Mutual exclusion does not depend on it: a client stops
-// trusting its lease a TTL after its last acknowledged keepalive, whatever the
-// server does; the grace only spares live clients their leases and their places.
+// A check that comes late says that this server could not hear its clients for
+// that long (its process frozen, its host stalled, a log write that slow): their
+// keepalives of that time wait unread in its sockets or its queue. Expiring on
+// deadlines it could not renew would reclaim leases from clients that are alive,
+// so it first gives the sessions such a silence could have cost a keepalive a full
+// TTL from now, as a new leader does (rule 4), each once until its client is heard
+// again (session.Table.Spare). Mutual exclusion does not depend on it: a client
+// stops trusting its lease a TTL after its last acknowledged keepalive, whatever
+// the server does, and gives the token back; the grace spares live clients their
+// sessions and their places in the queues.
 func (c *core) expire(now time.Time) {
-	if late := now.Sub(c.expiryDue); !c.expiryDue.IsZero() && late > c.stalledAfter() {
-		c.st.Sessions.Grace(now)
-		c.s.log.Warn("this server did not run for a while (a frozen process or a stalled host): every session gets a full TTL from now before any expires",
-			"late", late.Round(time.Millisecond), "sessions", c.st.Sessions.Len())
-		c.event(Event{Kind: "stalled", Detail: late.Round(time.Millisecond).String()})
+	if late := now.Sub(c.expiryDue); !c.expiryDue.IsZero() && late > minSessionTTL/4 {
+		if n := c.st.Sessions.Spare(now, late); n > 0 {
+			c.s.log.Warn("this server could not hear its clients for a while (its process frozen, its host stalled, or a log write that slow): the sessions that silence could have cost a keepalive get a full TTL from now before any expires",
+				"late", late.Round(time.Millisecond), "sessions", n)
+			c.event(Event{Kind: "stalled", Detail: late.Round(time.Millisecond).String()})
+		}
 	}
 	c.st.Sessions.Expired(now, func(s *session) { c.endSession(s, "expired", now) })
 	c.armExpiry(now)
 }
-
-// stalledAfter is how late an expiry check may come before the server takes itself
-// to have stalled. A client sends a keepalive every third of its TTL, so a stall
-// shorter than a quarter of the TTL expires no client that kept to it; a busy
-// server is late by milliseconds.
-func (c *core) stalledAfter() time.Duration { return c.ttl / 4 }
 
 // armExpiry sets the expiry timer for the table's next check.
 func (c *core) armExpiry(now time.Time) {

@@ -52,6 +52,10 @@ func (s *Server) openCluster() (*durable, error) {
 	rc.Advertise = net.JoinHostPort(cfg.NodeName, strconv.Itoa(cfg.raftAdvertisePort()))
 	rc.Dial = s.dialRaft
 	rc.ReadsOpening = s.raftReadsOpening
+	rc.OpensConnections = s.raftPeerOpens
+	if cfg.RaftConnBefore {
+		rc.ReadsOpening, rc.OpensConnections = func(string) bool { return false }, nil
+	}
 	rc.Logger = s.log.With("component", "raft")
 	// A leader steps down when no quorum answered within its lease, which raft wants
 	// no longer than the heartbeat timeout.
@@ -126,16 +130,37 @@ func (s *Server) dialRaft(ctx context.Context, addr string) (net.Conn, error) {
 
 // raftReadsOpening says whether the server raft knows at addr reads the opening
 // that names the server a raft connection is meant for (replica.Config.ReadsOpening):
-// it publishes replica.ConnVersion. One of an earlier version (an upgrade in
-// progress) is sent raft's own bytes, and so is a server the membership does not
-// know yet, dialled by its DNS name, which is current.
+// one the membership knows publishes replica.ConnVersion; one it does not know yet
+// is taken to be of this version. Only a server of an earlier version (an upgrade
+// in progress) is sent raft's own bytes.
 func (s *Server) raftReadsOpening(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return false
+		return true
 	}
 	m, ok := s.raftMember(host)
-	return ok && m.Meta.RaftConn >= replica.ConnVersion
+	return !ok || m.Meta.RaftConn >= replica.ConnVersion
+}
+
+// raftPeerOpens says whether a server at ip is known to open its raft connections
+// (replica.Config.OpensConnections): some server the membership has at that address
+// publishes replica.ConnVersion. A connection from there without an opening was
+// meant for a server of an earlier version, by a dialler whose view of it is stale
+// (servers recreated with a new version swap addresses too), and is refused. A
+// server of the earlier version at an address a newer one had is refused as well
+// until the membership forgets the newer one there: a retry, against a connection
+// that might reach the wrong server.
+func (s *Server) raftPeerOpens(ip string) bool {
+	addr, n := net.ParseIP(ip), s.gossip.Load()
+	if addr == nil || n == nil { // the membership starts after raft
+		return false
+	}
+	for _, m := range n.Members() {
+		if m.Meta.Role == cluster.RoleServer && m.Meta.RaftConn >= replica.ConnVersion && addr.Equal(net.ParseIP(m.Addr)) {
+			return true
+		}
+	}
+	return false
 }
 
 // raftMember is the server the membership knows by name, as it last heard of it.

@@ -193,6 +193,9 @@ func (s *Server) Open() (err error) {
 		raftPort, _ = strconv.Atoi(p)
 		hasLog = s.core.d.node.HasLog()
 		logVersion, raftConn = fsm.LogVersion, replica.ConnVersion
+		if s.cfg.RaftConnBefore {
+			raftConn = 0
+		}
 	case s.cfg.StateDir != "":
 		if s.core.d, err = openDurable(s.cfg.StateDir, s.cfg.MaxTokens, s.log, replica.Hooks{
 			Commit: func(d time.Duration) { s.metrics.raftCommit.Observe(d.Seconds()) }}); err != nil {

@@ -44,6 +44,9 @@ type Session[C any] struct {
 	TTL      time.Duration
 	Deadline time.Time
 	Answers  Answers // the releases it applied, for one sent again
+	// Spared: kept alive by Spare since its last Touch, and not again until the
+	// next. The server's memory only: not saved.
+	Spared bool
 }
 
 // Table holds the live sessions and their deadlines.
@@ -83,6 +86,7 @@ func (t *Table[C]) Open(id ID, node, bootID string, ttl time.Duration, now time.
 // Touch keeps s alive until now + its TTL: a keepalive, or a resume, received now.
 // A deadline never moves back.
 func (t *Table[C]) Touch(s *Session[C], now time.Time) {
+	s.Spared = false
 	d := now.Add(s.TTL)
 	if !d.After(s.Deadline) {
 		return
@@ -105,6 +109,25 @@ func (t *Table[C]) Grace(now time.Time) {
 	for _, s := range t.byID {
 		t.Touch(s, now)
 	}
+}
+
+// Spare keeps alive until now + its TTL each session that a server could not
+// hear from for late (its process frozen, its host stalled): one whose TTL is
+// under four times late (its client sends a keepalive every third of its TTL, so
+// a shorter silence costs it nothing). A session is spared once until its next
+// Touch, so that silences that keep coming do not keep alive one whose client is
+// gone. It returns how many it spared.
+func (t *Table[C]) Spare(now time.Time, late time.Duration) int {
+	n := 0
+	for _, s := range t.byID {
+		if s.Spared || late <= s.TTL/4 {
+			continue
+		}
+		t.Touch(s, now)
+		s.Spared = true
+		n++
+	}
+	return n
 }
 
 // End removes s: it is over for good. What it held or waited for is the caller's to

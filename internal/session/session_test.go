@@ -90,6 +90,35 @@ func TestGraceGivesEverySessionAFullTTL(t *testing.T) {
 	}
 }
 
+// Spare keeps alive the sessions a stalled server could not hear from: those
+// whose TTL is under four times the stall, once until their next Touch.
+func TestSpareKeepsAliveOnceWhatAStallCouldNotHear(t *testing.T) {
+	tb := NewTable[struct{}]()
+	short := tb.Open(1, "a", "boot", 400*time.Millisecond, at(0))
+	long := tb.Open(2, "b", "boot", 4*time.Second, at(0))
+	if n := tb.Spare(at(600), 200*time.Millisecond); n != 1 {
+		t.Fatalf("a 200ms stall spared %d sessions, want 1 (the 400ms one; the 4s one's client lost nothing)", n)
+	}
+	if want := at(1000); !short.Deadline.Equal(want) {
+		t.Errorf("spared session's deadline %s, want 1000ms", short.Deadline.Sub(t0))
+	}
+	if want := at(4000); !long.Deadline.Equal(want) {
+		t.Errorf("unspared session's deadline %s, want 4000ms (unchanged)", long.Deadline.Sub(t0))
+	}
+	// Its client is gone: another stall does not spare it again.
+	if n := tb.Spare(at(1200), 200*time.Millisecond); n != 0 {
+		t.Errorf("a second stall spared %d sessions, want 0: spared once until a keepalive", n)
+	}
+	if got := expiredAt(tb, 1000); len(got) != 1 || got[0] != 1 {
+		t.Errorf("expired %v at 1000ms, want [1]", got)
+	}
+	// A keepalive makes a session sparable again.
+	tb.Touch(long, at(1000))
+	if n := tb.Spare(at(3000), 2*time.Second); n != 1 || !long.Deadline.Equal(at(7000)) {
+		t.Errorf("after a keepalive a 2s stall spared %d sessions, deadline %s; want 1 and 7000ms", n, long.Deadline.Sub(t0))
+	}
+}
+
 // An ended session leaves the table and is never reported again, even with its
 // entry still in the expiry order.
 func TestEndedSessionIsNeverReported(t *testing.T) {
