@@ -225,6 +225,12 @@ func TestChecker(t *testing.T) {
 			delayFromFence6(in, 1500*time.Millisecond)
 			in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 555, 1000, nil)...)
 		}, []int{6}},
+		{"follower misrouted, no grant for longer than a quiet gap", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond
+			delayFromFence6(in, 1500*time.Millisecond)
+			in.Events = append(in.Events, partialCutEvents(misroute, "s3", "s3", 555, 1000, nil)...)
+		}, []int{6}},
 		{"link cut, next grant within an election and a redial", func(t *testing.T, in *checkInput) {
 			in.Servers = 3
 			delayFromFence6(in, 4*time.Second)
@@ -301,10 +307,10 @@ func TestPlan(t *testing.T) {
 		if f.Server < 0 || f.Server >= c.Servers {
 			t.Errorf("%s: server %d of %d", f, f.Server, c.Servers)
 		}
-		if (f.Kind == pauseLeader || cutsRaft(f.Kind)) && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
+		if (f.Kind == pauseLeader || needsRaftNet(f.Kind)) && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
 			t.Errorf("%s: a pause of the leader or a raft cut outside [TTL, 3 TTL]", f)
 		}
-		if (f.Kind == cutFollower || f.Kind == cutLink) && (f.Follower < 0 || f.Follower >= c.Servers-1) {
+		if (f.Kind == cutFollower || f.Kind == cutLink || f.Kind == misroute) && (f.Follower < 0 || f.Follower >= c.Servers-1) {
 			t.Errorf("%s: follower %d of %d servers that do not lead", f, f.Follower, c.Servers-1)
 		}
 		kinds[f.Kind]++

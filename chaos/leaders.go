@@ -133,10 +133,11 @@ func (x *leaderLoss) String() string {
 }
 
 // partialCut is what followed the faults of one kind that cut part of the servers'
-// raft traffic and left the leader a quorum (cut-follower, cut-link): whether the
-// leadership moved all the same, the time to the next grant, and what the cut
-// follower did: it hears no leader and campaigns (seen as a candidate), and after
-// the heal it hears the leader again and follows. Faults overlap, and two cuts at
+// raft traffic, or sent a follower's to the other follower, and left the leader a
+// quorum (cut-follower, cut-link, misroute): whether the leadership moved all the
+// same, the time to the next grant, and what the follower under the fault did: it
+// hears no leader and campaigns (seen as a candidate), and after the heal it hears
+// the leader again and follows. Faults overlap, and two cuts at
 // once can leave the leader without a quorum, so the moves of the leadership are
 // also counted among the faults that came alone. Figures, not a check: check 6
 // judges the isolated ones' time to the next grant.
@@ -152,8 +153,8 @@ type partialCut struct {
 	neverSettled int             // not seen following or leading before the run stopped
 }
 
-// partialFigures says, per kind of fault that cut a follower or a link, what
-// followed it (partialCut). A move of the leadership is looked for until an
+// partialFigures says, per kind of fault that cut a follower or a link, or
+// misrouted a follower's connections, what followed it (partialCut). A move of the leadership is looked for until an
 // election after the heal: were the cut follower's term to go up during the cut
 // (no pre-vote), the leader would hear of it at the heal and step down.
 func (a *analysis) partialFigures() []*partialCut {
@@ -167,7 +168,7 @@ func (a *analysis) partialFigures() []*partialCut {
 	within := int64(election)
 	per := map[string]*partialCut{}
 	for i, f := range a.faults {
-		if f.kind != cutFollower && f.kind != cutLink {
+		if f.kind != cutFollower && f.kind != cutLink && f.kind != misroute {
 			continue
 		}
 		x := per[f.kind]
@@ -245,7 +246,11 @@ func (x *partialCut) String() string {
 	if x.noGrant > 0 {
 		fmt.Fprintf(&b, " (%d none)", x.noGrant)
 	}
-	fmt.Fprintf(&b, "; the cut follower campaigned %d, following or leading after the heal %s", x.campaigned, spread(x.settled))
+	who := "the cut follower"
+	if x.kind == misroute {
+		who = "the misrouted follower"
+	}
+	fmt.Fprintf(&b, "; %s campaigned %d, following or leading after the heal %s", who, x.campaigned, spread(x.settled))
 	if x.neverSettled > 0 {
 		fmt.Fprintf(&b, " (%d not seen)", x.neverSettled)
 	}
