@@ -1,8 +1,9 @@
 package main
 
-// The checker: the history indexed once (analyse), then eight checks, each with its
+// The checker: the history indexed once (analyse), then nine checks, each with its
 // counts and up to five examples: safety in check_safety.go (1 to 5), liveness and
-// processes in check_liveness.go (6 to 8).
+// processes in check_liveness.go (6 to 8), every server hearing the leader again
+// after the faults in check_heard.go (9).
 
 import (
 	"fmt"
@@ -139,5 +140,5 @@ func (a *analysis) at(t int64) string { return fmt.Sprintf("%.3fs", float64(t-a.
 func check(in *checkInput) []checkResult {
 	a := analyse(in)
 	return []checkResult{a.checkFences(), a.checkOverlap(), a.checkStore(), a.checkReleases(),
-		a.checkTrust(), a.checkLiveness(), a.checkProgress(), a.checkExits()}
+		a.checkTrust(), a.checkLiveness(), a.checkProgress(), a.checkExits(), a.checkHeardLeader()}
 }

@@ -264,26 +264,140 @@ func TestChecker(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := cleanHistory(20)
 			tc.mod(t, in)
-			sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
-			res := check(in)
-			want := map[int]bool{}
-			for _, n := range tc.want {
-				want[n] = true
+			expectViolations(t, in, tc.want)
+		})
+	}
+}
+
+// expectViolations checks in (its events put in order) and fails unless exactly
+// the checks in want report violations; it returns the results.
+func expectViolations(t *testing.T, in *checkInput, want []int) []checkResult {
+	t.Helper()
+	sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
+	res := check(in)
+	wanted := map[int]bool{}
+	for _, n := range want {
+		wanted[n] = true
+	}
+	var b strings.Builder
+	for _, r := range res {
+		fmt.Fprintf(&b, "check %d %s: %d: %s %q\n", r.N, r.Name, r.Violations, r.Counts, r.Examples)
+	}
+	for _, r := range res {
+		if wanted[r.N] && r.Violations == 0 {
+			t.Errorf("check %d (%s) found nothing\n%s", r.N, r.Name, &b)
+		}
+		if !wanted[r.N] && r.Violations > 0 {
+			t.Errorf("check %d (%s) reported %d violations\n%s", r.N, r.Name, r.Violations, &b)
+		}
+	}
+	return res
+}
+
+// TestCheckerHeardLeader: check 9 on a 10 s history of three servers, s2 leading
+// in term 2 from the start, and a misroute of s3 (its connections reach s1) from
+// 1 s to 3 s: s3 hears no leader during it, and must be seen naming s2 again
+// within hearLeader (4 s) of the heal, unless a server fault comes first; a
+// server (re)started around the heal has its boot allowance, and is not credited
+// with what its previous process said.
+func TestCheckerHeardLeader(t *testing.T) {
+	cases := []struct {
+		name   string
+		events []string // added to the history (heardEvent)
+		want   []int
+		says   string // check 9's examples must contain it
+	}{
+		{"the misrouted follower hears the leader again within the bound",
+			[]string{"role s3#1 follower:s2@3200"}, nil, ""},
+		{"at once: it named the leader at the heal",
+			[]string{"role s3#1 follower:s2@2990"}, nil, ""},
+		{"the misrouted follower never hears the leader again",
+			nil, []int{9}, "s3 not seen naming the leader for 4s from 3.000s, after misroute #1 of s3 healed (bound 4s)"},
+		{"it hears the leader only after the bound",
+			[]string{"role s3#1 follower:s2@7500"}, []int{9}, "s3 not seen naming the leader"},
+		{"it names another leader than the one the harness knows",
+			[]string{"role s3#1 follower:s1@3200"}, []int{9}, "s3 not seen naming the leader"},
+		{"a server fault before the bound ends the wait; the next heal is judged",
+			[]string{"fault s1#2 cut-follower@4000", "heal s1#2 cut-follower@5000", "role s3#1 follower:s2@5500"}, nil, ""},
+		{"after that server fault too, it never hears the leader",
+			[]string{"fault s1#2 cut-follower@4000", "heal s1#2 cut-follower@5000"}, []int{9}, "from 5.000s, after cut-follower #2 of s1 healed"},
+		{"faults overlapping at the heal are judged after the last of them",
+			[]string{"fault s1#2 cut-follower@2500", "heal s1#2 cut-follower@4000", "role s3#1 follower:s2@7500"}, nil, ""},
+		{"a server restarted at the heal has its boot allowance",
+			[]string{"fault s1#2 kill-server@2500", "exit s1#1 @2500", "spawn s1#2 @2900", "heal s1#2 kill-server@3000",
+				"role s3#1 follower:s2@3200", "role s1#2 follower:s2@8500"}, nil, ""},
+		{"and no more",
+			[]string{"fault s1#2 kill-server@2500", "exit s1#1 @2500", "spawn s1#2 @2900", "heal s1#2 kill-server@3000",
+				"role s3#1 follower:s2@3200", "role s1#2 follower:s2@9000"},
+			[]int{9}, "s1 not seen naming the leader for 5.9s from 3.000s, after misroute #1 of s3, kill-server #2 of s1 healed (bound 4s from its start 100ms before, + boot 2s)"},
+		{"a restarted server is not credited with its previous process's view",
+			[]string{"fault s1#2 kill-server@2500", "exit s1#1 @2500", "spawn s1#2 @2900", "heal s1#2 kill-server@3000",
+				"role s3#1 follower:s2@3200"}, []int{9}, "s1 not seen naming the leader"},
+		{"a server that is down is not judged",
+			[]string{"exit s1#1 @2500", "role s3#1 follower:s2@3200"}, nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := cleanHistory(100) // grants every 100 ms for 10 s
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond // the run's end after the faults' effects (check 7)
+			for _, s := range []string{"s1", "s2", "s3"} {
+				in.Events = append(in.Events, event.Event{T: 1, Kind: event.Spawn, W: s, Inst: 1})
 			}
-			var b strings.Builder
-			for _, r := range res {
-				fmt.Fprintf(&b, "check %d %s: %d: %s %q\n", r.N, r.Name, r.Violations, r.Counts, r.Examples)
+			in.Events = append(in.Events, event.Event{T: 50 * ms, Kind: event.Lead, W: "s2", Term: 2})
+			for _, line := range []string{"fault s3#1 misroute@1000", "heal s3#1 misroute@3000",
+				"role s1#1 follower:s2@50", "role s2#1 leader:s2@50", "role s3#1 follower:s2@50", "role s3#1 candidate@1400"} {
+				in.Events = append(in.Events, heardEvent(t, line))
 			}
-			for _, r := range res {
-				if want[r.N] && r.Violations == 0 {
-					t.Errorf("check %d (%s) found nothing\n%s", r.N, r.Name, &b)
-				}
-				if !want[r.N] && r.Violations > 0 {
-					t.Errorf("check %d (%s) reported %d violations\n%s", r.N, r.Name, r.Violations, &b)
-				}
+			for _, line := range tc.events {
+				in.Events = append(in.Events, heardEvent(t, line))
+			}
+			res := expectViolations(t, in, tc.want)
+			if tc.says != "" && !strings.Contains(fmt.Sprint(res[8].Examples), tc.says) {
+				t.Errorf("check 9 says %q, want %q in it", res[8].Examples, tc.says)
 			}
 		})
 	}
+}
+
+// heardEvent is one event of TestCheckerHeardLeader, from "kind w#n what@ms":
+// "role s3#1 follower:s2@3200" (s3's first process follows s2, by its /status;
+// "candidate" names none), "fault s1#2 cut-follower@4000" and "heal s1#2
+// cut-follower@5000" (fault 2, aimed at s1), "spawn s1#2 @2900" and "exit s1#1
+// @2500" (s1's second process started, its first killed by the nemesis).
+func heardEvent(t *testing.T, line string) event.Event {
+	t.Helper()
+	var kind, who, what string
+	if n, _ := fmt.Sscan(line, &kind, &who, &what); n != 3 {
+		t.Fatalf("bad event %q", line)
+	}
+	w, nText, _ := strings.Cut(who, "#")
+	op, at, _ := strings.Cut(what, "@")
+	var n int
+	var atMs int64
+	if _, err := fmt.Sscan(nText, &n); err != nil {
+		t.Fatalf("bad event %q: %v", line, err)
+	}
+	if _, err := fmt.Sscan(at, &atMs); err != nil {
+		t.Fatalf("bad event %q: %v", line, err)
+	}
+	e := event.Event{T: atMs * ms, W: w}
+	switch kind {
+	case "role":
+		e.Kind, e.Inst = event.Role, n
+		e.Op, e.Leader, _ = strings.Cut(op, ":")
+	case "fault":
+		e.Kind, e.Op, e.Target, e.ID, e.Inst = event.Fault, op, w, n, 1
+	case "heal":
+		e.Kind, e.Op, e.Target, e.ID, e.Inst = event.Heal, op, w, n, 1
+	case "spawn":
+		e.Kind, e.Inst = event.Spawn, n
+	case "exit":
+		e.Kind, e.Inst, e.Expected = event.Exit, n, true
+	default:
+		t.Fatalf("bad event kind in %q", line)
+	}
+	return e
 }
 
 // TestPlan: a schedule is a function of its seed, bounded in count and time, and
