@@ -7,8 +7,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/baton-dev/baton/chaos/internal/event"
 )
 
 // hearLeader bounds how long after the faults heal a running server may go without
@@ -18,13 +16,6 @@ import (
 // retries at most every half heartbeat timeout, within a fraction of that), and
 // slack, in which the watcher's 200 ms between two questions to a server is.
 const hearLeader = election + slack
-
-// serverLife is one process of a server: from its spawn to its exit (MaxInt64 while
-// it runs).
-type serverLife struct {
-	inst     int
-	from, to int64
-}
 
 // 9. Every running server hears the leader again after the faults heal: from each
 // fault's heal (moved to the last heal of the server faults that overlap it then),
@@ -42,24 +33,7 @@ func (a *analysis) checkHeardLeader() checkResult {
 	for i := range a.in.Servers {
 		names = append(names, fmt.Sprintf("s%d", i+1))
 	}
-	end := a.in.Stopping // the watcher's last answers come soon after
-	if end == 0 && len(a.in.Events) > 0 {
-		end = a.in.Events[len(a.in.Events)-1].T
-	}
-	lives := map[string][]serverLife{}
-	for _, e := range a.in.Events {
-		if !slices.Contains(names, e.W) {
-			continue
-		}
-		switch e.Kind {
-		case event.Spawn:
-			lives[e.W] = append(lives[e.W], serverLife{inst: e.Inst, from: e.T, to: math.MaxInt64})
-		case event.Exit:
-			if ls := lives[e.W]; len(ls) > 0 && ls[len(ls)-1].inst == e.Inst {
-				ls[len(ls)-1].to = e.T
-			}
-		}
-	}
+	end := a.end()
 	// The instants judged: every heal, moved past the server faults active then, with
 	// the faults whose heal it judges.
 	judged := map[int64][]span{}
@@ -78,7 +52,7 @@ func (a *analysis) checkHeardLeader() checkResult {
 	for _, j := range instants {
 		next := a.nextServerFault(j)
 		for _, s := range names {
-			l, ok := lifeAt(lives[s], j)
+			l, ok := lifeAt(a.lives[s], j)
 			if !ok || l.from >= end {
 				continue // not running
 			}
@@ -133,14 +107,14 @@ func (a *analysis) nextServerFault(t int64) int64 {
 	return math.MaxInt64
 }
 
-// lifeAt is the process of a server running at t, or else the next one started after t.
-func lifeAt(ls []serverLife, t int64) (serverLife, bool) {
+// lifeAt is the process of a name running at t, or else the next one started after t.
+func lifeAt(ls []life, t int64) (life, bool) {
 	for _, l := range ls {
 		if l.to > t {
 			return l, true
 		}
 	}
-	return serverLife{}, false
+	return life{}, false
 }
 
 // namesLeader is the first instant in [from, to) at which server s's process inst
@@ -192,7 +166,7 @@ func healed(fs []span) string {
 
 // bootNote says when a server started within boot of the instant judged, which
 // moved its bound.
-func bootNote(l serverLife, j int64) string {
+func bootNote(l life, j int64) string {
 	switch {
 	case l.from+int64(boot) <= j:
 		return ""

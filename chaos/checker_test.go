@@ -516,36 +516,50 @@ func TestLeaderFiguresCutLeader(t *testing.T) {
 // TestPartialFigures: after a cut of a follower or of a link, whether the
 // leadership moved, the time to the next grant, and what the cut follower did.
 func TestPartialFigures(t *testing.T) {
-	in := cleanHistory(100) // grants every 100 ms from 100 ms to 10 s
+	in := cleanHistory(150) // grants every 100 ms from 100 ms to 15 s
+	for _, s := range []string{"s1", "s2", "s3"} {
+		in.Events = append(in.Events, event.Event{T: 1, Kind: event.Spawn, W: s, Inst: 1})
+	}
 	in.Events = append(in.Events, event.Event{T: 50 * ms, Kind: event.Lead, W: "s1", Term: 2})
-	// s3 cut off from 1.12 s to 2.5 s: it campaigns and follows again 200 ms after the heal
-	in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 1120, 2500, []string{"follower@50", "candidate@1500", "follower@2700"})...)
+	// s3 cut off from 1.12 s to 2.5 s: it campaigns and follows s1 again 200 ms after the heal
+	in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 1120, 2500, []string{"follower:s1@50", "candidate@1500", "follower:s1@2700"})...)
 	// the link s1-s2 cut from 6 s to 7 s; s2 campaigns; s3 leads in term 3 at 7.3 s
-	in.Events = append(in.Events, partialCutEvents(cutLink, "s1-s2", "s2", 6000, 7000, []string{"follower@50", "candidate@6400", "follower@7300"})...)
+	in.Events = append(in.Events, partialCutEvents(cutLink, "s1-s2", "s2", 6000, 7000, []string{"follower:s1@50", "candidate@6400", "follower:s3@7300"})...)
 	in.Events = append(in.Events, event.Event{T: 7300 * ms, Kind: event.Lead, W: "s3", Term: 3})
+	// s1 misrouted from 10.5 s to 11.5 s: it campaigns, falls back to follower
+	// knowing no leader at 11.6 s, and names s3 at 11.9 s
+	in.Events = append(in.Events, roleEvent("s1", "follower:s3@7400"))
+	in.Events = append(in.Events, partialCutEvents(misroute, "s1", "s1", 10500, 11500, []string{"candidate@10900", "follower@11600", "follower:s3@11900"})...)
 	sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
 	got := analyse(in).partialFigures()
-	if len(got) != 2 || got[0].kind != cutFollower || got[1].kind != cutLink {
-		t.Fatalf("figures %v, want a cut-follower and a cut-link", got)
+	if len(got) != 3 || got[0].kind != cutFollower || got[1].kind != cutLink || got[2].kind != misroute {
+		t.Fatalf("figures %v, want a cut-follower, a cut-link and a misroute", got)
 	}
-	f, l := got[0], got[1]
+	f, l, m := got[0], got[1], got[2]
 	if f.n != 1 || f.alone != 1 || f.moved != 0 || !slices.Equal(f.toGrant, []time.Duration{80 * time.Millisecond}) ||
 		f.campaigned != 1 || !slices.Equal(f.settled, []time.Duration{200 * time.Millisecond}) {
-		t.Errorf("cut-follower: %+v; want 1 alone, not moved, next grant 80ms, campaigned, following 200ms after the heal", *f)
+		t.Errorf("cut-follower: %+v; want 1 alone, not moved, next grant 80ms, campaigned, naming the leader 200ms after the heal", *f)
 	}
 	if l.n != 1 || l.alone != 1 || l.moved != 1 || l.movedAlone != 1 || !slices.Equal(l.toGrant, []time.Duration{100 * time.Millisecond}) ||
 		l.campaigned != 1 || !slices.Equal(l.settled, []time.Duration{300 * time.Millisecond}) {
-		t.Errorf("cut-link: %+v; want 1 alone, moved, next grant 100ms, campaigned, following 300ms after the heal", *l)
+		t.Errorf("cut-link: %+v; want 1 alone, moved, next grant 100ms, campaigned, naming the new leader 300ms after the heal", *l)
+	}
+	if m.n != 1 || m.alone != 1 || m.moved != 0 || m.campaigned != 1 || !slices.Equal(m.settled, []time.Duration{400 * time.Millisecond}) {
+		t.Errorf("misroute: %+v; want 1 alone, not moved, campaigned, naming the leader 400ms after the heal (not at 100ms, following none)", *m)
 	}
 	if !strings.Contains(l.String(), "leadership moved 1 (alone: 1 of 1)") {
 		t.Errorf("figures %q do not say the leadership moved", l)
 	}
-	t.Log(f)
-	t.Log(l)
+	if !strings.Contains(m.String(), "the misrouted follower campaigned 1, naming the leader after the heal median 400ms") {
+		t.Errorf("figures %q do not say when the misrouted follower named the leader", m)
+	}
+	for _, x := range got {
+		t.Log(x)
+	}
 }
 
 // partialCutEvents is a cut-follower or cut-link (target, named by the follower w)
-// from start to heal (ms), and w's own raft states ("state@ms") as the watcher saw
+// from start to heal (ms), and w's own raft states (roleEvent) as the watcher saw
 // them.
 func partialCutEvents(kind, target, w string, start, heal int64, roles []string) []event.Event {
 	ev := []event.Event{
@@ -558,12 +572,15 @@ func partialCutEvents(kind, target, w string, start, heal int64, roles []string)
 	return ev
 }
 
-// roleEvent is server w's own raft state as the watcher saw it, from "state@ms".
+// roleEvent is server w's own raft state as the watcher saw it (its first
+// process), from "state@ms" or "state:leader@ms" (the leader it names).
 func roleEvent(w, s string) event.Event {
 	state, at, _ := strings.Cut(s, "@")
 	var t int64
 	fmt.Sscan(at, &t)
-	return event.Event{T: t * ms, Kind: event.Role, W: w, Op: state}
+	e := event.Event{T: t * ms, Kind: event.Role, W: w, Inst: 1}
+	e.Op, e.Leader, _ = strings.Cut(state, ":")
+	return e
 }
 
 // cutLeaderEvents is a cut-leader of s1 from start to heal (ms), s1's own raft

@@ -137,7 +137,7 @@ func (x *leaderLoss) String() string {
 // quorum (cut-follower, cut-link, misroute): whether the leadership moved all the
 // same, the time to the next grant, and what the follower under the fault did: it
 // hears no leader and campaigns (seen as a candidate), and after the heal it hears
-// the leader again and follows. Faults overlap, and two cuts at
+// the leader again and names it. Faults overlap, and two cuts at
 // once can leave the leader without a quorum, so the moves of the leadership are
 // also counted among the faults that came alone. Figures, not a check: check 6
 // judges the isolated ones' time to the next grant.
@@ -149,8 +149,8 @@ type partialCut struct {
 	toGrant      []time.Duration
 	noGrant      int
 	campaigned   int             // the cut follower was seen as a candidate during the cut
-	settled      []time.Duration // from the heal until it was seen following or leading (0 if it was then)
-	neverSettled int             // not seen following or leading before the run stopped
+	settled      []time.Duration // from the heal until it was seen naming the leader (0 if it was then)
+	neverSettled int             // not seen naming the leader before the run stopped
 }
 
 // partialFigures says, per kind of fault that cut a follower or a link, or
@@ -166,6 +166,7 @@ func (a *analysis) partialFigures() []*partialCut {
 	}
 	slices.Sort(grants)
 	within := int64(election)
+	end := a.end()
 	per := map[string]*partialCut{}
 	for i, f := range a.faults {
 		if f.kind != cutFollower && f.kind != cutLink && f.kind != misroute {
@@ -206,28 +207,21 @@ func (a *analysis) partialFigures() []*partialCut {
 		} else {
 			x.noGrant++
 		}
-		// The cut follower's own states: settled when following or leading.
-		settled, campaigned, back := true, false, false
 		for _, e := range a.roles[f.w] {
-			switch {
-			case e.T <= f.start:
-				settled = e.Op != "candidate"
-			case e.T <= f.end:
-				settled = e.Op != "candidate"
-				campaigned = campaigned || e.Op == "candidate"
-			case settled:
-			case e.Op != "candidate":
-				x.settled = append(x.settled, time.Duration(e.T-f.end))
-				settled, back = true, true
+			if e.T > f.start && e.T <= f.end && e.Op == "candidate" {
+				x.campaigned++
+				break
 			}
 		}
-		if campaigned {
-			x.campaigned++
+		// Settled once the follower names the leader the harness knows (check 9's
+		// test), not by its state: a follower may know no leader.
+		t, ok := int64(0), false
+		if l, running := lifeAt(a.lives[f.w], f.end); running {
+			t, ok = a.namesLeader(f.w, l.inst, max(f.end, l.from), end)
 		}
-		switch {
-		case settled && !back:
-			x.settled = append(x.settled, 0)
-		case !settled:
+		if ok {
+			x.settled = append(x.settled, time.Duration(t-f.end))
+		} else {
 			x.neverSettled++
 		}
 	}
@@ -250,7 +244,7 @@ func (x *partialCut) String() string {
 	if x.kind == misroute {
 		who = "the misrouted follower"
 	}
-	fmt.Fprintf(&b, "; %s campaigned %d, following or leading after the heal %s", who, x.campaigned, spread(x.settled))
+	fmt.Fprintf(&b, "; %s campaigned %d, naming the leader after the heal %s", who, x.campaigned, spread(x.settled))
 	if x.neverSettled > 0 {
 		fmt.Fprintf(&b, " (%d not seen)", x.neverSettled)
 	}
