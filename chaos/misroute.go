@@ -19,20 +19,27 @@ import (
 //
 // Here every raft connection to F passes F's proxy (raftnet.go), so the proxy
 // stands for F's address: for the fault's length it sends new connections to G's
-// own raft port instead of F's. At the start it closes the connections it holds,
-// as F's recreated container did, so that raft dials again. At the end it sends new
-// connections to F again and closes nothing: in a real network nothing closes a
-// connection that reached the wrong server, so one that G accepted would live on,
-// and F would not hear the leader again. That is the failure the fault is there to
-// show (check 9).
+// own raft port instead of F's. At the start the proxies of both close the
+// connections they hold, as the recreated containers did (F's, and G's, which is
+// how G came to have F's old address), so that raft dials again: G's connections
+// reach G, F's reach G too. At the end F's proxy sends new connections to F again
+// and closes nothing: in a real network nothing closes a connection that reached
+// the wrong server, so one that G accepted would live on, and F would not hear the
+// leader again. That is the failure the fault is there to show (check 9).
+//
+// Closing G's connections matters for that: a connection for G that an earlier
+// misroute of G sent to F, and that F accepted, would otherwise still carry G's
+// traffic to F, and the two followers would each hear the leader through the
+// other's connection, which no check can tell from health.
 
 // misroute sends new connections through server f's proxy to server g's raft port,
-// and closes those f's proxy holds now.
+// and closes those f's and g's proxies hold now.
 func (rn *raftNet) misroute(f, g int) {
 	rn.mu.Lock()
 	rn.misrouted[f] = g
 	rn.mu.Unlock()
 	rn.proxies[f].closeAll()
+	rn.proxies[g].closeAll()
 }
 
 // endMisroute sends new connections through f's proxy to f again. The connections

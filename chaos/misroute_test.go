@@ -50,29 +50,36 @@ func reached(t *testing.T, c net.Conn) byte {
 	return b[0]
 }
 
-// TestRaftNetMisroute: misroute(1, 2) closes the connections through server 1's
-// proxy and sends new ones to server 2's port; the other proxies are untouched.
-// endMisroute(1) sends new ones to server 1 again and closes nothing: a connection
-// that reached server 2 meanwhile lives on, as in a real network. The net counts
-// the connections it misrouted.
+// TestRaftNetMisroute: misroute(1, 2) closes the connections through the proxies
+// of servers 1 and 2 (both recreated) and sends new ones for 1 to server 2's
+// port; the third proxy is untouched. endMisroute(1) sends new ones to server 1
+// again and closes nothing: a connection that reached server 2 meanwhile lives on,
+// as in a real network. The net counts the connections it misrouted.
 func TestRaftNetMisroute(t *testing.T) {
 	rn, dial := testRaftNet(t, []int{identServer(t, '0'), identServer(t, '1'), identServer(t, '2')})
-	before, other := dial(0, 1), dial(0, 2)
-	if got := reached(t, before); got != '1' {
-		t.Fatalf("0→1 reached server %c with nothing misrouted", got)
-	}
-	if got := reached(t, other); got != '2' {
-		t.Fatalf("0→2 reached server %c with nothing misrouted", got)
+	toF, toG, other := dial(0, 1), dial(0, 2), dial(1, 0)
+	for name, tc := range map[string]struct {
+		c    net.Conn
+		want byte
+	}{"0→1": {toF, '1'}, "0→2": {toG, '2'}, "1→0": {other, '0'}} {
+		if got := reached(t, tc.c); got != tc.want {
+			t.Fatalf("%s reached server %c with nothing misrouted", name, got)
+		}
 	}
 	rn.misroute(1, 2)
 	if got := rn.misroutedNow(); !slices.Equal(got, [][2]int{{1, 2}}) {
 		t.Fatalf("misrouted %v, want [1→2]", got)
 	}
-	if !closedWithin(before, 5*time.Second) {
-		t.Error("0→1, opened before the misroute, still open after it began")
+	for name, c := range map[string]net.Conn{"0→1": toF, "0→2": toG} {
+		if !closedWithin(c, 5*time.Second) {
+			t.Errorf("%s, opened before the misroute, still open after it began", name)
+		}
 	}
 	if !echoes(t, other, 5*time.Second) {
-		t.Error("0→2 broken by a misroute of 1")
+		t.Error("1→0 broken by a misroute of 1 to 2")
+	}
+	if got := reached(t, dial(0, 2)); got != '2' {
+		t.Errorf("a new connection for 2 during the misroute reached server %c, want 2", got)
 	}
 	during := dial(0, 1)
 	if got := reached(t, during); got != '2' {
@@ -88,8 +95,8 @@ func TestRaftNetMisroute(t *testing.T) {
 	if got := reached(t, dial(0, 1)); got != '1' {
 		t.Errorf("a new connection for 1 after the misroute reached server %c, want 1", got)
 	}
-	if got := rn.stats(); got != (raftNetStats{Accepted: 4, Misrouted: 1}) {
-		t.Errorf("stats %+v, want 4 accepted, 1 misrouted", got)
+	if got := rn.stats(); got != (raftNetStats{Accepted: 6, Misrouted: 1}) {
+		t.Errorf("stats %+v, want 6 accepted, 1 misrouted", got)
 	}
 }
 
