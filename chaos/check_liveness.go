@@ -15,8 +15,9 @@ import (
 // close-connections → clients resume in well under 1 s. Leader lost (killed,
 // frozen, or every server killed) → raft elects another within election, clients
 // find it within redial, and the holder, which keeps its lease across the failover,
-// releases; restart-all adds its downtime and boot. A follower cut off → nothing:
-// the leader commits with the other follower. slack absorbs a loaded machine.
+// releases; restart-all adds its downtime and boot. A follower cut off, or its
+// connections misrouted → nothing: the leader commits with the other follower.
+// slack absorbs a loaded machine.
 const (
 	slack = time.Second
 	// election: raft notices a lost leader within three times its 300 ms heartbeat
@@ -54,6 +55,11 @@ func (in *checkInput) faultBound(kind string, dur time.Duration) time.Duration {
 		// no client connected to the cut server (clients talk to the leader only).
 		// The token flows as with no fault: from any instant, the next grant comes
 		// within the longest gap between grants with no fault active.
+		return in.quietGapBound()
+	case misroute:
+		// As a cut follower: the leader keeps its quorum with the other follower,
+		// which refuses the connections meant for the misrouted one and is
+		// otherwise untouched, and no client talks to a follower.
 		return in.quietGapBound()
 	case cutLink:
 		// The leader keeps a quorum through the other follower. The cut follower

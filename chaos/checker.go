@@ -1,11 +1,13 @@
 package main
 
-// The checker: the history indexed once (analyse), then eight checks, each with its
+// The checker: the history indexed once (analyse), then nine checks, each with its
 // counts and up to five examples: safety in check_safety.go (1 to 5), liveness and
-// processes in check_liveness.go (6 to 8).
+// processes in check_liveness.go (6 to 8), every server hearing the leader again
+// after the faults in check_heard.go (9).
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -85,10 +87,17 @@ type analysis struct {
 	faults []span                   // by start
 	leads  []event.Event            // the leaders the harness saw, in order
 	roles  map[string][]event.Event // each server's own raft states, in order, by name
+	lives  map[string][]life        // each name's processes, in order
+}
+
+// life is one process: from its spawn to its exit (MaxInt64 while it runs).
+type life struct {
+	inst     int
+	from, to int64
 }
 
 func analyse(in *checkInput) *analysis {
-	a := &analysis{in: in, leases: map[leaseKey]*lease{}, roles: map[string][]event.Event{}}
+	a := &analysis{in: in, leases: map[leaseKey]*lease{}, roles: map[string][]event.Event{}, lives: map[string][]life{}}
 	if len(in.Events) > 0 {
 		a.t0 = in.Events[0].T
 	}
@@ -112,6 +121,12 @@ func analyse(in *checkInput) *analysis {
 			a.leads = append(a.leads, e)
 		case event.Role:
 			a.roles[e.W] = append(a.roles[e.W], e)
+		case event.Spawn:
+			a.lives[e.W] = append(a.lives[e.W], life{inst: e.Inst, from: e.T, to: math.MaxInt64})
+		case event.Exit:
+			if ls := a.lives[e.W]; len(ls) > 0 && ls[len(ls)-1].inst == e.Inst {
+				ls[len(ls)-1].to = e.T
+			}
 		case event.Fault:
 			if !strings.HasPrefix(e.Err, "skipped") {
 				s := &span{id: e.ID, kind: e.Op, w: e.W, inst: e.Inst, start: e.T, end: -1, dur: time.Duration(e.Dur)}
@@ -133,11 +148,20 @@ func analyse(in *checkInput) *analysis {
 	return a
 }
 
+// end is when the run's judged part ends: when the workers were told to stop (the
+// watcher's last answers come soon after), else the last event.
+func (a *analysis) end() int64 {
+	if a.in.Stopping == 0 && len(a.in.Events) > 0 {
+		return a.in.Events[len(a.in.Events)-1].T
+	}
+	return a.in.Stopping
+}
+
 // at formats a CLOCK_MONOTONIC stamp as seconds since the run's first event.
 func (a *analysis) at(t int64) string { return fmt.Sprintf("%.3fs", float64(t-a.t0)/1e9) }
 
 func check(in *checkInput) []checkResult {
 	a := analyse(in)
 	return []checkResult{a.checkFences(), a.checkOverlap(), a.checkStore(), a.checkReleases(),
-		a.checkTrust(), a.checkLiveness(), a.checkProgress(), a.checkExits()}
+		a.checkTrust(), a.checkLiveness(), a.checkProgress(), a.checkExits(), a.checkHeardLeader()}
 }

@@ -225,6 +225,12 @@ func TestChecker(t *testing.T) {
 			delayFromFence6(in, 1500*time.Millisecond)
 			in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 555, 1000, nil)...)
 		}, []int{6}},
+		{"follower misrouted, no grant for longer than a quiet gap", func(t *testing.T, in *checkInput) {
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond
+			delayFromFence6(in, 1500*time.Millisecond)
+			in.Events = append(in.Events, partialCutEvents(misroute, "s3", "s3", 555, 1000, nil)...)
+		}, []int{6}},
 		{"link cut, next grant within an election and a redial", func(t *testing.T, in *checkInput) {
 			in.Servers = 3
 			delayFromFence6(in, 4*time.Second)
@@ -258,26 +264,140 @@ func TestChecker(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := cleanHistory(20)
 			tc.mod(t, in)
-			sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
-			res := check(in)
-			want := map[int]bool{}
-			for _, n := range tc.want {
-				want[n] = true
+			expectViolations(t, in, tc.want)
+		})
+	}
+}
+
+// expectViolations checks in (its events put in order) and fails unless exactly
+// the checks in want report violations; it returns the results.
+func expectViolations(t *testing.T, in *checkInput, want []int) []checkResult {
+	t.Helper()
+	sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
+	res := check(in)
+	wanted := map[int]bool{}
+	for _, n := range want {
+		wanted[n] = true
+	}
+	var b strings.Builder
+	for _, r := range res {
+		fmt.Fprintf(&b, "check %d %s: %d: %s %q\n", r.N, r.Name, r.Violations, r.Counts, r.Examples)
+	}
+	for _, r := range res {
+		if wanted[r.N] && r.Violations == 0 {
+			t.Errorf("check %d (%s) found nothing\n%s", r.N, r.Name, &b)
+		}
+		if !wanted[r.N] && r.Violations > 0 {
+			t.Errorf("check %d (%s) reported %d violations\n%s", r.N, r.Name, r.Violations, &b)
+		}
+	}
+	return res
+}
+
+// TestCheckerHeardLeader: check 9 on a 10 s history of three servers, s2 leading
+// in term 2 from the start, and a misroute of s3 (its connections reach s1) from
+// 1 s to 3 s: s3 hears no leader during it, and must be seen naming s2 again
+// within hearLeader (4 s) of the heal, unless a server fault comes first; a
+// server (re)started around the heal has its boot allowance, and is not credited
+// with what its previous process said.
+func TestCheckerHeardLeader(t *testing.T) {
+	cases := []struct {
+		name   string
+		events []string // added to the history (heardEvent)
+		want   []int
+		says   string // check 9's examples must contain it
+	}{
+		{"the misrouted follower hears the leader again within the bound",
+			[]string{"role s3#1 follower:s2@3200"}, nil, ""},
+		{"at once: it named the leader at the heal",
+			[]string{"role s3#1 follower:s2@2990"}, nil, ""},
+		{"the misrouted follower never hears the leader again",
+			nil, []int{9}, "s3 not seen naming the leader for 4s from 3.000s, after misroute #1 of s3 healed (bound 4s)"},
+		{"it hears the leader only after the bound",
+			[]string{"role s3#1 follower:s2@7500"}, []int{9}, "s3 not seen naming the leader"},
+		{"it names another leader than the one the harness knows",
+			[]string{"role s3#1 follower:s1@3200"}, []int{9}, "s3 not seen naming the leader"},
+		{"a server fault before the bound ends the wait; the next heal is judged",
+			[]string{"fault s1#2 cut-follower@4000", "heal s1#2 cut-follower@5000", "role s3#1 follower:s2@5500"}, nil, ""},
+		{"after that server fault too, it never hears the leader",
+			[]string{"fault s1#2 cut-follower@4000", "heal s1#2 cut-follower@5000"}, []int{9}, "from 5.000s, after cut-follower #2 of s1 healed"},
+		{"faults overlapping at the heal are judged after the last of them",
+			[]string{"fault s1#2 cut-follower@2500", "heal s1#2 cut-follower@4000", "role s3#1 follower:s2@7500"}, nil, ""},
+		{"a server restarted at the heal has its boot allowance",
+			[]string{"fault s1#2 kill-server@2500", "exit s1#1 @2500", "spawn s1#2 @2900", "heal s1#2 kill-server@3000",
+				"role s3#1 follower:s2@3200", "role s1#2 follower:s2@8500"}, nil, ""},
+		{"and no more",
+			[]string{"fault s1#2 kill-server@2500", "exit s1#1 @2500", "spawn s1#2 @2900", "heal s1#2 kill-server@3000",
+				"role s3#1 follower:s2@3200", "role s1#2 follower:s2@9000"},
+			[]int{9}, "s1 not seen naming the leader for 5.9s from 3.000s, after misroute #1 of s3, kill-server #2 of s1 healed (bound 4s from its start 100ms before, + boot 2s)"},
+		{"a restarted server is not credited with its previous process's view",
+			[]string{"fault s1#2 kill-server@2500", "exit s1#1 @2500", "spawn s1#2 @2900", "heal s1#2 kill-server@3000",
+				"role s3#1 follower:s2@3200"}, []int{9}, "s1 not seen naming the leader"},
+		{"a server that is down is not judged",
+			[]string{"exit s1#1 @2500", "role s3#1 follower:s2@3200"}, nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := cleanHistory(100) // grants every 100 ms for 10 s
+			in.Servers = 3
+			in.TTL = 100 * time.Millisecond // the run's end after the faults' effects (check 7)
+			for _, s := range []string{"s1", "s2", "s3"} {
+				in.Events = append(in.Events, event.Event{T: 1, Kind: event.Spawn, W: s, Inst: 1})
 			}
-			var b strings.Builder
-			for _, r := range res {
-				fmt.Fprintf(&b, "check %d %s: %d: %s %q\n", r.N, r.Name, r.Violations, r.Counts, r.Examples)
+			in.Events = append(in.Events, event.Event{T: 50 * ms, Kind: event.Lead, W: "s2", Term: 2})
+			for _, line := range []string{"fault s3#1 misroute@1000", "heal s3#1 misroute@3000",
+				"role s1#1 follower:s2@50", "role s2#1 leader:s2@50", "role s3#1 follower:s2@50", "role s3#1 candidate@1400"} {
+				in.Events = append(in.Events, heardEvent(t, line))
 			}
-			for _, r := range res {
-				if want[r.N] && r.Violations == 0 {
-					t.Errorf("check %d (%s) found nothing\n%s", r.N, r.Name, &b)
-				}
-				if !want[r.N] && r.Violations > 0 {
-					t.Errorf("check %d (%s) reported %d violations\n%s", r.N, r.Name, r.Violations, &b)
-				}
+			for _, line := range tc.events {
+				in.Events = append(in.Events, heardEvent(t, line))
+			}
+			res := expectViolations(t, in, tc.want)
+			if tc.says != "" && !strings.Contains(fmt.Sprint(res[8].Examples), tc.says) {
+				t.Errorf("check 9 says %q, want %q in it", res[8].Examples, tc.says)
 			}
 		})
 	}
+}
+
+// heardEvent is one event of TestCheckerHeardLeader, from "kind w#n what@ms":
+// "role s3#1 follower:s2@3200" (s3's first process follows s2, by its /status;
+// "candidate" names none), "fault s1#2 cut-follower@4000" and "heal s1#2
+// cut-follower@5000" (fault 2, aimed at s1), "spawn s1#2 @2900" and "exit s1#1
+// @2500" (s1's second process started, its first killed by the nemesis).
+func heardEvent(t *testing.T, line string) event.Event {
+	t.Helper()
+	var kind, who, what string
+	if n, _ := fmt.Sscan(line, &kind, &who, &what); n != 3 {
+		t.Fatalf("bad event %q", line)
+	}
+	w, nText, _ := strings.Cut(who, "#")
+	op, at, _ := strings.Cut(what, "@")
+	var n int
+	var atMs int64
+	if _, err := fmt.Sscan(nText, &n); err != nil {
+		t.Fatalf("bad event %q: %v", line, err)
+	}
+	if _, err := fmt.Sscan(at, &atMs); err != nil {
+		t.Fatalf("bad event %q: %v", line, err)
+	}
+	e := event.Event{T: atMs * ms, W: w}
+	switch kind {
+	case "role":
+		e.Kind, e.Inst = event.Role, n
+		e.Op, e.Leader, _ = strings.Cut(op, ":")
+	case "fault":
+		e.Kind, e.Op, e.Target, e.ID, e.Inst = event.Fault, op, w, n, 1
+	case "heal":
+		e.Kind, e.Op, e.Target, e.ID, e.Inst = event.Heal, op, w, n, 1
+	case "spawn":
+		e.Kind, e.Inst = event.Spawn, n
+	case "exit":
+		e.Kind, e.Inst, e.Expected = event.Exit, n, true
+	default:
+		t.Fatalf("bad event kind in %q", line)
+	}
+	return e
 }
 
 // TestPlan: a schedule is a function of its seed, bounded in count and time, and
@@ -301,10 +421,10 @@ func TestPlan(t *testing.T) {
 		if f.Server < 0 || f.Server >= c.Servers {
 			t.Errorf("%s: server %d of %d", f, f.Server, c.Servers)
 		}
-		if (f.Kind == pauseLeader || cutsRaft(f.Kind)) && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
+		if (f.Kind == pauseLeader || needsRaftNet(f.Kind)) && (f.Dur < c.TTL || f.Dur > 3*c.TTL) {
 			t.Errorf("%s: a pause of the leader or a raft cut outside [TTL, 3 TTL]", f)
 		}
-		if (f.Kind == cutFollower || f.Kind == cutLink) && (f.Follower < 0 || f.Follower >= c.Servers-1) {
+		if (f.Kind == cutFollower || f.Kind == cutLink || f.Kind == misroute) && (f.Follower < 0 || f.Follower >= c.Servers-1) {
 			t.Errorf("%s: follower %d of %d servers that do not lead", f, f.Follower, c.Servers-1)
 		}
 		kinds[f.Kind]++
@@ -396,36 +516,50 @@ func TestLeaderFiguresCutLeader(t *testing.T) {
 // TestPartialFigures: after a cut of a follower or of a link, whether the
 // leadership moved, the time to the next grant, and what the cut follower did.
 func TestPartialFigures(t *testing.T) {
-	in := cleanHistory(100) // grants every 100 ms from 100 ms to 10 s
+	in := cleanHistory(150) // grants every 100 ms from 100 ms to 15 s
+	for _, s := range []string{"s1", "s2", "s3"} {
+		in.Events = append(in.Events, event.Event{T: 1, Kind: event.Spawn, W: s, Inst: 1})
+	}
 	in.Events = append(in.Events, event.Event{T: 50 * ms, Kind: event.Lead, W: "s1", Term: 2})
-	// s3 cut off from 1.12 s to 2.5 s: it campaigns and follows again 200 ms after the heal
-	in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 1120, 2500, []string{"follower@50", "candidate@1500", "follower@2700"})...)
+	// s3 cut off from 1.12 s to 2.5 s: it campaigns and follows s1 again 200 ms after the heal
+	in.Events = append(in.Events, partialCutEvents(cutFollower, "s3", "s3", 1120, 2500, []string{"follower:s1@50", "candidate@1500", "follower:s1@2700"})...)
 	// the link s1-s2 cut from 6 s to 7 s; s2 campaigns; s3 leads in term 3 at 7.3 s
-	in.Events = append(in.Events, partialCutEvents(cutLink, "s1-s2", "s2", 6000, 7000, []string{"follower@50", "candidate@6400", "follower@7300"})...)
+	in.Events = append(in.Events, partialCutEvents(cutLink, "s1-s2", "s2", 6000, 7000, []string{"follower:s1@50", "candidate@6400", "follower:s3@7300"})...)
 	in.Events = append(in.Events, event.Event{T: 7300 * ms, Kind: event.Lead, W: "s3", Term: 3})
+	// s1 misrouted from 10.5 s to 11.5 s: it campaigns, falls back to follower
+	// knowing no leader at 11.6 s, and names s3 at 11.9 s
+	in.Events = append(in.Events, roleEvent("s1", "follower:s3@7400"))
+	in.Events = append(in.Events, partialCutEvents(misroute, "s1", "s1", 10500, 11500, []string{"candidate@10900", "follower@11600", "follower:s3@11900"})...)
 	sort.SliceStable(in.Events, func(i, j int) bool { return in.Events[i].T < in.Events[j].T })
 	got := analyse(in).partialFigures()
-	if len(got) != 2 || got[0].kind != cutFollower || got[1].kind != cutLink {
-		t.Fatalf("figures %v, want a cut-follower and a cut-link", got)
+	if len(got) != 3 || got[0].kind != cutFollower || got[1].kind != cutLink || got[2].kind != misroute {
+		t.Fatalf("figures %v, want a cut-follower, a cut-link and a misroute", got)
 	}
-	f, l := got[0], got[1]
+	f, l, m := got[0], got[1], got[2]
 	if f.n != 1 || f.alone != 1 || f.moved != 0 || !slices.Equal(f.toGrant, []time.Duration{80 * time.Millisecond}) ||
 		f.campaigned != 1 || !slices.Equal(f.settled, []time.Duration{200 * time.Millisecond}) {
-		t.Errorf("cut-follower: %+v; want 1 alone, not moved, next grant 80ms, campaigned, following 200ms after the heal", *f)
+		t.Errorf("cut-follower: %+v; want 1 alone, not moved, next grant 80ms, campaigned, naming the leader 200ms after the heal", *f)
 	}
 	if l.n != 1 || l.alone != 1 || l.moved != 1 || l.movedAlone != 1 || !slices.Equal(l.toGrant, []time.Duration{100 * time.Millisecond}) ||
 		l.campaigned != 1 || !slices.Equal(l.settled, []time.Duration{300 * time.Millisecond}) {
-		t.Errorf("cut-link: %+v; want 1 alone, moved, next grant 100ms, campaigned, following 300ms after the heal", *l)
+		t.Errorf("cut-link: %+v; want 1 alone, moved, next grant 100ms, campaigned, naming the new leader 300ms after the heal", *l)
+	}
+	if m.n != 1 || m.alone != 1 || m.moved != 0 || m.campaigned != 1 || !slices.Equal(m.settled, []time.Duration{400 * time.Millisecond}) {
+		t.Errorf("misroute: %+v; want 1 alone, not moved, campaigned, naming the leader 400ms after the heal (not at 100ms, following none)", *m)
 	}
 	if !strings.Contains(l.String(), "leadership moved 1 (alone: 1 of 1)") {
 		t.Errorf("figures %q do not say the leadership moved", l)
 	}
-	t.Log(f)
-	t.Log(l)
+	if !strings.Contains(m.String(), "the misrouted follower campaigned 1, naming the leader after the heal median 400ms") {
+		t.Errorf("figures %q do not say when the misrouted follower named the leader", m)
+	}
+	for _, x := range got {
+		t.Log(x)
+	}
 }
 
 // partialCutEvents is a cut-follower or cut-link (target, named by the follower w)
-// from start to heal (ms), and w's own raft states ("state@ms") as the watcher saw
+// from start to heal (ms), and w's own raft states (roleEvent) as the watcher saw
 // them.
 func partialCutEvents(kind, target, w string, start, heal int64, roles []string) []event.Event {
 	ev := []event.Event{
@@ -438,12 +572,15 @@ func partialCutEvents(kind, target, w string, start, heal int64, roles []string)
 	return ev
 }
 
-// roleEvent is server w's own raft state as the watcher saw it, from "state@ms".
+// roleEvent is server w's own raft state as the watcher saw it (its first
+// process), from "state@ms" or "state:leader@ms" (the leader it names).
 func roleEvent(w, s string) event.Event {
 	state, at, _ := strings.Cut(s, "@")
 	var t int64
 	fmt.Sscan(at, &t)
-	return event.Event{T: t * ms, Kind: event.Role, W: w, Op: state}
+	e := event.Event{T: t * ms, Kind: event.Role, W: w, Inst: 1}
+	e.Op, e.Leader, _ = strings.Cut(state, ":")
+	return e
 }
 
 // cutLeaderEvents is a cut-leader of s1 from start to heal (ms), s1's own raft

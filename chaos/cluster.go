@@ -64,8 +64,9 @@ type serverSlot struct {
 // raftView is a server's raft state as its /status says.
 type raftView struct {
 	at     time.Time // when it answered; zero if it never did
+	inst   int       // the server's process instance that was asked
 	state  string
-	leader string
+	leader string // the leader it names; "" while it knows none
 	term   uint64
 }
 
@@ -299,6 +300,11 @@ func (c *cluster) watch(ctx context.Context) {
 
 // raftStatus reads server i's raft state from its /status.
 func (c *cluster) raftStatus(ctx context.Context, hc *http.Client, i int) (raftView, error) {
+	// The instance asked, taken before asking: a process started meanwhile cannot
+	// answer a request sent to the one before it.
+	c.mu.Lock()
+	inst := c.servers[i].inst
+	c.mu.Unlock()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.servers[i].httpAddr+"/status", nil)
 	if err != nil {
 		return raftView{}, err
@@ -319,12 +325,9 @@ func (c *cluster) raftStatus(ctx context.Context, hc *http.Client, i int) (raftV
 		return raftView{}, err
 	}
 	if st.Raft == nil { // a server alone leads; its process instance stands for a term
-		c.mu.Lock()
-		inst := c.servers[i].inst
-		c.mu.Unlock()
-		return raftView{at: time.Now(), state: "leader", leader: c.servers[i].name, term: uint64(inst)}, nil
+		return raftView{at: time.Now(), inst: inst, state: "leader", leader: c.servers[i].name, term: uint64(inst)}, nil
 	}
-	return raftView{at: time.Now(), state: st.Raft.State, leader: st.Raft.Leader, term: st.Raft.Term}, nil
+	return raftView{at: time.Now(), inst: inst, state: st.Raft.State, leader: st.Raft.Leader, term: st.Raft.Term}, nil
 }
 
 // observe records server i's answer and works out who leads: the leader named (by
@@ -333,8 +336,11 @@ func (c *cluster) raftStatus(ctx context.Context, hc *http.Client, i int) (raftV
 func (c *cluster) observe(i int, v raftView) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.servers[i].view.state != v.state {
-		c.h.add(event.Event{Kind: event.Role, W: c.servers[i].name, Op: v.state, Term: v.term})
+	// A role event whenever the state or the leader named changes, and at a new
+	// process's first answer: the checker reads from them whether each server knows
+	// the leader, and a view of a process that has exited says nothing of the next.
+	if old := c.servers[i].view; old.state != v.state || old.leader != v.leader || old.inst != v.inst {
+		c.h.add(event.Event{Kind: event.Role, W: c.servers[i].name, Inst: v.inst, Op: v.state, Leader: v.leader, Term: v.term})
 	}
 	c.servers[i].view = v
 	leader, term := -1, uint64(0)

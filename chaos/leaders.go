@@ -133,10 +133,11 @@ func (x *leaderLoss) String() string {
 }
 
 // partialCut is what followed the faults of one kind that cut part of the servers'
-// raft traffic and left the leader a quorum (cut-follower, cut-link): whether the
-// leadership moved all the same, the time to the next grant, and what the cut
-// follower did: it hears no leader and campaigns (seen as a candidate), and after
-// the heal it hears the leader again and follows. Faults overlap, and two cuts at
+// raft traffic, or sent a follower's to the other follower, and left the leader a
+// quorum (cut-follower, cut-link, misroute): whether the leadership moved all the
+// same, the time to the next grant, and what the follower under the fault did: it
+// hears no leader and campaigns (seen as a candidate), and after the heal it hears
+// the leader again and names it. Faults overlap, and two cuts at
 // once can leave the leader without a quorum, so the moves of the leadership are
 // also counted among the faults that came alone. Figures, not a check: check 6
 // judges the isolated ones' time to the next grant.
@@ -148,12 +149,12 @@ type partialCut struct {
 	toGrant      []time.Duration
 	noGrant      int
 	campaigned   int             // the cut follower was seen as a candidate during the cut
-	settled      []time.Duration // from the heal until it was seen following or leading (0 if it was then)
-	neverSettled int             // not seen following or leading before the run stopped
+	settled      []time.Duration // from the heal until it was seen naming the leader (0 if it was then)
+	neverSettled int             // not seen naming the leader before the run stopped
 }
 
-// partialFigures says, per kind of fault that cut a follower or a link, what
-// followed it (partialCut). A move of the leadership is looked for until an
+// partialFigures says, per kind of fault that cut a follower or a link, or
+// misrouted a follower's connections, what followed it (partialCut). A move of the leadership is looked for until an
 // election after the heal: were the cut follower's term to go up during the cut
 // (no pre-vote), the leader would hear of it at the heal and step down.
 func (a *analysis) partialFigures() []*partialCut {
@@ -165,9 +166,10 @@ func (a *analysis) partialFigures() []*partialCut {
 	}
 	slices.Sort(grants)
 	within := int64(election)
+	end := a.end()
 	per := map[string]*partialCut{}
 	for i, f := range a.faults {
-		if f.kind != cutFollower && f.kind != cutLink {
+		if f.kind != cutFollower && f.kind != cutLink && f.kind != misroute {
 			continue
 		}
 		x := per[f.kind]
@@ -205,28 +207,21 @@ func (a *analysis) partialFigures() []*partialCut {
 		} else {
 			x.noGrant++
 		}
-		// The cut follower's own states: settled when following or leading.
-		settled, campaigned, back := true, false, false
 		for _, e := range a.roles[f.w] {
-			switch {
-			case e.T <= f.start:
-				settled = e.Op != "candidate"
-			case e.T <= f.end:
-				settled = e.Op != "candidate"
-				campaigned = campaigned || e.Op == "candidate"
-			case settled:
-			case e.Op != "candidate":
-				x.settled = append(x.settled, time.Duration(e.T-f.end))
-				settled, back = true, true
+			if e.T > f.start && e.T <= f.end && e.Op == "candidate" {
+				x.campaigned++
+				break
 			}
 		}
-		if campaigned {
-			x.campaigned++
+		// Settled once the follower names the leader the harness knows (check 9's
+		// test), not by its state: a follower may know no leader.
+		t, ok := int64(0), false
+		if l, running := lifeAt(a.lives[f.w], f.end); running {
+			t, ok = a.namesLeader(f.w, l.inst, max(f.end, l.from), end)
 		}
-		switch {
-		case settled && !back:
-			x.settled = append(x.settled, 0)
-		case !settled:
+		if ok {
+			x.settled = append(x.settled, time.Duration(t-f.end))
+		} else {
 			x.neverSettled++
 		}
 	}
@@ -245,7 +240,11 @@ func (x *partialCut) String() string {
 	if x.noGrant > 0 {
 		fmt.Fprintf(&b, " (%d none)", x.noGrant)
 	}
-	fmt.Fprintf(&b, "; the cut follower campaigned %d, following or leading after the heal %s", x.campaigned, spread(x.settled))
+	who := "the cut follower"
+	if x.kind == misroute {
+		who = "the misrouted follower"
+	}
+	fmt.Fprintf(&b, "; %s campaigned %d, naming the leader after the heal %s", who, x.campaigned, spread(x.settled))
 	if x.neverSettled > 0 {
 		fmt.Fprintf(&b, " (%d not seen)", x.neverSettled)
 	}

@@ -4,7 +4,8 @@
 // applies a fault schedule drawn from the seed (kill, freeze and cut off workers;
 // HUP and close-connections on the leader; kill a server; kill or freeze the leader,
 // or cut its raft traffic; cut a follower's, or the link between the leader and a
-// follower; kill every server), records a history stamped with CLOCK_MONOTONIC,
+// follower; send the raft connections meant for a follower to the other one; kill
+// every server), records a history stamped with CLOCK_MONOTONIC,
 // and checks it for every safety and liveness claim (checker.go). It exits 1 if
 // any check is violated.
 //

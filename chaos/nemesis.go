@@ -78,10 +78,10 @@ func (n *nemesis) launch(ctx context.Context, f fault) {
 			}
 		}
 		tg.names = []string{n.c.workers[tg.worker].name}
-	case cutsRaft(f.Kind) && n.c.raft == nil:
+	case needsRaftNet(f.Kind) && n.c.raft == nil:
 		n.skip(f, "a server alone has no raft traffic")
 		return
-	case f.Kind == cutFollower || f.Kind == cutLink:
+	case f.Kind == cutFollower || f.Kind == cutLink || f.Kind == misroute:
 		l, term := n.c.currentLeader()
 		if l < 0 {
 			n.skip(f, "no leader known")
@@ -93,9 +93,17 @@ func (n *nemesis) launch(ctx context.Context, f fault) {
 				followers = append(followers, i)
 			}
 		}
-		tg.servers, tg.term = []int{followers[f.Follower%len(followers)]}, term
-		if f.Kind == cutLink { // the leader first: both ends are under the fault
+		k := f.Follower % len(followers)
+		tg.servers, tg.term = []int{followers[k]}, term
+		switch f.Kind {
+		case cutLink: // the leader first: both ends are under the fault
 			tg.servers = []int{l, tg.servers[0]}
+		case misroute: // the follower, then the other one, which its connections reach: both under the fault
+			if len(followers) < 2 {
+				n.skip(f, "no other follower to misroute to")
+				return
+			}
+			tg.servers = append(tg.servers, followers[(k+1)%len(followers)])
 		}
 	case aimsAtLeader(f.Kind):
 		l, term := n.c.currentLeader()
@@ -174,6 +182,10 @@ func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 		leader, follower := n.c.server(tg.servers[0]), n.c.server(tg.servers[1])
 		ev.Target, ev.W, ev.Inst = leader.name+"-"+follower.name, follower.name, follower.inst
 		ev.Err, ev.Term = "between the leader and a follower", tg.term
+	case f.Kind == misroute: // named by the follower that hears no leader meanwhile
+		follower, other := n.c.server(tg.servers[0]), n.c.server(tg.servers[1])
+		ev.Target, ev.W, ev.Inst = follower.name, follower.name, follower.inst
+		ev.Err, ev.Term = "aimed at a follower; reaches "+other.name, tg.term
 	default:
 		ev.Target = "all"
 	}
@@ -241,6 +253,11 @@ func (n *nemesis) apply(ctx context.Context, f fault, tg target) error {
 		n.c.raft.cutLink(tg.servers[0], tg.servers[1])
 		wait()
 		n.c.raft.healLink(tg.servers[0], tg.servers[1])
+	case misroute:
+		n.h.add(ev)
+		n.c.raft.misroute(tg.servers[0], tg.servers[1])
+		wait()
+		n.c.raft.endMisroute(tg.servers[0])
 	case restartAll:
 		n.h.add(ev)
 		var ps []*proc

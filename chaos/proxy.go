@@ -132,6 +132,17 @@ func (p *proxy) healBlocked() {
 	}
 }
 
+// closeAll closes every connection at both ends, as the end of the process behind
+// the proxy would (a raft proxy whose server's address changes hands: misroute.go).
+func (p *proxy) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pp := range p.conns {
+		pp.in.Close()
+		pp.out.Close()
+	}
+}
+
 // wake has the pipes that wait out a block look again; called with mu held.
 func (p *proxy) wake() {
 	close(p.unblocked)

@@ -13,8 +13,9 @@ import (
 
 // raftNet stands in the servers' raft traffic, so that the nemesis can cut one
 // server off from the others while its clients still reach it (cut-leader,
-// cut-follower), or cut the link between two servers while each still reaches the
-// rest (cut-link). Each server binds its BATON_RAFT_PORT and advertises the port
+// cut-follower), cut the link between two servers while each still reaches the
+// rest (cut-link), or send the connections meant for one server to another
+// (misroute, misroute.go). Each server binds its BATON_RAFT_PORT and advertises the port
 // of a proxy of the harness in front of it (BATON_RAFT_ADVERTISE_PORT): every raft
 // connection to a server, from any other, passes that server's proxy. The proxy
 // learns which server opened each connection (peerProcess), and the cuts (below)
@@ -27,17 +28,21 @@ import (
 // server), and then hears nothing.
 type raftNet struct {
 	proxies []*proxy // one per server, in the servers' order
+	ports   []int    // the servers' own raft ports, in their order
 
-	mu     sync.Mutex // guards cuts and counts
-	cuts   cuts
-	counts raftNetStats
+	mu        sync.Mutex // guards cuts, misrouted and counts
+	cuts      cuts
+	misrouted map[int]int // server i's proxy sends new connections to server misrouted[i] (misroute.go)
+	counts    raftNetStats
 }
 
-// raftNetStats counts the connections the proxies accepted, and among them those
-// whose opener the lookup did not find: a lookup that fails shows in the report.
+// raftNetStats counts the connections the proxies accepted, among them those
+// whose opener the lookup did not find (a lookup that fails shows in the report),
+// and those a misroute sent to another server than the one whose proxy took them.
 type raftNetStats struct {
-	Accepted int
-	Unknown  int
+	Accepted  int
+	Unknown   int
+	Misrouted int
 }
 
 // cuts is what is cut in the servers' raft network now: whole servers, and links
@@ -97,7 +102,7 @@ func (c *cuts) touches(i int) bool {
 // server opened a connection accepted there (-1: not known; the run's is
 // peerProcess among the servers' processes).
 func newRaftNet(raftPorts []int, from func(net.Conn) int) (*raftNet, error) {
-	rn := &raftNet{cuts: cuts{servers: map[int]bool{}, links: map[link]bool{}}}
+	rn := &raftNet{ports: raftPorts, cuts: cuts{servers: map[int]bool{}, links: map[link]bool{}}, misrouted: map[int]int{}}
 	counted := func(c net.Conn) int {
 		src := from(c)
 		rn.mu.Lock()
@@ -108,9 +113,8 @@ func newRaftNet(raftPorts []int, from func(net.Conn) int) (*raftNet, error) {
 		}
 		return src
 	}
-	for i, port := range raftPorts {
-		target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		p, err := startPolicyProxy(func() string { return target }, counted, func(src int) bool { return rn.blocked(src, i) })
+	for i := range raftPorts {
+		p, err := startPolicyProxy(func() string { return rn.dialTarget(i) }, counted, func(src int) bool { return rn.blocked(src, i) })
 		if err != nil {
 			rn.close()
 			return nil, err

@@ -521,14 +521,17 @@ func TestNemesisCutFollowerAndLink(t *testing.T) {
 }
 
 // TestReportRaftConnections: the report says how many raft connections the
-// proxies accepted and of how many the opener was not known; with a server alone,
-// which has no raft proxies, nothing.
+// proxies accepted, of how many the opener was not known, and how many a misroute
+// sent to another server; with a server alone, which has no raft proxies, nothing.
 func TestReportRaftConnections(t *testing.T) {
 	cfg := defaultRunConfig()
 	var b bytes.Buffer
-	report(&b, cfg, &runResult{Raft: &raftNetStats{Accepted: 12, Unknown: 2}})
-	if want := "raft connections through the proxies 12, of unknown origin 2"; !strings.Contains(b.String(), want) {
-		t.Errorf("report:\n%s\nwant a line with %q", b.String(), want)
+	report(&b, cfg, &runResult{Raft: &raftNetStats{Accepted: 12, Unknown: 2, Misrouted: 3}, MisroutedRefused: 5})
+	for _, want := range []string{"raft connections through the proxies 12, of unknown origin 2", "sent to another server by a misroute 3",
+		"refused as meant for another (raft_misrouted, their counters at the end, since each one's last start) 5"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report:\n%s\nwant a line with %q", b.String(), want)
+		}
 	}
 	b.Reset()
 	cfg.Servers = 1

@@ -66,6 +66,10 @@ type runResult struct {
 	Losses        []*leaderLoss
 	Partial       []*partialCut // what followed the cuts of a follower or of a link to it
 	Raft          *raftNetStats // the raft proxies' connections; nil with a server alone
+	// MisroutedRefused is how many raft connections the servers refused as meant for
+	// another (their counters at the end, since each one's last start); -1 if not
+	// read.
+	MisroutedRefused int
 }
 
 // build compiles the server and the worker into dir/bin.
@@ -260,6 +264,14 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 	} else if in.Final, err = c.status(l, "counter"); err != nil {
 		in.FinalErr = err.Error()
 	}
+	misroutedRefused := -1
+	if c.raft != nil {
+		if n, err := c.misroutedRefusals(); err != nil {
+			cfg.Log("reading the servers' raft_misrouted counters: %v", err)
+		} else {
+			misroutedRefused = n
+		}
+	}
 	stopWatch()
 	<-watching
 	for i := range c.servers { // all at once, as docker compose down does
@@ -276,7 +288,8 @@ func run(ctx context.Context, cfg runConfig) (res *runResult, err error) {
 		<-done
 	}
 	in.Events = h.snapshot()
-	res = &runResult{Plan: faults, Applied: nem.applied, ByKind: nem.byKind, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events)}
+	res = &runResult{Plan: faults, Applied: nem.applied, ByKind: nem.byKind, Skipped: nem.skipped, Final: in.Final, Events: len(in.Events),
+		MisroutedRefused: misroutedRefused}
 	if c.raft != nil {
 		st := c.raft.stats()
 		res.Raft = &st
@@ -313,8 +326,12 @@ func report(w io.Writer, cfg runConfig, res *runResult) {
 	fmt.Fprintf(w, "planned (applied): %s\n", strings.Join(ks, ", "))
 	fmt.Fprintf(w, "servers %d; leader changes seen %d\n", cfg.Servers, res.LeaderChanges)
 	if res.Raft != nil {
-		fmt.Fprintf(w, "raft connections through the proxies %d, of unknown origin %d (blocked while any server is cut, or a link to theirs)\n",
-			res.Raft.Accepted, res.Raft.Unknown)
+		fmt.Fprintf(w, "raft connections through the proxies %d, of unknown origin %d (blocked while any server is cut, or a link to theirs), sent to another server by a misroute %d\n",
+			res.Raft.Accepted, res.Raft.Unknown, res.Raft.Misrouted)
+		if res.MisroutedRefused >= 0 {
+			fmt.Fprintf(w, "raft connections the servers refused as meant for another (raft_misrouted, their counters at the end, since each one's last start) %d\n",
+				res.MisroutedRefused)
+		}
 	}
 	for _, x := range res.Losses {
 		fmt.Fprintf(w, "    after %s\n", x)

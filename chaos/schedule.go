@@ -7,8 +7,8 @@ import (
 )
 
 // Fault kinds. A worker fault takes one worker; a server fault takes one server,
-// the leader, a follower, the leader and a follower (cut-link) or, for
-// restart-all, every server.
+// the leader, a follower, the leader and a follower (cut-link), both followers
+// (misroute) or, for restart-all, every server.
 const (
 	killWorker  = "kill-worker"  // SIGKILL, restarted after Dur
 	stopWorker  = "stop-worker"  // SIGSTOP for Dur, then SIGCONT
@@ -22,19 +22,20 @@ const (
 	cutLeader   = "cut-leader"   // blackhole the leader's raft traffic for Dur (raftnet.go); its clients still reach it
 	cutFollower = "cut-follower" // blackhole a follower's raft traffic for Dur; the leader keeps a quorum
 	cutLink     = "cut-link"     // blackhole the raft link between the leader and a follower for Dur; both reach the third
+	misroute    = "misroute"     // new raft connections to a follower reach the other follower for Dur (misroute.go)
 	restartAll  = "restart-all"  // SIGKILL every server, restarted on their state after Dur
 )
 
 var allKinds = []string{killWorker, stopWorker, partition, resetWorker, hupServer, closeConns, killServer, killLeader, pauseLeader,
-	cutLeader, cutFollower, cutLink, restartAll}
+	cutLeader, cutFollower, cutLink, misroute, restartAll}
 
 // weights of the kinds in a schedule: the faults that race with leases most often.
 var kindWeight = map[string]int{killWorker: 3, stopWorker: 4, partition: 4, resetWorker: 2, hupServer: 2, closeConns: 2,
-	killServer: 2, killLeader: 3, pauseLeader: 3, cutLeader: 3, cutFollower: 2, cutLink: 2, restartAll: 1}
+	killServer: 2, killLeader: 3, pauseLeader: 3, cutLeader: 3, cutFollower: 2, cutLink: 2, misroute: 2, restartAll: 1}
 
 func isServerFault(kind string) bool {
 	switch kind {
-	case hupServer, closeConns, killServer, killLeader, pauseLeader, cutLeader, cutFollower, cutLink, restartAll:
+	case hupServer, closeConns, killServer, killLeader, pauseLeader, cutLeader, cutFollower, cutLink, misroute, restartAll:
 		return true
 	}
 	return false
@@ -46,10 +47,10 @@ func aimsAtLeader(kind string) bool {
 	return kind == hupServer || kind == closeConns || kind == killLeader || kind == pauseLeader || kind == cutLeader
 }
 
-// cutsRaft says whether a fault cuts raft traffic through the raft proxies: a
-// server alone has none, and is spared these.
-func cutsRaft(kind string) bool {
-	return kind == cutLeader || kind == cutFollower || kind == cutLink
+// needsRaftNet says whether a fault acts on raft traffic through the raft proxies
+// (a cut, or a misroute): a server alone has none, and is spared these.
+func needsRaftNet(kind string) bool {
+	return kind == cutLeader || kind == cutFollower || kind == cutLink || kind == misroute
 }
 
 // losesLeader says whether a fault takes the leader away (killed, frozen, or cut off
@@ -68,7 +69,7 @@ type fault struct {
 	Worker   int           // worker faults: the target, unless the holder is aimed at
 	Holder   bool          // aim at whoever holds the token then
 	Server   int           // kill-server: the target
-	Follower int           // cut-follower, cut-link: the target is the Follower-th server that does not lead when it starts
+	Follower int           // cut-follower, cut-link, misroute: the target is the Follower-th server that does not lead when it starts
 	Dur      time.Duration // how long it lasts (0 for hup-server, close-conns)
 	Mode     proxyMode     // partition: hold or drop; reset-worker: reset
 }
@@ -171,7 +172,7 @@ func plan(c planConfig) []fault {
 			f.Dur = between(100*time.Millisecond, 2*ttl)
 		case pauseLeader, cutLeader: // longer than the lease and than raft's failure detection
 			f.Dur = between(max(ttl, time.Second), max(3*ttl, 3*time.Second))
-		case cutFollower, cutLink: // as long as a cut of the leader: the cut follower stops hearing it and campaigns
+		case cutFollower, cutLink, misroute: // as long as a cut of the leader: the follower stops hearing it and campaigns
 			f.Follower = rng.IntN(max(c.Servers-1, 1))
 			f.Dur = between(max(ttl, time.Second), max(3*ttl, 3*time.Second))
 		case restartAll:

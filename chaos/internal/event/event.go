@@ -33,7 +33,7 @@ const (
 	Store = "store"  // the store decided a write: W, Inst, Fence (lease's), Sent (fence sent), Accepted
 	Stuck = "stuck"  // a process told to stop did not exit in time and was killed
 	Lead  = "leader" // the harness saw a server lead (by the servers' /status): W (its name), Term
-	Role  = "role"   // a server's own raft state changed, by its /status: W, Op (leader, follower, candidate), Term
+	Role  = "role"   // a server's own raft state, by its /status, whenever it or the leader it names changed, or a new process answered: W, Inst, Op (leader, follower, candidate), Leader, Term
 )
 
 // Release outcomes as the caller saw them.
@@ -70,7 +70,8 @@ type Event struct {
 	Dur      int64  `json:"dur,omitempty"`
 	ID       int    `json:"id,omitempty"`
 	Expected bool   `json:"expected,omitempty"`
-	Term     uint64 `json:"term,omitempty"` // leader: the raft term
+	Term     uint64 `json:"term,omitempty"`   // leader: the raft term
+	Leader   string `json:"leader,omitempty"` // role: the leader the server names ("": it knows none)
 }
 
 // Now reads CLOCK_MONOTONIC, the clock every process of the run shares.
