@@ -162,3 +162,50 @@ func TestAConnectionWithoutOpening(t *testing.T) {
 		t.Errorf("refused as %s (%v), want %s", r.reason, r.err, ReasonMisrouted)
 	}
 }
+
+// A dial that reached the wrong server is made again while the address is stale,
+// and succeeds once it leads to the server meant: raft sees no failed request, and
+// does not back off from that follower. One that stays misrouted fails after
+// misroutedWait.
+func TestDialWaitsOutAMisroutedAddress(t *testing.T) {
+	wrong, _, refusedWrong := openingServer(t, "server-1:7001", nil, true)
+	right, read, _ := openingServer(t, "server-3:7001", nil, true)
+	var dials int
+	s := &tcpStream{closed: make(chan struct{}), dial: func(ctx context.Context, _ string) (net.Conn, error) {
+		dials++ // raft dials a peer from one goroutine at a time; so does this test
+		to := wrong
+		if dials > 3 { // the membership learnt the new address
+			to = right
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", to)
+	}}
+	c, err := s.Dial(raft.ServerAddress("server-3:7001"), 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial for server-3, whose address reached server-1 three times: %v", err)
+	}
+	defer c.Close()
+	if err := exchange(c); err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("server-3: %v", err)
+	}
+	for range 3 {
+		if r := awaitRefusal(t, refusedWrong, 5*time.Second); r.reason != ReasonMisrouted {
+			t.Errorf("server-1 refused as %s (%v), want %s", r.reason, r.err, ReasonMisrouted)
+		}
+	}
+
+	stale := &tcpStream{closed: make(chan struct{}), dial: func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", wrong)
+	}}
+	start := time.Now()
+	if _, err := stale.Dial(raft.ServerAddress("server-3:7001"), 10*time.Second); !errors.Is(err, ErrMisrouted) {
+		t.Fatalf("dial whose address stays stale: err = %v, want ErrMisrouted", err)
+	}
+	if took := time.Since(start); took > misroutedWait+time.Second {
+		t.Errorf("a dial whose address stays stale failed after %s, want within misroutedWait (%s)", took, misroutedWait)
+	}
+}

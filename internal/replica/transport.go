@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -23,6 +24,7 @@ type tcpStream struct {
 	dial         func(ctx context.Context, addr string) (net.Conn, error) // nil: TCP
 	keyed        *keyed                                                   // nil: no key, plain TCP
 	readsOpening func(addr string) bool                                   // nil: every server reads openings
+	closed       <-chan struct{}                                          // closed with the listener: Dial stops trying again
 }
 
 // Dial opens a raft connection to the server raft knows at addr: TCP, TLS when
@@ -34,7 +36,36 @@ type tcpStream struct {
 // uses a connection from one goroutine at a time (a pooled one by the RPC that took
 // it, an accepted one by its handler), as rawio.Conn requires; so does the
 // openingListener on the accepting side.
+//
+// A dial that reached another server than the one meant (ErrMisrouted) is made
+// again, for up to misroutedWait: the address the dialler found is stale, and the
+// membership learns the new one within seconds. raft backs off from a follower
+// after each failed request, doubling up to 10 s, and only a request that succeeds
+// resets it: failing at once, a follower out of reach for a few seconds was then
+// sent no entries for as long again after it was back.
 func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	deadline := time.Now().Add(min(timeout, misroutedWait))
+	pause := 20 * time.Millisecond
+	for {
+		c, err := s.dialOnce(addr, timeout)
+		if !errors.Is(err, ErrMisrouted) || time.Now().Add(pause).After(deadline) {
+			return c, err
+		}
+		select {
+		case <-time.After(pause):
+		case <-s.closed:
+			return nil, err
+		}
+		pause = min(2*pause, 320*time.Millisecond)
+	}
+}
+
+// misroutedWait bounds how long Dial tries again an address that reaches another
+// server than the one meant.
+const misroutedWait = 2 * time.Second
+
+// dialOnce opens one connection to addr: TCP, TLS when keyed, the opening.
+func (s *tcpStream) dialOnce(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	var nc net.Conn
 	var err error
 	if s.dial != nil {
@@ -117,8 +148,9 @@ func openTransport(cfg Config, keyed *keyed, logger hclog.Logger) (*raft.Network
 	} else if p == 0 { // the port bound: a host name with a port picked at listen
 		advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	stream := &tcpStream{Listener: listen(ln, keyed, advertise, cfg.OpensConnections, cfg.Hooks.Refused), advertise: advertiseAddr(advertise),
-		dial: cfg.Dial, keyed: keyed, readsOpening: cfg.ReadsOpening}
+	ol := listen(ln, keyed, advertise, cfg.OpensConnections, cfg.Hooks.Refused)
+	stream := &tcpStream{Listener: ol, advertise: advertiseAddr(advertise),
+		dial: cfg.Dial, keyed: keyed, readsOpening: cfg.ReadsOpening, closed: ol.closed}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:          stream,
 		MaxPool:         transportPool,
@@ -138,7 +170,7 @@ func (n *Node) ProvesKey(addr string, timeout time.Duration) error {
 	if n.stream.keyed == nil {
 		return nil
 	}
-	c, err := n.stream.Dial(raft.ServerAddress(addr), timeout)
+	c, err := n.stream.dialOnce(raft.ServerAddress(addr), timeout) // a misrouted answer is asked again next round
 	if err != nil {
 		return err
 	}
