@@ -166,7 +166,7 @@ func TestAConnectionWithoutOpening(t *testing.T) {
 // A dial that reached the wrong server is made again while the address is stale,
 // and succeeds once it leads to the server meant: raft sees no failed request, and
 // does not back off from that follower. One that stays misrouted fails after
-// misroutedWait.
+// redialWait.
 func TestDialWaitsOutAMisroutedAddress(t *testing.T) {
 	wrong, _, refusedWrong := openingServer(t, "server-1:7001", nil, true)
 	right, read, _ := openingServer(t, "server-3:7001", nil, true)
@@ -205,7 +205,7 @@ func TestDialWaitsOutAMisroutedAddress(t *testing.T) {
 	if _, err := stale.Dial(raft.ServerAddress("server-3:7001"), 10*time.Second); !errors.Is(err, ErrMisrouted) {
 		t.Fatalf("dial whose address stays stale: err = %v, want ErrMisrouted", err)
 	}
-	if took := time.Since(start); took > misroutedWait+time.Second {
-		t.Errorf("a dial whose address stays stale failed after %s, want within misroutedWait (%s)", took, misroutedWait)
+	if took := time.Since(start); took > redialWait+time.Second {
+		t.Errorf("a dial whose address stays stale failed after %s, want within redialWait (%s)", took, redialWait)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,18 +38,22 @@ type tcpStream struct {
 // it, an accepted one by its handler), as rawio.Conn requires; so does the
 // openingListener on the accepting side.
 //
-// A dial that reached another server than the one meant (ErrMisrouted) is made
-// again, for up to misroutedWait: the address the dialler found is stale, and the
-// membership learns the new one within seconds. raft backs off from a follower
-// after each failed request, doubling up to 10 s, and only a request that succeeds
-// resets it: failing at once, a follower out of reach for a few seconds was then
-// sent no entries for as long again after it was back.
+// raft backs off from a follower after each failed request, doubling up to 10 s,
+// and only a request that succeeds resets it: a follower out of reach for a few
+// seconds was then sent no entries for as long again after it was back, and the
+// loss of another server meanwhile stopped every write. So a dial that fails in a
+// way that ends within seconds is made again, for up to redialWait, and raft counts
+// one failure where it would have counted many: one that reached another server
+// than the one meant (ErrMisrouted: the address the dialler found is stale, and the
+// membership learns the new one within seconds), and one refused because nothing
+// listens there yet (a server restarting; a host that has gone fails slowly on its
+// own, by timeout).
 func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	deadline := time.Now().Add(min(timeout, misroutedWait))
+	deadline := time.Now().Add(min(timeout, redialWait))
 	pause := 20 * time.Millisecond
 	for {
 		c, err := s.dialOnce(addr, timeout)
-		if !errors.Is(err, ErrMisrouted) || time.Now().Add(pause).After(deadline) {
+		if !passing(err) || time.Now().Add(pause).After(deadline) {
 			return c, err
 		}
 		select {
@@ -60,9 +65,14 @@ func (s *tcpStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Co
 	}
 }
 
-// misroutedWait bounds how long Dial tries again an address that reaches another
-// server than the one meant.
-const misroutedWait = 2 * time.Second
+// redialWait bounds how long Dial tries again after a failure that passes.
+const redialWait = 2 * time.Second
+
+// passing says whether a dial's failure is one that ends within seconds: a stale
+// address, a server restarting.
+func passing(err error) bool {
+	return errors.Is(err, ErrMisrouted) || errors.Is(err, syscall.ECONNREFUSED)
+}
 
 // dialOnce opens one connection to addr: TCP, TLS when keyed, the opening.
 func (s *tcpStream) dialOnce(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {

@@ -82,3 +82,51 @@ func TestStreamConnsAreRaw(t *testing.T) {
 	}
 	c.Close()
 }
+
+// A dial refused because nothing listens yet (a server restarting) is made again,
+// for up to redialWait: raft counts one failed request, not one per attempt, and
+// does not back off from that follower long after it is back.
+func TestDialWaitsOutAServerRestarting(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nothing := closed.Addr().String()
+	closed.Close() // nothing listens there now: connect is refused
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ol := listen(ln, nil, "server-3:7001", nil, nil)
+	defer ol.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ol.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	var dials int
+	s := &tcpStream{closed: make(chan struct{}), dial: func(ctx context.Context, _ string) (net.Conn, error) {
+		dials++ // raft dials a peer from one goroutine at a time; so does this test
+		to := nothing
+		if dials > 3 { // the server is up again
+			to = ln.Addr().String()
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", to)
+	}}
+	c, err := s.Dial(raft.ServerAddress("server-3:7001"), 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial of a server that came up after 3 refused connects: %v", err)
+	}
+	defer c.Close()
+	select {
+	case in := <-accepted:
+		in.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server did not accept the connection")
+	}
+	if dials != 4 {
+		t.Errorf("%d connects, want 4", dials)
+	}
+}
