@@ -71,7 +71,13 @@ local)
     echo "BATON_GO_IMAGE=baton-go-builder:local"
     echo "BATON_PROMETHEUS_IMAGE=baton-prometheus:local"
     echo "# Grafana cannot be built here: deploy/compose.local.yml leaves it out."
-    echo "COMPOSE_FILE=docker-compose.yml:deploy/compose.local.yml"
+    echo "# Naming the files keeps compose from reading docker-compose.override.yml by"
+    echo "# itself: it is named when it exists (run deploy/run.sh again after writing one)."
+    if [ -f docker-compose.override.yml ]; then
+      echo "COMPOSE_FILE=docker-compose.yml:deploy/compose.local.yml:docker-compose.override.yml"
+    else
+      echo "COMPOSE_FILE=docker-compose.yml:deploy/compose.local.yml"
+    fi
     echo "# No buildx plugin on such a machine: the classic builder."
     echo "COMPOSE_BAKE=false"
   } >.env

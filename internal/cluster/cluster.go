@@ -64,6 +64,9 @@ type Meta struct {
 	// (replica.ConnVersion; absent: raft's own, of a version before it). A server
 	// opens a connection to it with the name of the server meant only from 1.
 	RaftConn int `json:"rc,omitempty"`
+	// Expect is the BATON_BOOTSTRAP_EXPECT of a replicated server: servers that
+	// disagree on it do not start a cluster (absent: a version before it).
+	Expect int `json:"be,omitempty"`
 }
 
 // Member is one node as this node sees it.

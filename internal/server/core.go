@@ -47,6 +47,7 @@ type core struct {
 	// saidGoodbye remembers nodes whose last session ended with a goodbye: memberlist
 	// cannot always tell a graceful leave from a death, the token protocol can.
 	saidGoodbye map[string]time.Time
+	problem     string // what is wrong with the deployment (Status.Problem)
 
 	expiryTimer *time.Timer // fires at the earliest session deadline
 	expiryDue   time.Time   // when expiryTimer is due
@@ -651,6 +652,15 @@ func (c *core) membersChanged(members []cluster.Member, now time.Time) {
 			}
 		}
 	}
+	c.problem = ""
+	for _, m := range members {
+		if m.State == cluster.StateAlive && m.Name != c.s.cfg.nodeName() {
+			if why := misplacedServer(c.d != nil && c.d.clustered, m); why != "" {
+				c.problem = m.Name + ": " + why
+				break
+			}
+		}
+	}
 	for name := range c.memberState { // forgotten by the cluster layer: forget here too
 		if _, ok := byName[name]; !ok {
 			delete(c.memberState, name)
@@ -729,7 +739,7 @@ func (c *core) status(now time.Time) Status {
 	if follower {
 		src = c.replicated(now)
 	}
-	st := Status{Epoch: src.Epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}}
+	st := Status{Epoch: src.Epoch, Started: c.started, TTL: c.ttl.String(), Tokens: []TokenStatus{}, Sessions: []SessionStatus{}, Problem: c.problem}
 	nodeOf := func(id token.SessionID) string {
 		if s := src.Sessions.Get(id); s != nil {
 			return s.Node

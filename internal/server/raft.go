@@ -297,22 +297,29 @@ func raftServer(m cluster.Member) replica.Server {
 // found each other, or nil and why not yet. It waits while some server says it
 // leads, or says its log holds a cluster already (Consul asks its peers the same):
 // that cluster exists, and its leader adds this server (reconcile). A server with a
-// log of its own is not asked: its raft refuses to bootstrap again.
-func bootstrapSet(members []cluster.Member, self string, expect int) ([]replica.Server, string) {
-	var servers []replica.Server
+// log of its own is not asked: its raft refuses to bootstrap again. Servers that
+// expect another number of servers start nothing (conflict), as Consul's do: the
+// first to count enough would start a cluster of its own count, and the others
+// would join it as more voters than any of them expected.
+func bootstrapSet(members []cluster.Member, self string, expect int) (servers []replica.Server, why string, conflict bool) {
 	for _, m := range members {
 		switch {
 		case m.Meta.Leader:
-			return nil, m.Name + " leads a cluster"
+			return nil, m.Name + " leads a cluster", false
 		case m.Meta.HasLog && m.Name != self:
-			return nil, m.Name + " has a log: a cluster exists"
+			return nil, m.Name + " has a log: a cluster exists", false
 		}
 		servers = append(servers, raftServer(m))
 	}
-	if len(servers) < expect {
-		return nil, "too few servers"
+	for _, m := range members {
+		if m.Meta.Expect != 0 && m.Meta.Expect != expect {
+			return nil, fmt.Sprintf("%s expects %d servers, this one %d", m.Name, m.Meta.Expect, expect), true
+		}
 	}
-	return servers, ""
+	if len(servers) < expect {
+		return nil, "too few servers", false
+	}
+	return servers, "", false
 }
 
 // bootstrapWaitWarn is how long a server waits for the others before it warns, and
@@ -324,9 +331,13 @@ const bootstrapWaitWarn = 10 * time.Second
 // once this server turns out to have a log already.
 func (s *Server) maybeBootstrap(d *durable) bool {
 	members := s.serverMembers()
-	servers, why := bootstrapSet(members, s.cfg.nodeName(), s.cfg.BootstrapExpect)
+	servers, why, conflict := bootstrapSet(members, s.cfg.nodeName(), s.cfg.BootstrapExpect)
 	if servers == nil {
-		if now := time.Now(); now.Sub(s.waitLogged) >= bootstrapWaitWarn && why == "too few servers" {
+		if now := time.Now(); conflict && now.Sub(s.waitLogged) >= bootstrapWaitWarn {
+			s.waitLogged = now
+			s.log.Error("raft: the servers disagree on BATON_BOOTSTRAP_EXPECT, and none starts a cluster: give every server the same value (the number of servers)",
+				"conflict", why)
+		} else if now.Sub(s.waitLogged) >= bootstrapWaitWarn && why == "too few servers" {
 			s.waitLogged = now
 			names := make([]string, len(members))
 			for i, m := range members {

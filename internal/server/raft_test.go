@@ -18,6 +18,7 @@ func TestBootstrapSet(t *testing.T) {
 			Meta: cluster.Meta{Role: cluster.RoleServer, RaftPort: 7001, Leader: leader, HasLog: hasLog}}
 	}
 	fresh := []cluster.Member{srv("server-1", false, false), srv("server-2", false, false), srv("server-3", false, false)}
+	expecting := func(m cluster.Member, n int) cluster.Member { m.Meta.Expect = n; return m }
 	for _, tc := range []struct {
 		name    string
 		members []cluster.Member
@@ -32,11 +33,19 @@ func TestBootstrapSet(t *testing.T) {
 		// way (no one says it leads) must not start a cluster of its own.
 		{"a fresh server beside servers with logs, none leading", []cluster.Member{srv("server-1", false, true), srv("server-2", false, true), srv("server-4", false, false)},
 			"server-4", 3, "server-1 has a log: a cluster exists"},
+		{"all expect three", []cluster.Member{expecting(fresh[0], 3), expecting(fresh[1], 3), expecting(fresh[2], 3)}, "server-1", 3,
+			"server-1:7001 server-2:7001 server-3:7001"},
+		// One started with BATON_BOOTSTRAP_EXPECT=2 would start a cluster of two the
+		// moment it saw one other, and the third would join it: no one starts one.
+		{"one expects two", []cluster.Member{expecting(fresh[0], 3), expecting(fresh[1], 2), expecting(fresh[2], 3)}, "server-1", 3,
+			"server-2 expects 2 servers, this one 3"},
+		{"this one expects two", []cluster.Member{expecting(fresh[0], 2), expecting(fresh[1], 3)}, "server-1", 2,
+			"server-2 expects 3 servers, this one 2"},
 		// A server with a log of its own is not held back by it: raft refuses to
 		// bootstrap it again, and that ends its waiting.
 		{"its own log", []cluster.Member{srv("server-1", false, true), fresh[1], fresh[2]}, "server-1", 3, "server-1:7001 server-2:7001 server-3:7001"},
 	} {
-		servers, why := bootstrapSet(tc.members, tc.self, tc.expect)
+		servers, why, _ := bootstrapSet(tc.members, tc.self, tc.expect)
 		got := why
 		if servers != nil {
 			addrs := make([]string, len(servers))

@@ -182,7 +182,7 @@ func (s *Server) Open() (err error) {
 		}
 	}()
 	now := time.Now()
-	raftPort, hasLog, logVersion, raftConn := 0, false, 0, 0
+	raftPort, hasLog, logVersion, raftConn, expect := 0, false, 0, 0, 0
 	switch {
 	case s.cfg.StateDir != "" && s.cfg.BootstrapExpect > 1:
 		// A replica of the log: the core serves once this server leads (raftLoop).
@@ -192,7 +192,7 @@ func (s *Server) Open() (err error) {
 		_, p, _ := net.SplitHostPort(s.core.d.node.Addr())
 		raftPort, _ = strconv.Atoi(p)
 		hasLog = s.core.d.node.HasLog()
-		logVersion, raftConn = fsm.LogVersion, replica.ConnVersion
+		logVersion, raftConn, expect = fsm.LogVersion, replica.ConnVersion, s.cfg.BootstrapExpect
 		if s.cfg.RaftConnBefore {
 			raftConn = 0
 		}
@@ -221,7 +221,7 @@ func (s *Server) Open() (err error) {
 		Join: s.cfg.Join, Keys: s.keys, Label: s.cfg.ClusterLabel, Local: s.cfg.LocalGossip, Logger: s.log,
 		Meta: cluster.Meta{Role: cluster.RoleServer, BootID: s.bootID,
 			TokenPort: portOf(s.ln.Addr()), HTTPPort: portOf(s.httpLn.Addr()), RaftPort: raftPort, HasLog: hasLog,
-			LogVersion: logVersion, RaftConn: raftConn},
+			LogVersion: logVersion, RaftConn: raftConn, Expect: expect},
 		OnChange: s.membersChanged,
 	})
 	if err != nil {

@@ -22,7 +22,8 @@ func checkStateDir(dir, name string, replicated bool) error {
 			return fmt.Errorf("BATON_STATE_DIR %s holds the log of a server that ran alone (%s), and this server, "+
 				"replicated (BATON_BOOTSTRAP_EXPECT above 1), would start with an empty log of its own in %s: "+
 				"its fences would start again from 1. A server's log is not carried into a cluster: "+
-				"unset BATON_BOOTSTRAP_EXPECT to run on that state, or remove %s to start afresh",
+				"unset BATON_BOOTSTRAP_EXPECT to run on that state, or remove %s to start afresh "+
+				"(under compose, `docker compose down -v` removes the servers' volume, and every token's state with it)",
 				dir, alone, filepath.Join(dir, name), alone)
 		}
 		return nil

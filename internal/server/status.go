@@ -19,6 +19,10 @@ type Status struct {
 	Grants           []Event         `json:"grants"` // the latest grants, oldest first
 	// Raft is this server's view of the replicated log; absent on a server alone.
 	Raft *RaftStatus `json:"raft,omitempty"`
+	// Problem says what is wrong with the deployment as this server sees it, and
+	// its fix (a server beside this one that does not share its log); absent when
+	// nothing is. The log says it too, once.
+	Problem string `json:"problem,omitempty"`
 }
 
 // RaftStatus is a replicated server's view of the cluster.
