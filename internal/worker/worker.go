@@ -499,7 +499,13 @@ func (w *Worker) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) { rw.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		if c := w.client.Load(); c == nil || !c.Info().Connected {
-			http.Error(rw, "not connected to a server", http.StatusServiceUnavailable)
+			// The why, when known, in the body: a healthcheck shows it (docker inspect)
+			// where the client's /status is not published.
+			msg := "not connected to a server"
+			if p := w.Status().Problem; p != "" {
+				msg += ": " + p
+			}
+			http.Error(rw, msg, http.StatusServiceUnavailable)
 			return
 		}
 		rw.Write([]byte("ready\n"))

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +115,16 @@ func TestWrongClusterKeyExplainsItself(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "the status to name the key", func() bool {
 		return strings.Contains(w.Status().Problem, "BATON_CLUSTER_KEY")
 	})
+	// The healthcheck's answer names it too: a client's /status is not published.
+	resp, err := http.Get("http://" + w.HTTPAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "BATON_CLUSTER_KEY") {
+		t.Errorf("/readyz answered %d %q, want 503 naming BATON_CLUSTER_KEY", resp.StatusCode, body)
+	}
 	// Wait for the joiner to retry twice more (every second): still one warning.
 	n := len(logs.lines("join failed"))
 	testutil.Eventually(t, 10*time.Second, "two more joins", func() bool { return len(logs.lines("join failed")) >= n+2 })
