@@ -14,29 +14,7 @@ import (
 
 // identServer sends id on every connection it accepts, then echoes every byte,
 // until the test ends: a test reads which server a connection reached.
-func identServer(t *testing.T, id byte) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := c.Write([]byte{id}); err == nil {
-					_, _ = io.Copy(c, c)
-				}
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func identServer(t *testing.T, id byte) int { return echoServer(t, id) }
 
 // reached reads which server c reached (identServer), within 5 s.
 func reached(t *testing.T, c net.Conn) byte {

@@ -17,8 +17,9 @@ import (
 	"github.com/baton-dev/baton/chaos/internal/event"
 )
 
-// echoServer answers every byte with itself until the test ends.
-func echoServer(t *testing.T) int {
+// echoServer answers every byte with itself until the test ends, after greeting,
+// if any, on every connection it accepts.
+func echoServer(t *testing.T, greeting ...byte) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -33,7 +34,9 @@ func echoServer(t *testing.T) int {
 			}
 			go func() {
 				defer c.Close()
-				_, _ = io.Copy(c, c)
+				if _, err := c.Write(greeting); err == nil {
+					_, _ = io.Copy(c, c)
+				}
 			}()
 		}
 	}()
