@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/baton-dev/baton/chaos/internal/event"
 )
 
 // identServer sends id on every connection it accepts, then echoes every byte,
@@ -107,9 +104,7 @@ func TestNemesisMisroute(t *testing.T) {
 	if n.applied != 1 || n.byKind[misroute] != 1 || n.skipped != 5 || len(n.busy) != 0 {
 		t.Errorf("applied %d (%v), skipped %d, busy %v; want 1 misroute, 5, none", n.applied, n.byKind, n.skipped, n.busy)
 	}
-	checkFaultHistory(t, h, func(e event.Event) string {
-		return fmt.Sprintf("%s %s %s %s#%d %s", e.Kind, e.Op, e.Target, e.W, e.Inst, e.Err)
-	}, []string{
+	checkFaultHistory(t, h, faultWithInstance, []string{
 		"fault misroute s3 s3#3 aimed at a follower; reaches s1",
 		"fault cut-follower  #0 skipped: s1 busy",
 		"fault misroute  #0 skipped: s1 busy",

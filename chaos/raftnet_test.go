@@ -508,9 +508,7 @@ func TestNemesisCutFollowerAndLink(t *testing.T) {
 	if n.applied != 2 || n.byKind[cutFollower] != 1 || n.byKind[cutLink] != 1 || n.skipped != 5 || len(n.busy) != 0 {
 		t.Errorf("applied %d (%v), skipped %d, busy %v; want a cut-follower and a cut-link, 5, none", n.applied, n.byKind, n.skipped, n.busy)
 	}
-	checkFaultHistory(t, h, func(e event.Event) string {
-		return fmt.Sprintf("%s %s %s %s#%d %s", e.Kind, e.Op, e.Target, e.W, e.Inst, e.Err)
-	}, []string{
+	checkFaultHistory(t, h, faultWithInstance, []string{
 		"fault cut-follower s3 s3#3 aimed at a follower",
 		"fault cut-link s2-s1 s1#1 between the leader and a follower",
 		"fault cut-follower  #0 skipped: s1 busy",
@@ -586,6 +584,12 @@ func runUntilCut(t *testing.T, n *nemesis, faults []fault, what string, cut func
 
 // checkFaultHistory checks h's fault and heal events, each as line gives it, against
 // want; a fault that was applied must carry the leader's term, 7.
+// faultWithInstance is a fault or heal event's line for checkFaultHistory, with the
+// process it hit: kind, op, target, worker#instance, and what it says.
+func faultWithInstance(e event.Event) string {
+	return fmt.Sprintf("%s %s %s %s#%d %s", e.Kind, e.Op, e.Target, e.W, e.Inst, e.Err)
+}
+
 func checkFaultHistory(t *testing.T, h *history, line func(event.Event) string, want []string) {
 	t.Helper()
 	var lines []string

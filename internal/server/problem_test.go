@@ -1,8 +1,6 @@
 package server
 
 import (
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,22 +10,8 @@ import (
 // own, and clients split between them: each says so in /status (and on its page),
 // not only once in its log, and says it no more once the other has gone.
 func TestServersThatDoNotReplicateSayItInTheirStatus(t *testing.T) {
-	open := func(name string, join ...string) *Server {
-		cfg := DefaultConfig()
-		cfg.TokenAddr, cfg.HTTPAddr, cfg.GossipBind, cfg.GossipPort, cfg.LocalGossip = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1", 0, true
-		cfg.NodeName, cfg.Join = name, join
-		s, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Open(); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	a := open("server-a")
-	defer a.Close()
-	b := open("server-b", a.GossipAddr())
+	a := openLoopbackServer(t, func(c *Config) { c.NodeName = "server-a" })
+	b := openLoopbackServer(t, func(c *Config) { c.NodeName, c.Join = "server-b", []string{a.GossipAddr()} })
 	problem := func(s *Server) string {
 		st, err := s.Status()
 		if err != nil {

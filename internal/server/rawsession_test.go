@@ -21,7 +21,9 @@ type rawSession struct {
 	id token.SessionID
 }
 
-func openRawSession(t *testing.T, mod func(*Config)) *rawSession {
+// openLoopbackServer opens a server on loopback, its configuration changed by mod,
+// closed at cleanup (or before: Close may be called again).
+func openLoopbackServer(t *testing.T, mod func(*Config)) *Server {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.TokenAddr, cfg.HTTPAddr, cfg.GossipBind, cfg.GossipPort, cfg.LocalGossip = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1", 0, true
@@ -37,6 +39,12 @@ func openRawSession(t *testing.T, mod func(*Config)) *rawSession {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func openRawSession(t *testing.T, mod func(*Config)) *rawSession {
+	t.Helper()
+	s := openLoopbackServer(t, mod)
 	nc, err := net.Dial("tcp", s.TokenAddr())
 	if err != nil {
 		t.Fatal(err)
